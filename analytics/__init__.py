@@ -1,0 +1,1 @@
+"""Pure pairs-trading statistics: numpy, pandas, statsmodels and scipy only."""

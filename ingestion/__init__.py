@@ -1,0 +1,1 @@
+"""Binance USD-M trade ingestion: parse at the edge, connect, repair gaps, write through storage."""

@@ -1,0 +1,76 @@
+"""Record types shared by every stage: ticks, bars, gaps, timeframes.
+
+These are the only types that cross package boundaries besides pandas DataFrames.
+Units are in the names: ``*_ms`` is milliseconds since the Unix epoch, UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+#: Timeframes the product maintains, by name, in seconds.
+TIMEFRAMES_S: dict[str, int] = {"1s": 1, "1m": 60, "5m": 300}
+
+
+def timeframe_s(tf: str) -> int:
+    """Seconds in timeframe ``tf`` (``"1s"``, ``"1m"`` or ``"5m"``); ``ValueError`` otherwise."""
+    try:
+        return TIMEFRAMES_S[tf]
+    except KeyError:
+        raise ValueError(
+            f"unknown timeframe {tf!r}: expected one of {', '.join(TIMEFRAMES_S)}"
+        ) from None
+
+
+class IdKind(StrEnum):
+    """Which id space a symbol's trade ids come from. One symbol never mixes two.
+
+    ``agg``: Binance aggregate trade ids (``a`` of ``@aggTrade``, aggTrades dumps and REST).
+    ``trade``: Binance trade ids (``t`` of ``@trade``, trades dumps).
+    ``synthetic``: ids made by the importer for files that carry none (collector NDJSON).
+    """
+
+    AGG = "agg"
+    TRADE = "trade"
+    SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One trade print, as parsed at the edge.
+
+    ``ts_ms`` is the exchange trade time (``T``), which places the trade in a bar.
+    ``is_buyer_maker`` true means the aggressor was the seller (Binance's ``m``).
+    """
+
+    symbol: str  # upper-case, e.g. "BTCUSDT"
+    trade_id: int
+    ts_ms: int
+    price: float
+    qty: float
+    is_buyer_maker: bool
+    id_kind: IdKind = IdKind.AGG
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A hole in a symbol's id sequence: ids ``first_missing_id..last_missing_id`` inclusive.
+
+    ``status`` is one of ``open`` (found, not yet repaired), ``repaired`` (every missing id
+    was fetched from REST), ``partial`` (some were), ``unrepairable`` (REST no longer has
+    them) or ``failed`` (REST errors). ``repaired_count`` counts the ids fetched.
+    """
+
+    symbol: str
+    first_missing_id: int
+    last_missing_id: int
+    found_ts_ms: int
+    status: str = "open"
+    repaired_count: int = 0
+    detail: str = ""
+    gap_id: int | None = None
+
+    @property
+    def missing(self) -> int:
+        return self.last_missing_id - self.first_missing_id + 1
