@@ -1,0 +1,53 @@
+"""Storage settings: one frozen record built from defaults and the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_DB_PATH = "data.db"
+
+
+def _env_float(env: dict[str, str], name: str, default: float | None) -> float | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("none", "forever", "off"):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r} must be positive (or 'forever')")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    """Where data lives and how long it is kept.
+
+    db_path: the SQLite file (``DB_PATH``; default ``data.db`` in the working directory).
+    ticks_keep_s: seconds of ticks kept (``TICKS_KEEP_HOURS``; default 48 h; None = forever).
+    bars_1s_keep_s: seconds of 1s bars kept (``BARS_1S_KEEP_DAYS``; default 7 days).
+    retention_interval_s: seconds between retention passes in the background (default 300).
+    1m and 5m bars are always kept.
+    """
+
+    db_path: str = DEFAULT_DB_PATH
+    ticks_keep_s: float | None = 48 * 3600.0
+    bars_1s_keep_s: float | None = 7 * 86400.0
+    retention_interval_s: float = 300.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> StorageSettings:
+        env = dict(os.environ if env is None else env)
+        hours = _env_float(env, "TICKS_KEEP_HOURS", 48.0)
+        days = _env_float(env, "BARS_1S_KEEP_DAYS", 7.0)
+        values = {
+            "db_path": env.get("DB_PATH") or DEFAULT_DB_PATH,
+            "ticks_keep_s": None if hours is None else hours * 3600.0,
+            "bars_1s_keep_s": None if days is None else days * 86400.0,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

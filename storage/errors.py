@@ -1,0 +1,25 @@
+"""Storage errors: each names the file and the problem, so the UI and CLIs can print it as is."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """A problem with the database file: missing, corrupt, foreign, full, locked."""
+
+
+class WriterBusyError(StorageError):
+    """Another writer (this process or another) already holds the database."""
+
+
+class UnknownSymbolError(ValueError):
+    """A symbol that the database holds no data for."""
+
+    def __init__(self, symbol: str, known: list[str]):
+        hint = f"; stored symbols: {', '.join(known)}" if known else "; the database is empty"
+        super().__init__(f"no data for symbol {symbol!r}{hint}")
+        self.symbol = symbol
+        self.known = known
+
+
+class IdKindConflictError(ValueError):
+    """A write would mix two id spaces (aggregate ids and trade ids) for one symbol."""

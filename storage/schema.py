@@ -1,0 +1,104 @@
+"""SQLite schema, its version, and the migrations that bring an older file up to date."""
+
+from __future__ import annotations
+
+#: Stored in ``PRAGMA application_id`` so a foreign SQLite file is recognised as foreign.
+APPLICATION_ID = 0x51444231  # "QDB1"
+
+#: Each entry migrates from version ``i`` to ``i + 1``; ``PRAGMA user_version`` holds the version.
+MIGRATIONS: list[str] = [
+    # 0 -> 1: the first schema.
+    """
+    CREATE TABLE symbols (
+        sym_id   INTEGER PRIMARY KEY,
+        symbol   TEXT NOT NULL UNIQUE,
+        id_kind  TEXT NOT NULL          -- 'agg' | 'trade' | 'synthetic': one id space per symbol
+    );
+
+    -- Every trade print. ts_ms is the exchange trade time (Binance T), UTC ms.
+    CREATE TABLE ticks (
+        sym_id          INTEGER NOT NULL,
+        trade_id        INTEGER NOT NULL,
+        ts_ms           INTEGER NOT NULL,
+        price           REAL NOT NULL,
+        qty             REAL NOT NULL,
+        is_buyer_maker  INTEGER NOT NULL,
+        PRIMARY KEY (sym_id, trade_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX ticks_by_time ON ticks (sym_id, ts_ms);
+
+    -- OHLCV bars. Interval [open_time_ms, open_time_ms + tf_s*1000), labelled by its open, UTC.
+    -- first_*/last_* locate the opening and closing trade by (ts_ms, trade_id) so that a late
+    -- tick updates open/close exactly. src: 0 = built from ticks, 1 = imported kline
+    -- (authoritative for its interval: later ticks do not change it).
+    CREATE TABLE bars (
+        sym_id        INTEGER NOT NULL,
+        tf_s          INTEGER NOT NULL,
+        open_time_ms  INTEGER NOT NULL,
+        open          REAL NOT NULL,
+        high          REAL NOT NULL,
+        low           REAL NOT NULL,
+        close         REAL NOT NULL,
+        volume        REAL NOT NULL,
+        quote_volume  REAL NOT NULL,
+        trades        INTEGER NOT NULL,
+        buy_volume    REAL NOT NULL,
+        first_ts_ms   INTEGER NOT NULL,
+        first_id      INTEGER NOT NULL,
+        last_ts_ms    INTEGER NOT NULL,
+        last_id       INTEGER NOT NULL,
+        src           INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (sym_id, tf_s, open_time_ms)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE gaps (
+        gap_id            INTEGER PRIMARY KEY,
+        sym_id            INTEGER NOT NULL,
+        first_missing_id  INTEGER NOT NULL,
+        last_missing_id   INTEGER NOT NULL,
+        found_ts_ms       INTEGER NOT NULL,
+        status            TEXT NOT NULL,
+        repaired_count    INTEGER NOT NULL DEFAULT 0,
+        detail            TEXT NOT NULL DEFAULT '',
+        updated_ts_ms     INTEGER NOT NULL
+    );
+    CREATE INDEX gaps_by_symbol ON gaps (sym_id, found_ts_ms);
+
+    CREATE TABLE alert_rules (
+        rule_id        INTEGER PRIMARY KEY,
+        name           TEXT NOT NULL,
+        x              TEXT NOT NULL,
+        y              TEXT NOT NULL,
+        tf             TEXT NOT NULL,
+        metric         TEXT NOT NULL,
+        op             TEXT NOT NULL,
+        threshold      REAL NOT NULL,
+        cooldown_s     REAL NOT NULL,
+        enabled        INTEGER NOT NULL DEFAULT 1,
+        params         TEXT NOT NULL DEFAULT '{}',
+        created_ts_ms  INTEGER NOT NULL
+    );
+
+    CREATE TABLE alert_events (
+        event_id     INTEGER PRIMARY KEY,
+        rule_id      INTEGER NOT NULL,
+        fired_ts_ms  INTEGER NOT NULL,
+        bar_time_ms  INTEGER NOT NULL,
+        value        REAL NOT NULL,
+        message      TEXT NOT NULL,
+        UNIQUE (rule_id, bar_time_ms)
+    );
+    CREATE INDEX alert_events_by_time ON alert_events (fired_ts_ms);
+
+    -- Feed health published by whoever collects (the dashboard's own feed or a collector).
+    CREATE TABLE feed_status (
+        collector_id   TEXT NOT NULL,
+        symbol         TEXT NOT NULL,
+        status         TEXT NOT NULL,     -- JSON object
+        updated_ts_ms  INTEGER NOT NULL,
+        PRIMARY KEY (collector_id, symbol)
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)

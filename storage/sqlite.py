@@ -1,0 +1,825 @@
+"""SQLite storage: one writer, batched transactions, WAL; readers on their own connections.
+
+The single :class:`Writer` holds an exclusive lock file beside the database, so a second writer
+(in this process or another) fails at once with :class:`WriterBusyError` instead of meeting
+"database is locked" later. :class:`Reader` objects are cheap; make one per thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from storage.bars import aggregate_ticks, merge_bars
+from storage.errors import (
+    IdKindConflictError,
+    StorageError,
+    UnknownSymbolError,
+    WriterBusyError,
+)
+from storage.records import Gap, IdKind, Tick, timeframe_s
+from storage.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+
+BAR_COLUMNS = ["open_time_ms", "open", "high", "low", "close", "volume", "trades", "vwap",
+               "buy_volume"]
+PAIR_COLUMNS = ["open_time_ms", "x", "y", "x_filled", "y_filled", "x_volume", "y_volume",
+                "x_trades", "y_trades"]
+GAP_STATUSES = ("open", "repaired", "partial", "unrepairable", "failed")
+
+_UPSERT_TICK_BARS = """
+INSERT INTO bars (sym_id, tf_s, open_time_ms, open, high, low, close, volume, quote_volume,
+                  trades, buy_volume, first_ts_ms, first_id, last_ts_ms, last_id, src)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)
+ON CONFLICT (sym_id, tf_s, open_time_ms) DO UPDATE SET
+    open = CASE WHEN (excluded.first_ts_ms, excluded.first_id) < (bars.first_ts_ms, bars.first_id)
+                THEN excluded.open ELSE bars.open END,
+    first_ts_ms = CASE WHEN (excluded.first_ts_ms, excluded.first_id)
+                            < (bars.first_ts_ms, bars.first_id)
+                       THEN excluded.first_ts_ms ELSE bars.first_ts_ms END,
+    first_id = CASE WHEN (excluded.first_ts_ms, excluded.first_id)
+                         < (bars.first_ts_ms, bars.first_id)
+                    THEN excluded.first_id ELSE bars.first_id END,
+    close = CASE WHEN (excluded.last_ts_ms, excluded.last_id) > (bars.last_ts_ms, bars.last_id)
+                 THEN excluded.close ELSE bars.close END,
+    last_ts_ms = CASE WHEN (excluded.last_ts_ms, excluded.last_id)
+                           > (bars.last_ts_ms, bars.last_id)
+                      THEN excluded.last_ts_ms ELSE bars.last_ts_ms END,
+    last_id = CASE WHEN (excluded.last_ts_ms, excluded.last_id) > (bars.last_ts_ms, bars.last_id)
+                   THEN excluded.last_id ELSE bars.last_id END,
+    high = max(bars.high, excluded.high),
+    low = min(bars.low, excluded.low),
+    volume = bars.volume + excluded.volume,
+    quote_volume = bars.quote_volume + excluded.quote_volume,
+    trades = bars.trades + excluded.trades,
+    buy_volume = bars.buy_volume + excluded.buy_volume
+WHERE bars.src = 0
+"""
+
+_REPLACE_BARS = """
+INSERT OR REPLACE INTO bars (sym_id, tf_s, open_time_ms, open, high, low, close, volume,
+                  quote_volume, trades, buy_volume, first_ts_ms, first_id, last_ts_ms, last_id, src)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+"""
+
+_BAR_MERGE_COLUMNS = ("open_time_ms, open, high, low, close, volume, quote_volume, trades, "
+                      "buy_volume, first_ts_ms, first_id, last_ts_ms, last_id, src")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _describe(path: Path, exc: sqlite3.Error) -> str:
+    msg = str(exc)
+    if "disk is full" in msg or "database or disk is full" in msg:
+        return (f"disk full while writing {path}: the last batch was rolled back; "
+                "everything committed before it is intact")
+    if "not a database" in msg:
+        return f"{path} is not a SQLite database (or is encrypted/corrupt)"
+    if "malformed" in msg:
+        return f"{path} is corrupt ({msg}); restore it from a backup or start a new file"
+    if "locked" in msg or "busy" in msg:
+        return f"{path} is busy: another process holds a long transaction ({msg})"
+    if "readonly" in msg or "read-only" in msg:
+        return f"{path} is read-only for this process ({msg})"
+    return f"{path}: {msg}"
+
+
+@contextlib.contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """Turn sqlite3 errors into :class:`StorageError` naming the file."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StorageError(_describe(path, exc)) from exc
+
+
+def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    with _translated(path):
+        conn = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        return conn
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path, *, migrate: bool) -> None:
+    """Recognise our file, refuse foreign or newer ones, migrate older ones (writer only)."""
+    with _translated(path):
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        n_tables = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+        ).fetchone()[0]
+    if app_id == 0 and n_tables == 0:
+        version = 0  # a new, empty file
+    elif app_id != APPLICATION_ID:
+        raise StorageError(
+            f"{path} is a SQLite database of another application (application_id {app_id:#x}); "
+            "refusing to touch it — choose another DB_PATH"
+        )
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"{path} has schema version {version}, newer than this program's {SCHEMA_VERSION}; "
+            "upgrade the program"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    if not migrate:
+        raise StorageError(
+            f"{path} has schema version {version}; open it once with a writer "
+            "(the dashboard feed, the collector or `python -m storage info`) to migrate it"
+        )
+    with _translated(path):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _split_sql(MIGRATIONS[step]):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration script into statements (ours never has ';' inside a literal)."""
+    lines = [ln.split("--", 1)[0] for ln in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    inserted: int
+    duplicates: int
+
+
+class Writer:
+    """The one writer of a database file.
+
+    Thread-safe: an internal lock serialises calls, so the ingestion writer thread, the alert
+    monitor and the retention job can share it. Every public method is one short transaction.
+
+    Parameters
+    ----------
+    path : database file; created with the current schema if missing.
+    busy_timeout_s : how long a statement waits for a reader's checkpoint, in seconds.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 10.0):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise StorageError(f"{self.path} is a directory, not a database file")
+        if not self.path.parent.exists():
+            raise StorageError(f"folder {self.path.parent} does not exist (database {self.path})")
+        self._lock_file = self._acquire_writer_lock()
+        try:
+            self._conn = _connect(self.path, busy_timeout_s)
+            _check_schema(self._conn, self.path, migrate=True)
+            with _translated(self.path):
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+                self._conn.execute("PRAGMA foreign_keys = OFF")
+            if mode.lower() != "wal":
+                raise StorageError(f"{self.path}: could not switch to WAL mode (got {mode})")
+        except BaseException:
+            self._release_writer_lock()
+            raise
+        self._lock = threading.RLock()
+        self._sym_cache: dict[str, tuple[int, str]] = {}
+        self._depth = 0
+        self.closed = False
+
+    # ----------------------------------------------------------------- lifecycle
+    def _acquire_writer_lock(self):
+        lock_path = self.path.with_name(self.path.name + ".writer.lock")
+        try:
+            fh = open(lock_path, "a+")  # noqa: SIM115 - held open for the writer's lifetime
+        except OSError as exc:
+            raise StorageError(f"cannot create lock file {lock_path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise WriterBusyError(
+                f"{self.path} already has a writer ({holder}); only one process may write. "
+                "Point the dashboard at it read-only, or stop the other writer."
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        return fh
+
+    def _release_writer_lock(self) -> None:
+        fh = getattr(self, "_lock_file", None)
+        if fh is not None and not fh.closed:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA optimize")
+            self._conn.close()
+            self._release_writer_lock()
+            self.closed = True
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all or nothing."""
+        if self.closed:
+            raise StorageError(f"{self.path}: writer is closed")
+        with self._lock, _translated(self.path):
+            if self._depth:  # nested inside transaction(): the outer one commits
+                yield self._conn
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield self._conn
+            except BaseException:
+                if self._conn.in_transaction:  # SQLite may have rolled back already (disk full)
+                    self._conn.execute("ROLLBACK")
+                self._sym_cache.clear()  # a symbol created in this transaction is gone again
+                raise
+            else:
+                self._conn.execute("COMMIT")
+            finally:
+                self._depth -= 1
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several writes into one all-or-nothing transaction (an import, per file).
+
+        Other threads' writes wait until it ends, so keep it to bulk jobs.
+        """
+        with self._tx():
+            yield
+
+    # ----------------------------------------------------------------- symbols
+    def _sym_id(self, conn: sqlite3.Connection, symbol: str, kind: str) -> int:
+        cached = self._sym_cache.get(symbol)
+        if cached is None:
+            row = conn.execute(
+                "SELECT sym_id, id_kind FROM symbols WHERE symbol = ?", (symbol,)
+            ).fetchone()
+            if row is None:
+                cur = conn.execute(
+                    "INSERT INTO symbols (symbol, id_kind) VALUES (?, ?)", (symbol, kind)
+                )
+                row = (cur.lastrowid, kind)
+            cached = (int(row[0]), str(row[1]))
+            self._sym_cache[symbol] = cached
+        sym_id, stored_kind = cached
+        if stored_kind != kind:
+            raise IdKindConflictError(
+                f"{symbol} holds {stored_kind} ids; refusing to mix in {kind} ids "
+                "(aggregate ids and trade ids are different id spaces)"
+            )
+        return sym_id
+
+    # ----------------------------------------------------------------- ticks
+    def write_ticks(self, ticks: Sequence[Tick]) -> int:
+        """Store ticks and maintain their 1s/1m/5m bars in one transaction.
+
+        Idempotent: a tick whose (symbol, trade_id) is stored already is ignored, and so are
+        repeats inside the batch. Returns how many ticks were new.
+        """
+        if not ticks:
+            return 0
+        groups: dict[tuple[str, str], list[Tick]] = {}
+        for t in ticks:
+            groups.setdefault((t.symbol, str(t.id_kind)), []).append(t)
+        inserted = 0
+        with self._tx() as conn:
+            for (symbol, kind), group in groups.items():
+                inserted += self._insert_arrays(
+                    conn,
+                    symbol,
+                    kind,
+                    np.fromiter((t.trade_id for t in group), np.int64, len(group)),
+                    np.fromiter((t.ts_ms for t in group), np.int64, len(group)),
+                    np.fromiter((t.price for t in group), np.float64, len(group)),
+                    np.fromiter((t.qty for t in group), np.float64, len(group)),
+                    np.fromiter((t.is_buyer_maker for t in group), np.bool_, len(group)),
+                )
+        return inserted
+
+    def write_tick_arrays(
+        self,
+        symbol: str,
+        id_kind: IdKind | str,
+        trade_id: np.ndarray,
+        ts_ms: np.ndarray,
+        price: np.ndarray,
+        qty: np.ndarray,
+        is_buyer_maker: np.ndarray,
+    ) -> int:
+        """Columnar twin of :meth:`write_ticks` for importers and benchmarks (one symbol)."""
+        with self._tx() as conn:
+            return self._insert_arrays(
+                conn, symbol.upper(), str(IdKind(id_kind)),
+                np.asarray(trade_id, np.int64), np.asarray(ts_ms, np.int64),
+                np.asarray(price, np.float64), np.asarray(qty, np.float64),
+                np.asarray(is_buyer_maker, np.bool_),
+            )
+
+    def _insert_arrays(self, conn, symbol, kind, ids, ts, px, qty, bm) -> int:
+        if not (len(ids) == len(ts) == len(px) == len(qty) == len(bm)):
+            raise ValueError(f"{symbol}: tick columns differ in length")
+        bad = ~(np.isfinite(px) & np.isfinite(qty) & (px > 0) & (qty > 0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"{symbol}: tick {int(ids[i])} has price {px[i]!r} and quantity {qty[i]!r}; "
+                "both must be finite and positive"
+            )
+        sym_id = self._sym_id(conn, symbol, kind)
+        # Keep the first of any repeated id in the batch, then drop ids already stored.
+        _, first = np.unique(ids, return_index=True)
+        keep = np.zeros(len(ids), bool)
+        keep[first] = True
+        lo, hi = int(ids.min()), int(ids.max())
+        stored = np.fromiter(
+            (r[0] for r in conn.execute(
+                "SELECT trade_id FROM ticks WHERE sym_id = ? AND trade_id BETWEEN ? AND ?",
+                (sym_id, lo, hi),
+            )),
+            np.int64,
+        )
+        if len(stored):
+            keep &= ~np.isin(ids, stored)
+        if not keep.all():
+            ids, ts, px, qty, bm = ids[keep], ts[keep], px[keep], qty[keep], bm[keep]
+        n = len(ids)
+        if n == 0:
+            return 0
+        conn.executemany(
+            "INSERT INTO ticks (sym_id, trade_id, ts_ms, price, qty, is_buyer_maker) "
+            "VALUES (?,?,?,?,?,?)",
+            zip([sym_id] * n, ids.tolist(), ts.tolist(), px.tolist(), qty.tolist(),
+                bm.astype(np.int8).tolist(), strict=True),
+        )
+        for tf_s in (1, 60):
+            partial = aggregate_ticks(ts, ids, px, qty, bm, tf_s * 1000)
+            conn.executemany(_UPSERT_TICK_BARS, partial.rows(sym_id, tf_s))
+        self._derive_5m(conn, sym_id, int(ts.min()), int(ts.max()))
+        return n
+
+    def _derive_5m(self, conn: sqlite3.Connection, sym_id: int, lo_ms: int, hi_ms: int) -> None:
+        """Recompute the 5m bars covering [lo_ms, hi_ms] as the merge of their 1m bars."""
+        lo = lo_ms - lo_ms % 300_000
+        hi = hi_ms - hi_ms % 300_000 + 300_000
+        rows = conn.execute(
+            f"SELECT {_BAR_MERGE_COLUMNS} FROM bars WHERE sym_id = ? AND tf_s = 60 "
+            "AND open_time_ms >= ? AND open_time_ms < ? ORDER BY open_time_ms",
+            (sym_id, lo, hi),
+        ).fetchall()
+        if not rows:
+            return
+        merged = merge_bars(np.asarray(rows, dtype=np.float64), 300_000)
+        n = len(merged[0])
+        out = zip(
+            [sym_id] * n, [300] * n,
+            *[col.astype(np.int64).tolist() if i in (0, 7, 9, 10, 11, 12, 13) else col.tolist()
+              for i, col in enumerate(merged)],
+            strict=True,
+        )
+        conn.executemany(_REPLACE_BARS, out)
+
+    # ----------------------------------------------------------------- klines
+    def write_klines(self, symbol: str, rows: pd.DataFrame) -> int:
+        """Store exchange 1m klines as 1m bars (and the 5m bars they make).
+
+        ``rows`` has Binance's kline columns: ``open_time, open, high, low, close, volume,
+        close_time, quote_volume, count, taker_buy_volume``. A kline bar is authoritative for
+        its minute: it replaces a bar built from ticks, and later ticks for that minute are
+        stored as ticks but leave the bar alone. Idempotent. Returns the number of rows.
+        """
+        need = ["open_time", "open", "high", "low", "close", "volume", "close_time",
+                "quote_volume", "count", "taker_buy_volume"]
+        missing = [c for c in need if c not in rows.columns]
+        if missing:
+            raise ValueError(f"kline rows for {symbol} lack columns {missing}")
+        if rows.empty:
+            return 0
+        symbol = symbol.upper()
+        ot = rows["open_time"].to_numpy(np.int64)
+        if (ot % 60_000).any():
+            raise ValueError(f"{symbol}: kline open times are not on minute boundaries "
+                             "(only 1m klines are stored)")
+        n = len(rows)
+        out = list(zip(
+            [0] * n, [60] * n, ot.tolist(),
+            *[rows[c].astype(float).tolist() for c in
+              ("open", "high", "low", "close", "volume", "quote_volume")],
+            rows["count"].astype(np.int64).tolist(),
+            rows["taker_buy_volume"].astype(float).tolist(),
+            ot.tolist(), [-1] * n, rows["close_time"].astype(np.int64).tolist(), [-1] * n,
+            [1] * n,
+            strict=True,
+        ))
+        with self._tx() as conn:
+            sym_id = self._sym_id_any(conn, symbol)
+            conn.executemany(_REPLACE_BARS, [(sym_id, *r[1:]) for r in out])
+            self._derive_5m(conn, sym_id, int(ot.min()), int(ot.max()))
+        return n
+
+    def _sym_id_any(self, conn: sqlite3.Connection, symbol: str) -> int:
+        """The symbol's id whatever its id kind (klines carry no trade ids)."""
+        row = conn.execute("SELECT sym_id FROM symbols WHERE symbol = ?", (symbol,)).fetchone()
+        if row is not None:
+            return int(row[0])
+        return self._sym_id(conn, symbol, IdKind.AGG.value)
+
+    # ----------------------------------------------------------------- gaps
+    def last_trade_id(self, symbol: str) -> int | None:
+        with self._lock, _translated(self.path):
+            row = self._conn.execute(
+                "SELECT max(trade_id) FROM ticks JOIN symbols USING (sym_id) WHERE symbol = ?",
+                (symbol.upper(),),
+            ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def record_gap(self, gap: Gap) -> int:
+        """Record a hole in a symbol's id sequence; returns its ``gap_id``."""
+        if gap.status not in GAP_STATUSES:
+            raise ValueError(f"gap status {gap.status!r} not in {GAP_STATUSES}")
+        with self._tx() as conn:
+            sym_id = self._sym_id_any(conn, gap.symbol.upper())
+            cur = conn.execute(
+                "INSERT INTO gaps (sym_id, first_missing_id, last_missing_id, found_ts_ms, "
+                "status, repaired_count, detail, updated_ts_ms) VALUES (?,?,?,?,?,?,?,?)",
+                (sym_id, gap.first_missing_id, gap.last_missing_id, gap.found_ts_ms,
+                 gap.status, gap.repaired_count, gap.detail, now_ms()),
+            )
+            return int(cur.lastrowid)
+
+    def update_gap(self, gap_id: int, *, status: str, repaired_count: int,
+                   detail: str = "") -> None:
+        if status not in GAP_STATUSES:
+            raise ValueError(f"gap status {status!r} not in {GAP_STATUSES}")
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE gaps SET status = ?, repaired_count = ?, detail = ?, updated_ts_ms = ? "
+                "WHERE gap_id = ?", (status, repaired_count, detail, now_ms(), gap_id),
+            )
+            if cur.rowcount == 0:
+                raise ValueError(f"no gap with id {gap_id}")
+
+    # ----------------------------------------------------------------- feed status
+    def save_feed_status(self, collector_id: str, symbol: str, status: dict[str, Any]) -> None:
+        """Publish one symbol's feed health for readers in any process."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO feed_status (collector_id, symbol, status, updated_ts_ms) "
+                "VALUES (?,?,?,?)",
+                (collector_id, symbol.upper(), json.dumps(status, default=str), now_ms()),
+            )
+
+    # ----------------------------------------------------------------- alerts
+    def add_alert_rule(self, *, name: str, x: str, y: str, tf: str, metric: str, op: str,
+                       threshold: float, cooldown_s: float, params: dict | None = None) -> int:
+        timeframe_s(tf)
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO alert_rules (name, x, y, tf, metric, op, threshold, cooldown_s, "
+                "enabled, params, created_ts_ms) VALUES (?,?,?,?,?,?,?,?,1,?,?)",
+                (name, x.upper(), y.upper(), tf, metric, op, float(threshold), float(cooldown_s),
+                 json.dumps(params or {}), now_ms()),
+            )
+            return int(cur.lastrowid)
+
+    def set_alert_rule_enabled(self, rule_id: int, enabled: bool) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE alert_rules SET enabled = ? WHERE rule_id = ?",
+                         (int(enabled), rule_id))
+
+    def delete_alert_rule(self, rule_id: int) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM alert_rules WHERE rule_id = ?", (rule_id,))
+
+    def record_alert(self, *, rule_id: int, bar_time_ms: int, value: float, message: str,
+                     fired_ts_ms: int | None = None) -> bool:
+        """Store a fired alert; False if this rule already fired for this bar."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO alert_events (rule_id, fired_ts_ms, bar_time_ms, value, "
+                "message) VALUES (?,?,?,?,?)",
+                (rule_id, fired_ts_ms if fired_ts_ms is not None else now_ms(), bar_time_ms,
+                 float(value), message),
+            )
+            return cur.rowcount == 1
+
+    # ----------------------------------------------------------------- retention
+    def prune(self, *, now_ms_: int | None = None, ticks_keep_s: float | None = 48 * 3600,
+              bars_1s_keep_s: float | None = 7 * 86400, chunk_rows: int = 20_000,
+              should_stop: Callable[[], bool] = lambda: False) -> dict[str, int]:
+        """Delete ticks and 1s bars older than their retention, in short transactions.
+
+        Each chunk of ``chunk_rows`` rows is its own transaction, so the writer is never held
+        for long; ``None`` keeps forever. 1m and 5m bars are always kept. Returns rows deleted.
+        """
+        now = now_ms() if now_ms_ is None else now_ms_
+        deleted = {"ticks": 0, "bars_1s": 0}
+        with self._lock, _translated(self.path):
+            sym_ids = [r[0] for r in self._conn.execute("SELECT sym_id FROM symbols")]
+        jobs = []
+        if ticks_keep_s is not None:
+            cutoff = now - int(ticks_keep_s * 1000)
+            jobs.append(("ticks",
+                         "DELETE FROM ticks WHERE sym_id = ? AND trade_id IN (SELECT trade_id "
+                         "FROM ticks WHERE sym_id = ? AND ts_ms < ? LIMIT ?)", cutoff))
+        if bars_1s_keep_s is not None:
+            cutoff = now - int(bars_1s_keep_s * 1000)
+            jobs.append(("bars_1s",
+                         "DELETE FROM bars WHERE sym_id = ? AND tf_s = 1 AND open_time_ms IN "
+                         "(SELECT open_time_ms FROM bars WHERE sym_id = ? AND tf_s = 1 "
+                         "AND open_time_ms < ? LIMIT ?)", cutoff))
+        for key, sql, cutoff in jobs:
+            for sym_id in sym_ids:
+                while not should_stop():
+                    with self._tx() as conn:
+                        n = conn.execute(sql, (sym_id, sym_id, cutoff, chunk_rows)).rowcount
+                    deleted[key] += n
+                    if n < chunk_rows:
+                        break
+        return deleted
+
+
+class Reader:
+    """Read-only access on a connection of its own. Not shared between threads: make one each.
+
+    Every method's cost is proportional to the rows it returns (index range scans).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 10.0):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise StorageError(
+                f"no database at {self.path}: start a feed or import a file first"
+            )
+        if self.path.is_dir():
+            raise StorageError(f"{self.path} is a directory, not a database file")
+        self._conn = _connect(self.path, busy_timeout_s)
+        try:
+            _check_schema(self._conn, self.path, migrate=False)
+            with _translated(self.path):
+                self._conn.execute("PRAGMA query_only = 1")
+        except BaseException:
+            self._conn.close()
+            raise
+        self._sym_ids: dict[str, int] = {}
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _q(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with _translated(self.path):
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: a cheap cache key for readers."""
+        return int(self._q("PRAGMA data_version")[0][0])
+
+    # ----------------------------------------------------------------- symbols
+    def symbols(self) -> list[str]:
+        return [r[0] for r in self._q("SELECT symbol FROM symbols ORDER BY symbol")]
+
+    def _sym_id(self, symbol: str) -> int:
+        symbol = symbol.upper()
+        sid = self._sym_ids.get(symbol)
+        if sid is None:
+            rows = self._q("SELECT sym_id FROM symbols WHERE symbol = ?", (symbol,))
+            if not rows:
+                raise UnknownSymbolError(symbol, self.symbols())
+            sid = self._sym_ids[symbol] = int(rows[0][0])
+        return sid
+
+    # ----------------------------------------------------------------- bars
+    def bars(self, symbol: str, tf: str, start_ms: int | None = None, end_ms: int | None = None,
+             limit: int | None = None) -> pd.DataFrame:
+        """Bars with at least one trade, oldest first, open time in ``[start_ms, end_ms]``.
+
+        With ``limit``, the last ``limit`` such bars of the range.
+        """
+        tf_s = timeframe_s(tf)
+        _check_range(start_ms, end_ms, limit)
+        sid = self._sym_id(symbol)
+        lo = -(2**62) if start_ms is None else int(start_ms)
+        hi = 2**62 if end_ms is None else int(end_ms)
+        sql = ("SELECT open_time_ms, open, high, low, close, volume, trades, "
+               "quote_volume / volume, buy_volume FROM bars WHERE sym_id = ? AND tf_s = ? "
+               "AND open_time_ms BETWEEN ? AND ? ORDER BY open_time_ms")
+        params: list[Any] = [sid, tf_s, lo, hi]
+        if limit is not None:
+            sql = sql.replace("ORDER BY open_time_ms", "ORDER BY open_time_ms DESC LIMIT ?")
+            params.append(int(limit))
+        rows = self._q(sql, params)
+        if limit is not None:
+            rows.reverse()
+        df = pd.DataFrame(rows, columns=BAR_COLUMNS)
+        return df.astype({"open_time_ms": "int64", "trades": "int64", "open": "float64",
+                          "high": "float64", "low": "float64", "close": "float64",
+                          "volume": "float64", "vwap": "float64", "buy_volume": "float64"})
+
+    def bar_range(self, symbol: str, tf: str) -> tuple[int, int] | None:
+        """(first, last) bar open time of a symbol, or None if it has no bars."""
+        row = self._q("SELECT min(open_time_ms), max(open_time_ms) FROM bars "
+                      "WHERE sym_id = ? AND tf_s = ?", (self._sym_id(symbol), timeframe_s(tf)))[0]
+        return None if row[0] is None else (int(row[0]), int(row[1]))
+
+    def pair_frame(self, x: str, y: str, tf: str, start_ms: int | None = None,
+                   end_ms: int | None = None, limit: int | None = None) -> pd.DataFrame:
+        """Two legs on one regular grid of ``tf`` bars.
+
+        The grid starts at the first bar where both legs have traded (and not before
+        ``start_ms``) and ends at the last bar of either leg (not after ``end_ms``); with
+        ``limit`` only its last ``limit`` points. A leg with no trade in a grid bar carries its
+        previous close forward, with zero volume and trades, and ``<leg>_filled`` true.
+        Columns: ``open_time_ms, x, y, x_filled, y_filled, x_volume, y_volume, x_trades,
+        y_trades``.
+        """
+        tf_s = timeframe_s(tf)
+        tf_ms = tf_s * 1000
+        _check_range(start_ms, end_ms, limit)
+        if x.upper() == y.upper():
+            raise ValueError(f"the two legs must differ (both are {x.upper()})")
+        rx, ry = self.bar_range(x, tf), self.bar_range(y, tf)
+        if rx is None or ry is None:
+            return _empty_pair()
+        first = max(rx[0], ry[0])
+        last = max(rx[1], ry[1])
+        if start_ms is not None:
+            first = max(first, -(-int(start_ms) // tf_ms) * tf_ms)
+        if end_ms is not None:
+            last = min(last, int(end_ms) - int(end_ms) % tf_ms)
+        if limit is not None:
+            first = max(first, last - (int(limit) - 1) * tf_ms)
+        if last < first:
+            return _empty_pair()
+        grid = np.arange(first, last + tf_ms, tf_ms, dtype=np.int64)
+        out: dict[str, Any] = {"open_time_ms": grid}
+        for leg, sym in (("x", x), ("y", y)):
+            sid = self._sym_id(sym)
+            rows = self._q(
+                "SELECT open_time_ms, close, volume, trades FROM bars WHERE sym_id = ? "
+                "AND tf_s = ? AND open_time_ms BETWEEN ? AND ? ORDER BY open_time_ms",
+                (sid, tf_s, first, last),
+            )
+            t = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+            pos = ((t - first) // tf_ms).astype(np.int64)
+            close = np.full(len(grid), np.nan)
+            vol = np.zeros(len(grid))
+            trades = np.zeros(len(grid), np.int64)
+            close[pos] = [r[1] for r in rows]
+            vol[pos] = [r[2] for r in rows]
+            trades[pos] = [r[3] for r in rows]
+            filled = np.ones(len(grid), bool)
+            filled[pos] = False
+            if filled[0]:
+                prev = self._q(
+                    "SELECT close FROM bars WHERE sym_id = ? AND tf_s = ? AND open_time_ms < ? "
+                    "ORDER BY open_time_ms DESC LIMIT 1", (sid, tf_s, first))
+                if prev:
+                    close[0] = prev[0][0]
+            out[leg] = pd.Series(close).ffill().to_numpy()
+            out[f"{leg}_filled"] = filled
+            out[f"{leg}_volume"] = vol
+            out[f"{leg}_trades"] = trades
+        return pd.DataFrame(out, columns=PAIR_COLUMNS)
+
+    # ----------------------------------------------------------------- ticks
+    def ticks(self, symbol: str, start_ms: int | None = None,
+              end_ms: int | None = None) -> pd.DataFrame:
+        """Ticks by exchange time in ``[start_ms, end_ms]``, ordered by (ts_ms, trade_id)."""
+        _check_range(start_ms, end_ms, None)
+        lo = -(2**62) if start_ms is None else int(start_ms)
+        hi = 2**62 if end_ms is None else int(end_ms)
+        rows = self._q(
+            "SELECT trade_id, ts_ms, price, qty, is_buyer_maker FROM ticks WHERE sym_id = ? "
+            "AND ts_ms BETWEEN ? AND ? ORDER BY ts_ms, trade_id", (self._sym_id(symbol), lo, hi))
+        df = pd.DataFrame(rows, columns=["trade_id", "ts_ms", "price", "qty", "is_buyer_maker"])
+        return df.astype({"trade_id": "int64", "ts_ms": "int64", "price": "float64",
+                          "qty": "float64", "is_buyer_maker": "bool"})
+
+    def last_trade_id(self, symbol: str) -> int | None:
+        row = self._q("SELECT max(trade_id) FROM ticks WHERE sym_id = ?",
+                      (self._sym_id(symbol),))[0]
+        return None if row[0] is None else int(row[0])
+
+    def id_kind(self, symbol: str) -> str:
+        return self._q("SELECT id_kind FROM symbols WHERE sym_id = ?",
+                       (self._sym_id(symbol),))[0][0]
+
+    # ----------------------------------------------------------------- gaps, status, alerts
+    def gaps(self, symbol: str | None = None) -> pd.DataFrame:
+        cols = ["gap_id", "symbol", "first_missing_id", "last_missing_id", "missing",
+                "found_ts_ms", "status", "repaired_count", "detail", "updated_ts_ms"]
+        sql = ("SELECT gap_id, symbol, first_missing_id, last_missing_id, "
+               "last_missing_id - first_missing_id + 1, found_ts_ms, status, repaired_count, "
+               "detail, updated_ts_ms FROM gaps JOIN symbols USING (sym_id)")
+        params: tuple = ()
+        if symbol is not None:
+            sql += " WHERE sym_id = ?"
+            params = (self._sym_id(symbol),)
+        return pd.DataFrame(self._q(sql + " ORDER BY found_ts_ms", params), columns=cols)
+
+    def feed_status(self, max_age_s: float | None = None) -> pd.DataFrame:
+        """Published feed health: one row per (collector, symbol), newest first."""
+        rows = self._q("SELECT collector_id, symbol, status, updated_ts_ms FROM feed_status "
+                       "ORDER BY updated_ts_ms DESC")
+        if max_age_s is not None:
+            cutoff = now_ms() - int(max_age_s * 1000)
+            rows = [r for r in rows if r[3] >= cutoff]
+        return pd.DataFrame(
+            [(c, s, json.loads(st), u) for c, s, st, u in rows],
+            columns=["collector_id", "symbol", "status", "updated_ts_ms"],
+        )
+
+    def alert_rules(self) -> pd.DataFrame:
+        cols = ["rule_id", "name", "x", "y", "tf", "metric", "op", "threshold", "cooldown_s",
+                "enabled", "params", "created_ts_ms"]
+        return pd.DataFrame(self._q(f"SELECT {', '.join(cols)} FROM alert_rules ORDER BY rule_id"),
+                            columns=cols)
+
+    def alert_events(self, since_ms: int | None = None, limit: int = 1000) -> pd.DataFrame:
+        cols = ["event_id", "rule_id", "fired_ts_ms", "bar_time_ms", "value", "message"]
+        rows = self._q(
+            f"SELECT {', '.join(cols)} FROM alert_events WHERE fired_ts_ms >= ? "
+            "ORDER BY event_id DESC LIMIT ?", (since_ms or 0, limit))
+        return pd.DataFrame(rows, columns=cols)
+
+    # ----------------------------------------------------------------- info
+    def info(self) -> dict[str, Any]:
+        """Everything ``python -m storage info`` prints, as plain data."""
+        symbols = []
+        for sym_id, symbol, kind in self._q("SELECT sym_id, symbol, id_kind FROM symbols "
+                                            "ORDER BY symbol"):
+            n, t0, t1, i0, i1 = self._q(
+                "SELECT count(*), min(ts_ms), max(ts_ms), min(trade_id), max(trade_id) "
+                "FROM ticks WHERE sym_id = ?", (sym_id,))[0]
+            bars = {}
+            for tf, tf_s in (("1s", 1), ("1m", 60), ("5m", 300)):
+                bn, b0, b1 = self._q(
+                    "SELECT count(*), min(open_time_ms), max(open_time_ms) FROM bars "
+                    "WHERE sym_id = ? AND tf_s = ?", (sym_id, tf_s))[0]
+                bars[tf] = {"count": bn, "first_ms": b0, "last_ms": b1}
+            gaps = dict(self._q("SELECT status, count(*) FROM gaps WHERE sym_id = ? "
+                                "GROUP BY status", (sym_id,)))
+            symbols.append({"symbol": symbol, "id_kind": kind, "ticks": n, "first_tick_ms": t0,
+                            "last_tick_ms": t1, "first_id": i0, "last_id": i1, "bars": bars,
+                            "gaps": gaps})
+        size = sum(p.stat().st_size for p in
+                   (self.path, self.path.with_name(self.path.name + "-wal")) if p.exists())
+        return {"path": str(self.path), "size_bytes": size, "schema_version": SCHEMA_VERSION,
+                "symbols": symbols}
+
+
+def _check_range(start_ms: int | None, end_ms: int | None, limit: int | None) -> None:
+    if start_ms is not None and end_ms is not None and start_ms > end_ms:
+        raise ValueError(f"start ({start_ms}) is after end ({end_ms})")
+    if limit is not None and int(limit) < 1:
+        raise ValueError(f"limit must be at least 1 (got {limit})")
+
+
+def _empty_pair() -> pd.DataFrame:
+    return pd.DataFrame({
+        "open_time_ms": pd.Series([], dtype="int64"), "x": pd.Series([], dtype="float64"),
+        "y": pd.Series([], dtype="float64"), "x_filled": pd.Series([], dtype="bool"),
+        "y_filled": pd.Series([], dtype="bool"), "x_volume": pd.Series([], dtype="float64"),
+        "y_volume": pd.Series([], dtype="float64"), "x_trades": pd.Series([], dtype="int64"),
+        "y_trades": pd.Series([], dtype="int64"),
+    })
