@@ -657,8 +657,12 @@ class Reader:
 
     def bar_range(self, symbol: str, tf: str) -> tuple[int, int] | None:
         """(first, last) bar open time of a symbol, or None if it has no bars."""
-        row = self._q("SELECT min(open_time_ms), max(open_time_ms) FROM bars "
-                      "WHERE sym_id = ? AND tf_s = ?", (self._sym_id(symbol), timeframe_s(tf)))[0]
+        # Two single-aggregate subqueries: SQLite answers each from the index in O(log n);
+        # min() and max() in one SELECT would scan every bar of the symbol.
+        sid, tf_s = self._sym_id(symbol), timeframe_s(tf)
+        row = self._q("SELECT (SELECT min(open_time_ms) FROM bars WHERE sym_id = ?1 AND tf_s = ?2),"
+                      " (SELECT max(open_time_ms) FROM bars WHERE sym_id = ?1 AND tf_s = ?2)",
+                      (sid, tf_s))[0]
         return None if row[0] is None else (int(row[0]), int(row[1]))
 
     def pair_frame(self, x: str, y: str, tf: str, start_ms: int | None = None,
