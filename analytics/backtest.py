@@ -1,0 +1,352 @@
+"""Backtest of the z-score mean-reversion rule on a pair, in quote currency, next-bar execution."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from analytics._validate import as_series, check_finite, pair_arrays, readonly
+from analytics.prices import SECONDS_PER_YEAR
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One round trip of the spread.
+
+    Attributes
+    ----------
+    side : str
+        ``"short"``: sold 1 x, bought ``beta`` y (spread expected to fall);
+        ``"long"``: bought 1 x, sold ``beta`` y.
+    signal_bar, entry_bar : int
+        Bar whose z-score triggered the entry, and the next bar, at whose close it filled.
+    exit_bar : int or None
+        Bar at whose close the position was closed; None if still open at the end.
+    beta : float
+        Hedge ratio frozen at entry (the one known at the signal bar).
+    qty_x, qty_y : float
+        Signed quantities held (``−1, +beta`` short; ``+1, −beta`` long).
+    entry_x, entry_y, exit_x, exit_y : float
+        Fill prices (exit prices are the last closes for an open trade).
+    gross_pnl, fees, pnl : float
+        P&L before fees, fees paid (entry, plus exit if closed), and net P&L, in quote
+        currency.
+    exit_reason : str
+        ``"revert"`` (z crossed ``exit_z``), ``"stop"`` (|z| beyond ``stop_z``) or
+        ``"open"``.
+    """
+
+    side: str
+    signal_bar: int
+    entry_bar: int
+    exit_bar: int | None
+    beta: float
+    qty_x: float
+    qty_y: float
+    entry_x: float
+    entry_y: float
+    exit_x: float
+    exit_y: float
+    gross_pnl: float
+    fees: float
+    pnl: float
+    exit_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestResult:
+    """Outcome of :func:`backtest`.
+
+    Attributes
+    ----------
+    trades : tuple[Trade, ...]
+        Every round trip, in order (the last may be open).
+    equity : numpy.ndarray
+        Equity per bar in quote currency: realised + mark-to-market P&L − fees paid,
+        starting from 0.
+    position : numpy.ndarray
+        Spread position held after each bar's close: +1 long, −1 short, 0 flat.
+    total_pnl : float
+        ``equity[-1]`` (an open trade counts at its mark-to-market, without exit fee).
+    n_trades : int
+        Trades entered (closed and open).
+    win_rate : float
+        Share of closed trades with positive net P&L; NaN without closed trades.
+    max_drawdown : float
+        Largest fall of equity from a previous peak (≥ 0, quote currency).
+    sharpe : float
+        Mean / standard deviation of per-bar equity changes (not annualised); NaN if
+        equity never changed.
+    sharpe_annualised : float or None
+        ``sharpe · sqrt(bars per 365-day year)`` when ``bar_seconds`` was given.
+    fees_paid : float
+        All fees, quote currency.
+    skipped_entries : int
+        Entry signals dropped by the liquidity filter.
+
+    Notes
+    -----
+    P&L is per one unit of x; scale linearly for size. Sharpe here is of P&L in quote
+    currency per bar, not of returns on capital (the rule's margin is not modelled).
+    """
+
+    trades: tuple[Trade, ...]
+    equity: np.ndarray
+    position: np.ndarray
+    total_pnl: float
+    n_trades: int
+    win_rate: float
+    max_drawdown: float
+    sharpe: float
+    sharpe_annualised: float | None
+    fees_paid: float
+    skipped_entries: int
+
+    def trades_frame(self) -> pd.DataFrame:
+        """The trades as a DataFrame, one row per trade (columns = :class:`Trade` fields)."""
+        cols = list(Trade.__dataclass_fields__)
+        return pd.DataFrame([asdict(t) for t in self.trades], columns=cols)
+
+
+def _optional(name: str, values: object | None, n: int) -> np.ndarray | None:
+    if values is None:
+        return None
+    a = as_series(name, values)
+    if a.size != n:
+        raise ValueError(f"{name} has {a.size} bars but prices have {n}")
+    check_finite(name, a)
+    return a
+
+
+def _threshold(name: str, value: float | None, *, allow_zero: bool = True) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'≥' if allow_zero else '>'} 0, got {value!r}")
+    return float(value)
+
+
+def backtest(
+    x: object,
+    y: object,
+    zscore: object,
+    beta: object,
+    *,
+    entry_z: float = 2.0,
+    exit_z: float = 0.0,
+    stop_z: float | None = None,
+    fee_rate: float = 0.0005,
+    volume_x: object | None = None,
+    volume_y: object | None = None,
+    trades_x: object | None = None,
+    trades_y: object | None = None,
+    min_quote_volume: float | None = None,
+    min_trades: int | None = None,
+    bar_seconds: float | None = None,
+) -> BacktestResult:
+    """Simulate the z-score mean-reversion rule on a pair.
+
+    Parameters
+    ----------
+    x, y : array_like
+        Close prices of the dependent leg x and the hedge leg y (fills happen at closes).
+    zscore, beta : array_like
+        Per-bar spread z-score and hedge ratio from any method; NaN means "undefined, do
+        nothing". Each value must use only bars up to its own (all ``analytics`` methods do).
+    entry_z : float
+        Enter when ``z > entry_z`` (short the spread) or ``z < −entry_z`` (long). Default 2.
+    exit_z : float
+        Close a short when ``z ≤ exit_z`` and a long when ``z ≥ −exit_z``. Default 0: exit
+        when z crosses zero. Must be below ``entry_z``.
+    stop_z : float or None
+        Also close when ``|z| > stop_z`` against the position (must exceed ``entry_z``).
+        After a stop, the same side is not re-entered until ``|z|`` is back below
+        ``entry_z``.
+    fee_rate : float
+        Taker fee per leg per side, as a fraction of notional. Default 0.0005 (0.05 %).
+    volume_x, volume_y, trades_x, trades_y : array_like or None
+        Per-bar base volumes and trade counts of each leg, for the liquidity filter.
+    min_quote_volume : float or None
+        Skip entries when either leg's quote volume (close × volume) on the signal bar is
+        below this.
+    min_trades : int or None
+        Skip entries when either leg has fewer trades than this on the signal bar.
+    bar_seconds : float or None
+        Bar length, for the annualised Sharpe.
+
+    Returns
+    -------
+    BacktestResult
+
+    Raises
+    ------
+    ValueError
+        Unequal lengths, non-finite prices, bad thresholds (``exit_z ≥ entry_z``,
+        ``stop_z ≤ entry_z``, negatives), or a liquidity threshold without the data it needs.
+
+    Notes
+    -----
+    A signal seen at bar t's close is filled at bar t+1's close: no same-bar look-ahead.
+    Short the spread = sell 1 x and buy ``beta`` y, so its P&L is
+    ``−(x_exit − x_entry) + beta (y_exit − y_entry)``: it earns when ``x − beta y`` falls
+    back. ``beta`` is frozen at entry. Fees: ``fee_rate × (|qty_x| x + |qty_y| y)`` at entry
+    and at exit. One action per bar; the liquidity filter reads the signal bar (what is
+    known when deciding).
+    """
+    xa, ya = pair_arrays(x, y, min_len=1)
+    n = xa.size
+    z = as_series("zscore", zscore)
+    b = as_series("beta", beta)
+    if z.size != n or b.size != n:
+        raise ValueError(f"zscore and beta must have {n} bars like the prices")
+    if np.isinf(z).any() or np.isinf(b).any():
+        raise ValueError("zscore and beta must not be infinite (NaN marks undefined bars)")
+    entry_f = _threshold("entry_z", entry_z, allow_zero=False)
+    exit_f = _threshold("exit_z", exit_z)
+    stop_f = _threshold("stop_z", stop_z, allow_zero=False)
+    fee = _threshold("fee_rate", fee_rate)
+    if exit_f >= entry_f:
+        raise ValueError(f"exit_z ({exit_f}) must be below entry_z ({entry_f})")
+    if stop_f is not None and stop_f <= entry_f:
+        raise ValueError(f"stop_z ({stop_f}) must be above entry_z ({entry_f})")
+    if bar_seconds is not None and not (math.isfinite(bar_seconds) and bar_seconds > 0):
+        raise ValueError(f"bar_seconds must be positive, got {bar_seconds!r}")
+    vx = _optional("volume_x", volume_x, n)
+    vy = _optional("volume_y", volume_y, n)
+    tx = _optional("trades_x", trades_x, n)
+    ty = _optional("trades_y", trades_y, n)
+    min_qv = _threshold("min_quote_volume", min_quote_volume)
+    min_tr = _threshold("min_trades", min_trades)
+    if min_qv is not None and (vx is None or vy is None):
+        raise ValueError("min_quote_volume needs volume_x and volume_y")
+    if min_tr is not None and (tx is None or ty is None):
+        raise ValueError("min_trades needs trades_x and trades_y")
+
+    def liquid(t: int) -> bool:
+        if min_qv is not None and min(xa[t] * vx[t], ya[t] * vy[t]) < min_qv:
+            return False
+        return not (min_tr is not None and min(tx[t], ty[t]) < min_tr)
+
+    equity = np.zeros(n)
+    position = np.zeros(n)
+    trades: list[Trade] = []
+    realised = 0.0
+    fees_paid = 0.0
+    skipped = 0
+    side = 0  # +1 long spread, −1 short, 0 flat
+    pending: tuple[str, int, float, str] | None = None  # (action, signal bar, beta, reason)
+    blocked = 0  # side not to re-enter after a stop until |z| < entry
+    open_trade: dict | None = None
+    for t in range(n):
+        if pending is not None:
+            action, sig, beta_sig, reason = pending
+            pending = None
+            if action == "enter_long" or action == "enter_short":
+                side = 1 if action == "enter_long" else -1
+                qx, qy = float(side), -side * beta_sig
+                f = fee * (abs(qx) * xa[t] + abs(qy) * ya[t])
+                fees_paid += f
+                open_trade = {
+                    "side": "long" if side > 0 else "short",
+                    "signal_bar": sig,
+                    "entry_bar": t,
+                    "beta": beta_sig,
+                    "qty_x": qx,
+                    "qty_y": qy,
+                    "entry_x": float(xa[t]),
+                    "entry_y": float(ya[t]),
+                    "fees": f,
+                }
+            else:
+                ot = open_trade
+                gross = ot["qty_x"] * (xa[t] - ot["entry_x"])
+                gross += ot["qty_y"] * (ya[t] - ot["entry_y"])
+                f = fee * (abs(ot["qty_x"]) * xa[t] + abs(ot["qty_y"]) * ya[t])
+                fees_paid += f
+                realised += gross
+                total_fees = ot["fees"] + f
+                trades.append(
+                    Trade(
+                        **ot | {"fees": total_fees},
+                        exit_bar=t,
+                        exit_x=float(xa[t]),
+                        exit_y=float(ya[t]),
+                        gross_pnl=float(gross),
+                        pnl=float(gross - total_fees),
+                        exit_reason=reason,
+                    )
+                )
+                open_trade = None
+                side = 0
+        unreal = 0.0
+        if open_trade is not None:
+            unreal = open_trade["qty_x"] * (xa[t] - open_trade["entry_x"]) + open_trade["qty_y"] * (
+                ya[t] - open_trade["entry_y"]
+            )
+        equity[t] = realised + unreal - fees_paid
+        position[t] = side
+        zt = z[t]
+        if t + 1 >= n or math.isnan(zt):
+            continue
+        if blocked and abs(zt) < entry_f:
+            blocked = 0
+        if side == 0:
+            want = -1 if zt > entry_f else (1 if zt < -entry_f else 0)
+            if want and want != blocked and math.isfinite(b[t]):
+                if liquid(t):
+                    pending = ("enter_long" if want > 0 else "enter_short", t, float(b[t]), "")
+                else:
+                    skipped += 1
+        elif side < 0:
+            if stop_f is not None and zt > stop_f:
+                pending, blocked = ("exit", t, 0.0, "stop"), -1
+            elif zt <= exit_f:
+                pending = ("exit", t, 0.0, "revert")
+        else:
+            if stop_f is not None and zt < -stop_f:
+                pending, blocked = ("exit", t, 0.0, "stop"), 1
+            elif zt >= -exit_f:
+                pending = ("exit", t, 0.0, "revert")
+    if open_trade is not None:
+        ot = open_trade
+        gross = ot["qty_x"] * (xa[-1] - ot["entry_x"]) + ot["qty_y"] * (ya[-1] - ot["entry_y"])
+        trades.append(
+            Trade(
+                **ot,
+                exit_bar=None,
+                exit_x=float(xa[-1]),
+                exit_y=float(ya[-1]),
+                gross_pnl=float(gross),
+                pnl=float(gross - ot["fees"]),
+                exit_reason="open",
+            )
+        )
+    closed = [tr for tr in trades if tr.exit_bar is not None]
+    win_rate = (sum(tr.pnl > 0 for tr in closed) / len(closed)) if closed else float("nan")
+    peak = np.maximum.accumulate(np.maximum(equity, 0.0))
+    max_dd = float(np.max(peak - equity)) if n else 0.0
+    steps = np.diff(equity, prepend=0.0)
+    sd = float(np.std(steps, ddof=1)) if n > 1 else 0.0
+    sharpe = float(np.mean(steps) / sd) if sd > 0 else float("nan")
+    ann = None
+    if bar_seconds is not None:
+        ann = sharpe * math.sqrt(SECONDS_PER_YEAR / float(bar_seconds))
+    readonly(equity, position)
+    return BacktestResult(
+        trades=tuple(trades),
+        equity=equity,
+        position=position,
+        total_pnl=float(equity[-1]),
+        n_trades=len(trades),
+        win_rate=float(win_rate),
+        max_drawdown=max_dd,
+        sharpe=sharpe,
+        sharpe_annualised=ann,
+        fees_paid=float(fees_paid),
+        skipped_entries=skipped,
+    )
