@@ -7,15 +7,21 @@ naive way (read the lookback's ticks, pandas-resample them). Ratios are taken in
 
     python bench/storage.py                  # full size (about 2–3 minutes on 2 cores)
     python bench/storage.py --scale 0.1      # a tenth of the trades, for a quick look
+    python bench/storage.py --db postgresql://user:pw@127.0.0.1:5432/dbname
+        # the same figures for PostgreSQL too, side by side with SQLite's, on the same data
+        # (in a schema of its own, qd_bench_<pid>_*, dropped at the end; about 6 minutes)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +29,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from storage import Reader, Tick, Writer
+from storage import Reader, Tick, Writer, describe, open_reader, open_writer
 
 T0_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 HOUR_MS = 3_600_000
@@ -110,32 +116,69 @@ def measure_same_rows(reader: Reader, rows_at_1h: dict, repeat: int) -> dict:
                         repeat) for tf, n in rows_at_1h.items()}
 
 
-def tick_object_rate(path: Path, n: int) -> float:
+def tick_object_rate(db: str | Path, n: int) -> float:
     """Insert rate through write_ticks(list[Tick]) — the live writer's path — on a fresh file."""
     rng = np.random.default_rng(1)
     ticks = [Tick("BTCUSDT", i, T0_MS + i * 15, float(95_000 + rng.normal()), 0.01, bool(i % 2))
              for i in range(n)]
-    with Writer(path) as w:
+    with open_writer(db) as w:
         t = time.perf_counter()
         for i in range(0, n, BATCH):
             w.write_ticks(ticks[i:i + BATCH])
         return n / (time.perf_counter() - t)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", type=float, default=1.0, help="fraction of the realistic rates")
-    ap.add_argument("--hours", type=int, default=24)
-    ap.add_argument("--repeat", type=int, default=15, help="repetitions of each read")
-    args = ap.parse_args()
+@contextlib.contextmanager
+def sqlite_target() -> Iterator[tuple[Callable[[str], str], Callable[[str], float]]]:
+    """Fresh SQLite files in a temporary folder: (name → database, name → size in MB)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        yield (lambda name: str(Path(tmp) / f"{name}.db"),
+               lambda name: sum(p.stat().st_size for p in Path(tmp).glob(f"{name}.db*")) / 1e6)
+
+
+@contextlib.contextmanager
+def postgres_target(url: str) -> Iterator[tuple[Callable[[str], str], Callable[[str], float]]]:
+    """Fresh schemas ``qd_bench_<pid>_<name>`` in the database at ``url``, dropped afterwards."""
+    import psycopg
+
+    from storage.postgres import close_pools
+
+    made: list[str] = []
+
+    def schema(name: str) -> str:
+        return f"qd_bench_{os.getpid()}_{name}"
+
+    def db(name: str) -> str:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema(name)}")
+        made.append(schema(name))
+        return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema(name)}"
+
+    def size_mb(name: str) -> float:
+        with psycopg.connect(url, autocommit=True) as conn:
+            return float(conn.execute(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind = 'r'", (schema(name),)).fetchone()[0]) / 1e6
+
+    try:
+        yield db, size_mb
+    finally:
+        close_pools()
+        with psycopg.connect(url, autocommit=True) as conn:
+            for name in made:
+                conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def run(target, args) -> dict:
+    """Every figure for one backend; the same seed gives every backend the same trades."""
     rng = np.random.default_rng(42)
     state = {f"{s}_px": p for s, p in START_PX.items()} | {f"{s}_id": 1 for s in RATES}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.db"
-        writer = Writer(path)
+    with target as (db, size_mb):
+        bench = db("bench")
+        writer = open_writer(bench)
         n1, s1 = insert_hours(writer, rng, range(0, 1), args.scale, state)
-        reader = Reader(path)
+        reader = open_reader(bench)
         end1 = T0_MS + HOUR_MS
         at_1h = measure_reads(reader, end1, args.repeat, naive=True)
         n2, s2 = insert_hours(writer, rng, range(1, args.hours), args.scale, state)
@@ -143,18 +186,24 @@ def main() -> None:
         at_24h = measure_reads(reader, end24, args.repeat, naive=True)
         same = measure_same_rows(reader, {tf: v["rows"] for tf, v in at_1h.items()}, args.repeat)
         writer.close()
-        size_mb = sum(p.stat().st_size for p in Path(tmp).glob("bench.db*")) / 1e6
+        size = size_mb("bench")
         reader.close()
-        obj_rate = tick_object_rate(Path(tmp) / "objects.db", 200_000)
+        obj_rate = tick_object_rate(db("objects"), 200_000)
+    return {"total": n1 + n2, "insert": (n1 + n2) / (s1 + s2), "objects": obj_rate,
+            "size_mb": size, "at_1h": at_1h, "at_24h": at_24h, "same": same,
+            "ids": (state["BTCUSDT_id"] - 1, state["ETHUSDT_id"] - 1)}
 
-    total = n1 + n2
-    print(f"storage benchmark: {args.hours} h, {total:,} ticks "
-          f"({state['BTCUSDT_id'] - 1:,} BTCUSDT, {state['ETHUSDT_id'] - 1:,} ETHUSDT), "
-          f"file {size_mb:,.0f} MB")
+
+def report(name: str, r: dict, args, insert_target: int, read_target_ms: int) -> None:
+    at_1h, at_24h, same = r["at_1h"], r["at_24h"], r["same"]
+    print(f"== {name}")
+    print(f"storage benchmark: {args.hours} h, {r['total']:,} ticks "
+          f"({r['ids'][0]:,} BTCUSDT, {r['ids'][1]:,} ETHUSDT), "
+          f"{'tables' if 'PostgreSQL' in name else 'file'} {r['size_mb']:,.0f} MB")
     print(f"insert (columns, {BATCH:,}-tick transactions, 1s/1m/5m bars maintained): "
-          f"{total / (s1 + s2):,.0f} ticks/s   [target >= 150,000]")
+          f"{r['insert']:,.0f} ticks/s   [target >= {insert_target:,}]")
     print(f"insert (list[Tick], the live writer's path):                   "
-          f"{obj_rate:,.0f} ticks/s")
+          f"{r['objects']:,.0f} ticks/s")
     print()
     print("dashboard read = pair_frame(BTCUSDT, ETHUSDT, tf, limit=500), median of "
           f"{args.repeat}; naive = read lookback ticks + pandas resample")
@@ -168,7 +217,46 @@ def main() -> None:
               f"{b['naive_s'] * 1e3:>13.0f} {b['naive_s'] / b['read_s']:>10.0f}x")
     print("24h/1h: the 500-bar read at 24 h over the one at 1 h (1m and 5m return more rows at "
           "24 h);\nsame rows: at 24 h, reading as many bars as existed at 1 h, over the 1 h read.")
-    print("targets: read <= 30 ms at 24 h; 24h/1h <= 1.5; naive/read >= 20x at 24 h")
+    print(f"targets: read <= {read_target_ms} ms at 24 h; 24h/1h <= 1.5; naive/read >= 20x "
+          "at 24 h")
+    print()
+
+
+def side_by_side(results: dict[str, dict]) -> None:
+    names = list(results)
+    print("== side by side (same trades, same run)")
+    print(f"{'':<44}" + "".join(f"{n:>14}" for n in names))
+    rows = [("ticks stored", lambda r: f"{r['total']:,}"),
+            ("size on disk, MB", lambda r: f"{r['size_mb']:,.0f}"),
+            ("insert, columns, ticks/s", lambda r: f"{r['insert']:,.0f}"),
+            ("insert, list[Tick], ticks/s", lambda r: f"{r['objects']:,.0f}")]
+    for tf in ("1s", "1m", "5m"):
+        rows.append((f"dashboard read {tf} at 1 h, ms",
+                     lambda r, tf=tf: f"{r['at_1h'][tf]['read_s'] * 1e3:.2f}"))
+        rows.append((f"dashboard read {tf} at 24 h, ms",
+                     lambda r, tf=tf: f"{r['at_24h'][tf]['read_s'] * 1e3:.2f}"))
+    for label, fn in rows:
+        print(f"{label:<44}" + "".join(f"{fn(results[n]):>14}" for n in names))
+    print("targets: SQLite insert >= 150,000 ticks/s, read <= 30 ms; "
+          "PostgreSQL insert >= 50,000 ticks/s, read <= 50 ms (at 24 h)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, default=1.0, help="fraction of the realistic rates")
+    ap.add_argument("--hours", type=int, default=24)
+    ap.add_argument("--repeat", type=int, default=15, help="repetitions of each read")
+    ap.add_argument("--db", help="also run against this PostgreSQL database (postgresql://...), "
+                    "in a schema of its own that is dropped at the end")
+    args = ap.parse_args()
+    results = {"SQLite": run(sqlite_target(), args)}
+    report("SQLite (a file in a temporary folder)", results["SQLite"], args, 150_000, 30)
+    if args.db:
+        if not args.db.startswith(("postgresql://", "postgres://")):
+            ap.error("--db takes a postgresql:// URL (SQLite always runs)")
+        results["PostgreSQL"] = run(postgres_target(args.db), args)
+        report(f"PostgreSQL ({describe(args.db)})", results["PostgreSQL"], args, 50_000, 50)
+        side_by_side(results)
 
 
 if __name__ == "__main__":

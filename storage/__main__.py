@@ -1,6 +1,9 @@
-"""``python -m storage import|export|info|prune``: the storage command line.
+"""``python -m storage import|export|info|prune|copy``: the storage command line.
 
-Every failure prints one line naming the problem and exits with status 2; no tracebacks.
+Every ``--db`` takes a SQLite file (``data.db``, ``sqlite:///data.db``) or a PostgreSQL URL
+(``postgresql://user:password@host:5432/dbname``); the default is ``$DATABASE_URL``, else
+``$DB_PATH``, else ``data.db``. Every failure prints one line naming the problem and exits with
+status 2; no tracebacks.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+from storage.backend import default_db, describe, open_reader, open_writer
 from storage.config import StorageSettings
 from storage.errors import StorageError, UnknownSymbolError
 from storage.formats import FileFormatError, KlineChunk, ReadStats, read_file
 from storage.records import TIMEFRAMES_S
-from storage.sqlite import Reader, Writer
 from storage.timefmt import ms_to_iso, parse_iso_ms
 
 EXPORT_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "trades", "vwap",
@@ -23,20 +26,24 @@ EXPORT_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "trades
 
 
 def _default_db() -> str:
-    return StorageSettings.from_env().db_path
+    return default_db()
 
 
-def import_file(writer: Writer, path: Path, *, symbol: str | None = None,
+def import_file(writer, path: Path, *, symbol: str | None = None,
                 progress=None) -> dict:
-    """Import one file in one transaction; return a summary. Raises on a bad file."""
+    """Import one file in one transaction; return a summary. Raises on a bad file.
+
+    ``writer`` is either backend's Writer (see :func:`storage.backend.open_writer`).
+    """
     stats = ReadStats()
     new = dupes = klines = 0
     per_symbol: dict[str, int] = {}
     with writer.transaction():
         for chunk in read_file(path, symbol=symbol, stats=stats):
             if isinstance(chunk, KlineChunk):
-                klines += writer.write_klines(chunk.symbol, chunk.rows)
-                per_symbol[chunk.symbol] = per_symbol.get(chunk.symbol, 0) + len(chunk)
+                n = writer.write_klines(chunk.symbol, chunk.rows)
+                klines += n
+                per_symbol[chunk.symbol] = per_symbol.get(chunk.symbol, 0) + n
             else:
                 n = writer.write_tick_arrays(chunk.symbol, chunk.id_kind, chunk.trade_id,
                                              chunk.ts_ms, chunk.price, chunk.qty,
@@ -53,7 +60,7 @@ def import_file(writer: Writer, path: Path, *, symbol: str | None = None,
 
 def _cmd_import(args) -> int:
     failures = 0
-    with Writer(args.db) as writer:
+    with open_writer(args.db) as writer:
         for name in args.files:
             path = Path(name)
             started = time.monotonic()
@@ -63,14 +70,19 @@ def _cmd_import(args) -> int:
                 now = time.monotonic()
                 if now - last[0] >= 1.0 and now - started > 1.0:
                     pct = (f" ({100 * st.bytes_read / st.bytes_total:.0f}% of file)"
-                           if st.bytes_total and st.fmt and not st.fmt.endswith("_csv") else "")
+                           if st.bytes_total and st.fmt and not st.fmt.endswith("_csv")
+                           and path.suffix not in (".gz", ".zip") else "")
                     print(f"  {path.name}: {st.rows:,} rows{pct}", file=sys.stderr, flush=True)
                     last[0] = now
 
             try:
                 s = import_file(writer, path, symbol=args.symbol, progress=progress)
             except (FileFormatError, ValueError, StorageError) as exc:
-                print(f"error: {exc} (nothing of this file was stored)", file=sys.stderr)
+                # A format error names file and line already; others (an id-kind conflict,
+                # a full disk) do not name the input file, so say which one it was.
+                where = "" if isinstance(exc, FileFormatError) else f"{path}: "
+                print(f"error: {where}{exc} (nothing of this file was stored)",
+                      file=sys.stderr)
                 failures += 1
                 continue
             syms = ", ".join(f"{k} {v:,}" for k, v in s["symbols"].items()) or "none"
@@ -89,14 +101,14 @@ def _cmd_export(args) -> int:
                          f"{', '.join(TIMEFRAMES_S)}")
     start = parse_iso_ms(args.start) if args.start else None
     end = parse_iso_ms(args.end) if args.end else None
-    with Reader(args.db) as reader:
+    with open_reader(args.db) as reader:
         bars = reader.bars(args.symbol, args.tf, start, end)
     out = bars.rename(columns={"open_time_ms": "open_time"})
     out["open_time"] = ms_to_iso(bars["open_time_ms"]).to_numpy()
     try:
         out[EXPORT_COLUMNS].to_csv(args.out, index=False, float_format="%.12g")
     except OSError as exc:
-        raise StorageError(f"cannot write {args.out}: {exc.strerror}") from None
+        raise StorageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     print(f"wrote {len(out):,} {args.tf} bars of {args.symbol.upper()} to {args.out}")
     return 0
 
@@ -106,12 +118,15 @@ def _fmt_ms(ms) -> str:
 
 
 def _cmd_info(args) -> int:
-    with Reader(args.db) as reader:
+    with open_reader(args.db) as reader:
         info = reader.info()
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{info['path']}: {info['size_bytes'] / 1e6:,.1f} MB, schema v{info['schema_version']}")
+    where = "database" if info.get("backend") == "postgresql" else "file"
+    engine = " (TimescaleDB)" if info.get("timescale") else ""
+    print(f"{info['path']}{engine}: {where} {info['size_bytes'] / 1e6:,.1f} MB, "
+          f"schema v{info['schema_version']}")
     if not info["symbols"]:
         print("  (no symbols stored)")
     for s in info["symbols"]:
@@ -127,17 +142,42 @@ def _cmd_info(args) -> int:
 
 def _cmd_prune(args) -> int:
     settings = StorageSettings.from_env()
-    with Writer(args.db) as writer:
+    with open_writer(args.db) as writer:
         result = writer.prune(ticks_keep_s=settings.ticks_keep_s,
                               bars_1s_keep_s=settings.bars_1s_keep_s)
     print(f"deleted {result['ticks']:,} ticks and {result['bars_1s']:,} 1s bars")
     return 0
 
 
+def _cmd_copy(args) -> int:
+    from storage.transfer import copy_database
+
+    last = [0.0]
+
+    def progress(msg: str) -> None:
+        now = time.monotonic()
+        if "copied" in msg or "skipped" in msg or now - last[0] >= 1.0:
+            print(f"  {msg}", file=sys.stderr, flush=True)
+            last[0] = now
+
+    started = time.monotonic()
+    report = copy_database(args.src, args.dst, symbols=args.symbols, progress=progress)
+    for sym, c in report.copied.items():
+        print(f"{sym}: {c['ticks']:,} ticks, {c['bars_1s']:,}/{c['bars_1m']:,}/{c['bars_5m']:,} "
+              f"1s/1m/5m bars, {c['gaps']:,} gaps")
+    for sym in report.skipped:
+        print(f"{sym}: skipped, the destination already holds data of it")
+    print(f"copied {len(report.copied)} symbols, {report.alert_rules} alert rules, "
+          f"{report.alert_events} alert events from {describe(args.src)} to {describe(args.dst)} "
+          f"[{time.monotonic() - started:.1f} s]")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m storage", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    db_help = "database file (default: $DB_PATH or data.db)"
+    db_help = ("SQLite file or postgresql:// URL (default: $DATABASE_URL, else $DB_PATH, "
+               "else data.db)")
 
     imp = sub.add_parser("import", help="import recorded trades or klines")
     imp.add_argument("files", nargs="+", metavar="FILE")
@@ -162,18 +202,30 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prune", help="apply retention now (TICKS_KEEP_HOURS, BARS_1S_KEEP_DAYS)")
     pr.add_argument("--db", default=_default_db(), help=db_help)
     pr.set_defaults(func=_cmd_prune)
+
+    cp = sub.add_parser("copy", help="copy every symbol, bar, tick, gap and alert to another "
+                        "database (e.g. SQLite into PostgreSQL)")
+    cp.add_argument("--from", dest="src", required=True, metavar="DB",
+                    help="source: SQLite file or postgresql:// URL")
+    cp.add_argument("--to", dest="dst", required=True, metavar="DB",
+                    help="destination (created if missing); symbols it already holds are skipped")
+    cp.add_argument("--symbols", nargs="+", metavar="SYMBOL", help="only these symbols "
+                    "(alert rules are then not copied)")
+    cp.set_defaults(func=_cmd_copy)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        # Inside the try: building the parser reads the environment (DB_PATH and retention).
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except (StorageError, UnknownSymbolError, FileFormatError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the file being imported was rolled back", file=sys.stderr)
+        print("interrupted: the file being imported (or the symbol being copied) was rolled back",
+              file=sys.stderr)
         return 130
 
 

@@ -28,6 +28,8 @@ class StorageSettings:
     """Where data lives and how long it is kept.
 
     db_path: the SQLite file (``DB_PATH``; default ``data.db`` in the working directory).
+    database_url: a PostgreSQL URL (``DATABASE_URL``, e.g. ``postgresql://user:pw@host/db``);
+        when set it wins over ``db_path``. :attr:`db` is the one to open.
     ticks_keep_s: seconds of ticks kept (``TICKS_KEEP_HOURS``; default 48 h; None = forever).
     bars_1s_keep_s: seconds of 1s bars kept (``BARS_1S_KEEP_DAYS``; default 7 days).
     retention_interval_s: seconds between retention passes in the background (default 300).
@@ -35,6 +37,7 @@ class StorageSettings:
     """
 
     db_path: str = DEFAULT_DB_PATH
+    database_url: str | None = None
     ticks_keep_s: float | None = 48 * 3600.0
     bars_1s_keep_s: float | None = 7 * 86400.0
     retention_interval_s: float = 300.0
@@ -46,8 +49,14 @@ class StorageSettings:
         days = _env_float(env, "BARS_1S_KEEP_DAYS", 7.0)
         values = {
             "db_path": env.get("DB_PATH") or DEFAULT_DB_PATH,
+            "database_url": env.get("DATABASE_URL") or None,
             "ticks_keep_s": None if hours is None else hours * 3600.0,
             "bars_1s_keep_s": None if days is None else days * 86400.0,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    @property
+    def db(self) -> str:
+        """The database to open: ``database_url`` if set, else ``db_path`` (see storage.backend)."""
+        return self.database_url or self.db_path

@@ -23,3 +23,12 @@ class UnknownSymbolError(ValueError):
 
 class IdKindConflictError(ValueError):
     """A write would mix two id spaces (aggregate ids and trade ids) for one symbol."""
+
+
+class ConnectionLostError(StorageError):
+    """The database server cannot be reached or dropped the connection (PostgreSQL only).
+
+    The write that raised it was not committed, or its commit is unknown; every write is
+    idempotent, so the caller keeps the batch, waits (backoff) and writes it again. The next
+    call on the same writer reconnects by itself.
+    """

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,9 @@ KLINE_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "close_t
                  "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore"]
 
 CHUNK_ROWS = 200_000
+
+#: What a damaged .gz/.zip raises part-way through (truncated, bit flips, bad CRC).
+_UNREADABLE = (UnicodeDecodeError, EOFError, OSError, zlib.error, zipfile.BadZipFile)
 
 
 class FileFormatError(ValueError):
@@ -221,7 +225,7 @@ def _read_lines(path: Path, stats: ReadStats,
                 if pending >= CHUNK_ROWS:
                     yield from _flush(buffers)
                     pending = 0
-        except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zipfile.BadZipFile) as exc:
+        except _UNREADABLE as exc:
             raise FileFormatError(path, lineno + 1, f"unreadable ({exc})") from None
     yield from _flush(buffers)
 
@@ -312,11 +316,11 @@ def _read_csv(path: Path, symbol: str, stats: ReadStats) -> Iterator[TickChunk |
     with _open_text(path) as fh:
         first = fh.readline()
         has_header = not _numeric(first.split(",")[0])
-        if not has_header:
-            fh = _Rewound(first, fh)
+        # pandas skips the header itself, so the line numbers in its errors are the file's.
+        fh = _Rewound(first, fh)
         try:
             reader = pd.read_csv(fh, header=None, names=names, chunksize=CHUNK_ROWS,
-                                 dtype=str, na_filter=False)
+                                 skiprows=1 if has_header else 0, dtype=str, na_filter=False)
             line0 = 2 if has_header else 1
             for chunk in reader:
                 stats.lines += len(chunk)
@@ -325,7 +329,10 @@ def _read_csv(path: Path, symbol: str, stats: ReadStats) -> Iterator[TickChunk |
                 yield _csv_chunk(path, symbol, fmt, chunk, line0)
                 line0 += len(chunk)
         except pd.errors.ParserError as exc:
-            raise FileFormatError(path, None, f"malformed CSV ({exc})") from None
+            reason = " ".join(str(exc).split())  # pandas ends it with a newline
+            raise FileFormatError(path, None, f"malformed CSV ({reason})") from None
+        except _UNREADABLE as exc:
+            raise FileFormatError(path, None, f"unreadable ({exc})") from None
 
 
 class _Rewound(io.TextIOBase):

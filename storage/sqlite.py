@@ -297,12 +297,25 @@ class Writer:
             cached = (int(row[0]), str(row[1]))
             self._sym_cache[symbol] = cached
         sym_id, stored_kind = cached
+        if stored_kind != kind and not self._has_tick_data(conn, sym_id):
+            # Only klines so far (they carry no trade ids): the first ticks fix the id kind.
+            conn.execute("UPDATE symbols SET id_kind = ? WHERE sym_id = ?", (kind, sym_id))
+            self._sym_cache[symbol] = (sym_id, kind)
+            return sym_id
         if stored_kind != kind:
             raise IdKindConflictError(
                 f"{symbol} holds {stored_kind} ids; refusing to mix in {kind} ids "
                 "(aggregate ids and trade ids are different id spaces)"
             )
         return sym_id
+
+    @staticmethod
+    def _has_tick_data(conn: sqlite3.Connection, sym_id: int) -> bool:
+        """True once the symbol has ticks or bars built from ticks (even if ticks were pruned)."""
+        return conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM ticks WHERE sym_id = ?1) "
+            "OR EXISTS (SELECT 1 FROM bars WHERE sym_id = ?1 AND src = 0)", (sym_id,)
+        ).fetchone()[0] == 1
 
     # ----------------------------------------------------------------- ticks
     def write_ticks(self, ticks: Sequence[Tick]) -> int:
@@ -315,7 +328,7 @@ class Writer:
             return 0
         groups: dict[tuple[str, str], list[Tick]] = {}
         for t in ticks:
-            groups.setdefault((t.symbol, str(t.id_kind)), []).append(t)
+            groups.setdefault((t.symbol.upper(), str(t.id_kind)), []).append(t)
         inserted = 0
         with self._tx() as conn:
             for (symbol, kind), group in groups.items():
@@ -420,7 +433,9 @@ class Writer:
         ``rows`` has Binance's kline columns: ``open_time, open, high, low, close, volume,
         close_time, quote_volume, count, taker_buy_volume``. A kline bar is authoritative for
         its minute: it replaces a bar built from ticks, and later ticks for that minute are
-        stored as ticks but leave the bar alone. Idempotent. Returns the number of rows.
+        stored as ticks but leave the bar alone. Minutes without trades (``count`` 0, which
+        Binance dumps carry) are empty intervals and store no bar. Idempotent. Returns the
+        number of bars stored.
         """
         need = ["open_time", "open", "high", "low", "close", "volume", "close_time",
                 "quote_volume", "count", "taker_buy_volume"]
@@ -434,6 +449,11 @@ class Writer:
         if (ot % 60_000).any():
             raise ValueError(f"{symbol}: kline open times are not on minute boundaries "
                              "(only 1m klines are stored)")
+        traded = rows["count"].to_numpy(np.int64) > 0
+        if not traded.all():
+            rows, ot = rows[traded], ot[traded]
+        if rows.empty:
+            return 0
         n = len(rows)
         out = list(zip(
             [0] * n, [60] * n, ot.tolist(),

@@ -1,0 +1,165 @@
+"""PostgreSQL schema, its version, and the migrations that bring an older database up to date.
+
+The tables mirror :mod:`storage.schema` (SQLite) column for column, with two differences:
+
+* 1s bars live in their own table ``bars_1s`` (same columns as ``bars``), so that retention
+  can drop them by time alone and, with TimescaleDB, make them a hypertable of their own
+  while 1m and 5m bars stay a plain table that is kept forever.
+* ``qd_meta`` replaces SQLite's ``PRAGMA application_id``/``user_version``: it marks the
+  database as ours, holds the schema version and whether TimescaleDB was found when the
+  schema was created.
+
+TimescaleDB is detected, never assumed: :func:`timescale_steps` runs only where the extension
+is available *and* can be created. A hypertable's unique keys must contain its time column,
+so there the ticks key is ``(sym_id, trade_id, ts_ms)`` instead of ``(sym_id, trade_id)``.
+A trade id always comes with the same exchange time, so duplicates are still refused.
+"""
+
+from __future__ import annotations
+
+#: Marks a PostgreSQL database (or schema) as ours, like SQLite's application_id "QDB1".
+APPLICATION = "QDB1"
+
+#: ``pg_advisory_xact_lock(LOCK_NAMESPACE, key)``: key 0 guards migrations, key sym_id guards
+#: one symbol's writes (ticks, bars, klines) so concurrent writers never interleave a merge.
+LOCK_NAMESPACE = 0x5144  # "QD"
+
+#: Chunk width of the hypertables, in ms (TimescaleDB only).
+CHUNK_MS = 86_400_000
+#: Compress hypertable chunks once they are this old, in ms (TimescaleDB only).
+COMPRESS_AFTER_MS = 2 * 86_400_000
+
+_BAR_COLUMNS_SQL = """
+        sym_id        INTEGER NOT NULL,
+        tf_s          INTEGER NOT NULL,
+        open_time_ms  BIGINT NOT NULL,
+        open          DOUBLE PRECISION NOT NULL,
+        high          DOUBLE PRECISION NOT NULL,
+        low           DOUBLE PRECISION NOT NULL,
+        close         DOUBLE PRECISION NOT NULL,
+        volume        DOUBLE PRECISION NOT NULL,
+        quote_volume  DOUBLE PRECISION NOT NULL,
+        trades        BIGINT NOT NULL,
+        buy_volume    DOUBLE PRECISION NOT NULL,
+        first_ts_ms   BIGINT NOT NULL,
+        first_id      BIGINT NOT NULL,
+        last_ts_ms    BIGINT NOT NULL,
+        last_id       BIGINT NOT NULL,
+        src           SMALLINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (sym_id, tf_s, open_time_ms)"""
+
+
+def migrations(timescale: bool) -> list[list[str]]:
+    """Statements of each migration; entry ``i`` migrates from version ``i`` to ``i + 1``."""
+    tick_key = "sym_id, trade_id, ts_ms" if timescale else "sym_id, trade_id"
+    return [
+        # 0 -> 1: the first schema (the same content as SQLite's version 1).
+        [
+            "CREATE TABLE qd_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            """CREATE TABLE symbols (
+                sym_id   SERIAL PRIMARY KEY,
+                symbol   TEXT NOT NULL UNIQUE,
+                id_kind  TEXT NOT NULL
+            )""",
+            f"""CREATE TABLE ticks (
+                sym_id          INTEGER NOT NULL,
+                trade_id        BIGINT NOT NULL,
+                ts_ms           BIGINT NOT NULL,
+                price           DOUBLE PRECISION NOT NULL,
+                qty             DOUBLE PRECISION NOT NULL,
+                is_buyer_maker  BOOLEAN NOT NULL,
+                PRIMARY KEY ({tick_key})
+            )""",
+            "CREATE INDEX ticks_by_time ON ticks (sym_id, ts_ms)",
+            # Interval [open_time_ms, open_time_ms + tf_s*1000), labelled by its open, UTC.
+            # src: 0 = built from ticks, 1 = imported kline (authoritative for its interval).
+            f"CREATE TABLE bars ({_BAR_COLUMNS_SQL},\n        CHECK (tf_s IN (60, 300)))",
+            f"CREATE TABLE bars_1s ({_BAR_COLUMNS_SQL},\n        CHECK (tf_s = 1))",
+            """CREATE TABLE gaps (
+                gap_id            BIGSERIAL PRIMARY KEY,
+                sym_id            INTEGER NOT NULL,
+                first_missing_id  BIGINT NOT NULL,
+                last_missing_id   BIGINT NOT NULL,
+                found_ts_ms       BIGINT NOT NULL,
+                status            TEXT NOT NULL,
+                repaired_count    BIGINT NOT NULL DEFAULT 0,
+                detail            TEXT NOT NULL DEFAULT '',
+                updated_ts_ms     BIGINT NOT NULL
+            )""",
+            "CREATE INDEX gaps_by_symbol ON gaps (sym_id, found_ts_ms)",
+            """CREATE TABLE alert_rules (
+                rule_id        BIGSERIAL PRIMARY KEY,
+                name           TEXT NOT NULL,
+                x              TEXT NOT NULL,
+                y              TEXT NOT NULL,
+                tf             TEXT NOT NULL,
+                metric         TEXT NOT NULL,
+                op             TEXT NOT NULL,
+                threshold      DOUBLE PRECISION NOT NULL,
+                cooldown_s     DOUBLE PRECISION NOT NULL,
+                enabled        INTEGER NOT NULL DEFAULT 1,
+                params         TEXT NOT NULL DEFAULT '{}',
+                created_ts_ms  BIGINT NOT NULL
+            )""",
+            """CREATE TABLE alert_events (
+                event_id     BIGSERIAL PRIMARY KEY,
+                rule_id      BIGINT NOT NULL,
+                fired_ts_ms  BIGINT NOT NULL,
+                bar_time_ms  BIGINT NOT NULL,
+                value        DOUBLE PRECISION NOT NULL,
+                message      TEXT NOT NULL,
+                UNIQUE (rule_id, bar_time_ms)
+            )""",
+            "CREATE INDEX alert_events_by_time ON alert_events (fired_ts_ms)",
+            # Feed health published by whoever collects (a dashboard's own feed or a collector).
+            """CREATE TABLE feed_status (
+                collector_id   TEXT NOT NULL,
+                symbol         TEXT NOT NULL,
+                status         TEXT NOT NULL,
+                updated_ts_ms  BIGINT NOT NULL,
+                PRIMARY KEY (collector_id, symbol)
+            )""",
+            # Bumped after every committed write: readers' cheap cache key (data_version()).
+            "CREATE SEQUENCE qd_data_version",
+        ],
+    ]
+
+
+SCHEMA_VERSION = len(migrations(False))
+
+
+def timescale_steps(ticks_keep_ms: int | None, bars_1s_keep_ms: int | None) -> list[str]:
+    """Turn ticks and 1s bars into compressed hypertables (run once, on an empty schema).
+
+    Exercised only where the extension is installed; CI's PostgreSQL has none.
+    Retention policies are (re)set separately by :func:`retention_policy_steps`.
+    """
+    steps = [
+        # Integer (ms) time columns need a "now" in the same unit for policies.
+        "CREATE OR REPLACE FUNCTION qd_now_ms() RETURNS BIGINT LANGUAGE SQL STABLE AS "
+        "$$ SELECT (extract(epoch FROM now()) * 1000)::BIGINT $$",
+    ]
+    for table, time_col, order_by in (("ticks", "ts_ms", "ts_ms, trade_id"),
+                                      ("bars_1s", "open_time_ms", "open_time_ms")):
+        steps += [
+            f"SELECT create_hypertable('{table}', '{time_col}', "
+            f"chunk_time_interval => {CHUNK_MS}::BIGINT, migrate_data => true)",
+            f"SELECT set_integer_now_func('{table}', 'qd_now_ms')",
+            f"ALTER TABLE {table} SET (timescaledb.compress, "
+            f"timescaledb.compress_segmentby = 'sym_id', "
+            f"timescaledb.compress_orderby = '{order_by}')",
+            f"SELECT add_compression_policy('{table}', compress_after => "
+            f"{COMPRESS_AFTER_MS}::BIGINT, if_not_exists => true)",
+        ]
+    return steps + retention_policy_steps(ticks_keep_ms, bars_1s_keep_ms)
+
+
+def retention_policy_steps(ticks_keep_ms: int | None, bars_1s_keep_ms: int | None) -> list[str]:
+    """(Re)set TimescaleDB retention policies; None keeps forever (no policy)."""
+    steps = []
+    for table, keep in (("ticks", ticks_keep_ms), ("bars_1s", bars_1s_keep_ms)):
+        steps.append(f"SELECT remove_retention_policy('{table}', if_exists => true)")
+        if keep is not None:
+            steps.append(f"SELECT add_retention_policy('{table}', drop_after => "
+                         f"{int(keep)}::BIGINT)")
+    return steps

@@ -1,0 +1,139 @@
+"""Shared pytest fixtures. Each section belongs to one package's tests; append, don't rewrite."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+# ---------------------------------------------------------------- storage tests
+# Real recorded Binance data (third-party, read-only): /work/shared/data/real/README.md.
+STORAGE_REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+STORAGE_HFT_FILES = {
+    "BTCUSDT": "binance_usdm_ws_hftbacktest/btcusdt_20240808.gz",
+    "ETHUSDT": "binance_usdm_ws_hftbacktest/ethusdt_20240808.gz",
+}
+
+
+@pytest.fixture(scope="session")
+def storage_real_dir() -> Path:
+    """The shared real-data folder; tests that need it skip when it is absent."""
+    if not (STORAGE_REAL_DIR / "README.md").is_file():
+        pytest.skip(f"real recorded data not found at {STORAGE_REAL_DIR} (shared data missing)")
+    return STORAGE_REAL_DIR
+
+
+@pytest.fixture(scope="session")
+def storage_hft_trades(storage_real_dir: Path) -> dict[str, pd.DataFrame]:
+    """The ``@trade`` prints of the hftbacktest captures, parsed here with ``json`` only.
+
+    Deliberately independent of ``storage.formats``: this is the oracle's input. One frame per
+    symbol, in file order, with columns ``trade_id, ts_ms, price, qty, is_buyer_maker`` and
+    ``line`` (the raw capture line, to build files of other formats from real prints).
+    """
+    out = {}
+    for symbol, rel in STORAGE_HFT_FILES.items():
+        rows = []
+        with gzip.open(storage_real_dir / rel, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                if '@trade"' not in line:
+                    continue
+                _, payload = line.rstrip("\n").split(" ", 1)
+                d = json.loads(payload)["data"]
+                assert d["e"] == "trade" and d["X"] == "MARKET" and d["s"] == symbol
+                rows.append(
+                    (d["t"], d["T"], float(d["p"]), float(d["q"]), d["m"], line.rstrip("\n"))
+                )
+        out[symbol] = pd.DataFrame(
+            rows, columns=["trade_id", "ts_ms", "price", "qty", "is_buyer_maker", "line"]
+        )
+    return out
+
+
+# ---------------------------------------------------------------- postgres tests
+# A real server: TEST_DATABASE_URL (e.g. postgresql://qd:qd@127.0.0.1:5432/postgres, printed by
+# `bash .ci/postgres`). Each session makes a throwaway database and drops it; each test gets an
+# empty schema of its own in it. Without a server the tests skip, except in CI (CI=true).
+def _pg_unavailable(reason: str) -> None:
+    import os
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"PostgreSQL tests cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(f"PostgreSQL tests skipped: {reason}")
+
+
+def _pg_with_database(url: str, dbname: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
+
+
+def pg_url_with_schema(url: str, schema: str) -> str:
+    """``url`` whose connections keep their tables in ``schema`` (libpq ``options``)."""
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """URL of a reachable PostgreSQL server whose role may create databases."""
+    import os
+
+    import psycopg
+
+    url = os.environ.get("TEST_DATABASE_URL", "")
+    if not url:
+        _pg_unavailable("TEST_DATABASE_URL is not set (`bash .ci/postgres` starts a local "
+                        "server and prints one)")
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        from storage.postgres import redact_url
+
+        _pg_unavailable(f"no PostgreSQL at {redact_url(url)} ({str(exc).strip()})")
+    return url
+
+
+@pytest.fixture(scope="session")
+def pg_database(pg_server: str):
+    """A database of this test session's own, dropped (with its connections) at the end."""
+    import os
+    import secrets
+
+    import psycopg
+
+    name = f"qd_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _pg_with_database(pg_server, name)
+    finally:
+        from storage.postgres import close_pools
+
+        close_pools()
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_database: str):
+    """A URL whose tables live in a new, empty schema; the schema is dropped after the test."""
+    import secrets
+
+    import psycopg
+
+    schema = f"t_{secrets.token_hex(4)}"
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield pg_url_with_schema(pg_database, schema)
+    finally:
+        from storage.postgres import close_pools
+
+        close_pools()
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
