@@ -130,7 +130,8 @@ def _cmd_info(args) -> int:
     if not info["symbols"]:
         print("  (no symbols stored)")
     for s in info["symbols"]:
-        print(f"  {s['symbol']} ({s['id_kind']} ids): {s['ticks']:,} ticks "
+        ids = f"{s['id_kind']} ids" if s["ticks"] or s["last_id"] is not None else "no ticks"
+        print(f"  {s['symbol']} ({ids}): {s['ticks']:,} ticks "
               f"{_fmt_ms(s['first_tick_ms'])} → {_fmt_ms(s['last_tick_ms'])}")
         for tf, b in s["bars"].items():
             print(f"    {tf:>2} bars: {b['count']:,}  {_fmt_ms(b['first_ms'])} → "

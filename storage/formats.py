@@ -23,6 +23,7 @@ import io
 import json
 import math
 import os
+import re
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -120,10 +121,17 @@ def _open_text(path: Path) -> io.TextIOBase:
 
 
 def symbol_from_filename(path: Path) -> str | None:
-    """``BTCUSDT-aggTrades-2024-02-01.csv`` → ``BTCUSDT``."""
-    head = path.name.split("-", 1)[0].split("_", 1)[0].split(".", 1)[0]
-    return head.upper() if head.isalnum() and any(c.isalpha() for c in head) else None
-
+    """``BTCUSDT-aggTrades-2024-02-01.csv`` → ``BTCUSDT``; None unless the name follows
+    Binance's ``SYMBOL-kind-date`` pattern (kind ``trades``, ``aggTrades`` or an interval)."""
+    parts = path.name.split("-")
+    if len(parts) < 3:
+        return None
+    head, kind = parts[0], parts[1]
+    if not (head.isalnum() and head.isupper() and any(c.isalpha() for c in head)):
+        return None
+    if kind.lower() in ("trades", "aggtrades") or re.fullmatch(r"\d+[smhdwM]", kind):
+        return head
+    return None
 
 def detect_format(path: Path) -> str:
     """Name the format of ``path`` from its first non-empty line."""
@@ -181,7 +189,8 @@ def read_file(path: str | os.PathLike[str], *, symbol: str | None = None,
     if stats.fmt.endswith("_csv"):
         sym = (symbol or symbol_from_filename(path) or "").upper()
         if not sym:
-            raise FileFormatError(path, None, "cannot tell the symbol from the file name; "
+            raise FileFormatError(path, None, "cannot tell the symbol from the file name "
+                                  "(Binance names dumps SYMBOL-trades|aggTrades|1m-DATE.csv); "
                                   "pass --symbol")
         yield from _read_csv(path, sym, stats)
     else:
@@ -287,8 +296,9 @@ def _ndjson_record(path: Path, lineno: int, obj: dict, seq: dict[tuple[str, int]
     if n >= 1000:
         raise FileFormatError(path, lineno, "more than 1000 prints in one millisecond")
     seq[(sym, ts_ms)] = n + 1
-    # The collector did not record the aggressor side; False (taker buy) is a placeholder.
-    return sym, IdKind.SYNTHETIC, (ts_ms * 1000 + n, ts_ms, price, qty, False)
+    # The collector did not record the aggressor side. Stored as buyer-is-maker, so these
+    # prints add nothing to buy_volume: "no known taker buys" rather than "all taker buys".
+    return sym, IdKind.SYNTHETIC, (ts_ms * 1000 + n, ts_ms, price, qty, True)
 
 
 def _check_price_qty(path: Path, lineno: int, price: float, qty: float) -> None:

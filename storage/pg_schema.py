@@ -122,6 +122,15 @@ def migrations(timescale: bool) -> list[list[str]]:
             # Bumped after every committed write: readers' cheap cache key (data_version()).
             "CREATE SEQUENCE qd_data_version",
         ],
+        # 1 -> 2: id ranges whose ticks retention deleted (see storage/schema.py, 1 -> 2).
+        [
+            """CREATE TABLE pruned_ranges (
+                sym_id  INTEGER NOT NULL,
+                lo_id   BIGINT NOT NULL,
+                hi_id   BIGINT NOT NULL,
+                PRIMARY KEY (sym_id, lo_id)
+            )""",
+        ],
     ]
 
 

@@ -599,6 +599,14 @@ class Writer:
             first.sort()
             ids, ts, px, qty, bm = ids[first], ts[first], px[first], qty[first], bm[first]
         self._lock_symbol(conn, sym_id)
+        # Ids whose ticks retention deleted are counted in the bars already: skip them.
+        for r_lo, r_hi in conn.execute(
+                "SELECT lo_id, hi_id FROM pruned_ranges WHERE sym_id = %s AND hi_id >= %s "
+                "AND lo_id <= %s", (sym_id, int(ids.min()), int(ids.max()))).fetchall():
+            keep = ~((ids >= r_lo) & (ids <= r_hi))
+            ids, ts, px, qty, bm = ids[keep], ts[keep], px[keep], qty[keep], bm[keep]
+        if len(ids) == 0:
+            return 0
         self._begin_unit(conn)
         self._stage(conn, "_qd_stage_ticks", _copy_buffer(
             [(ids, "i8"), (ts, "i8"), (px, "f8"), (qty, "f8"), (bm, "bool")]))
@@ -784,15 +792,25 @@ class Writer:
             self._timescale_retention(ticks_keep_s, bars_1s_keep_s, jobs)
         for key, table, pk, col, cutoff in jobs:
             sql = (f"DELETE FROM {table} WHERE sym_id = %s AND {pk} IN (SELECT {pk} FROM {table} "
-                   f"WHERE sym_id = %s AND {col} < %s LIMIT %s)")
+                   f"WHERE sym_id = %s AND {col} < %s ORDER BY {col} LIMIT %s) "
+                   f"RETURNING {pk}")
             for sym_id in sym_ids:
                 while not should_stop():
-                    n = self._run(lambda conn, sql=sql, sym_id=sym_id, cutoff=cutoff: conn.execute(
-                        sql, (sym_id, sym_id, cutoff, chunk_rows)).rowcount)
+                    n = self._run(lambda conn, sql=sql, sym_id=sym_id, cutoff=cutoff, key=key:
+                                  self._prune_chunk(conn, sql, key, sym_id, cutoff, chunk_rows))
                     deleted[key] += n
                     if n < chunk_rows:
                         break
         return deleted
+
+    @staticmethod
+    def _prune_chunk(conn: psycopg.Connection, sql: str, key: str, sym_id: int, cutoff: int,
+                     chunk_rows: int) -> int:
+        """Delete one chunk; for ticks, remember the deleted id range (merged with neighbours)."""
+        ids = [r[0] for r in conn.execute(sql, (sym_id, sym_id, cutoff, chunk_rows)).fetchall()]
+        if ids and key == "ticks":
+            _add_pruned_range(conn, sym_id, min(ids), max(ids))
+        return len(ids)
 
     def _timescale_retention(self, ticks_keep_s, bars_1s_keep_s, jobs) -> None:
         """Keep the policies in step with the settings and drop whole old chunks now.
@@ -810,10 +828,27 @@ class Writer:
                 conn.execute("INSERT INTO qd_meta (key, value) VALUES ('retention_ms', %s) "
                              "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                              (json.dumps(keep),))
-            for _, table, _, _, cutoff in jobs:
+            for key, table, _, _, cutoff in jobs:
+                if key == "ticks":  # remember what the dropped chunks held (see pruned_ranges)
+                    for sym_id, lo, hi in conn.execute(
+                            "SELECT sym_id, min(trade_id), max(trade_id) FROM ticks "
+                            "WHERE ts_ms < %s GROUP BY sym_id", (cutoff,)).fetchall():
+                        _add_pruned_range(conn, sym_id, lo, hi)
                 conn.execute("SELECT drop_chunks(%s, older_than => %s::BIGINT)", (table, cutoff))
 
         self._run(policies)
+
+
+def _add_pruned_range(conn: psycopg.Connection, sym_id: int, lo: int, hi: int) -> None:
+    """Add ``[lo, hi]`` to the symbol's pruned id ranges, merging ranges it touches."""
+    for r_lo, r_hi in conn.execute(
+            "SELECT lo_id, hi_id FROM pruned_ranges WHERE sym_id = %s AND hi_id >= %s "
+            "AND lo_id <= %s", (sym_id, lo - 1, hi + 1)).fetchall():
+        lo, hi = min(lo, r_lo), max(hi, r_hi)
+    conn.execute("DELETE FROM pruned_ranges WHERE sym_id = %s AND hi_id >= %s AND lo_id <= %s",
+                 (sym_id, lo, hi))
+    conn.execute("INSERT INTO pruned_ranges (sym_id, lo_id, hi_id) VALUES (%s, %s, %s)",
+                 (sym_id, lo, hi))
 
 
 def _concat_columns(a: list[tuple[np.ndarray, str]],

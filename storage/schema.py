@@ -99,6 +99,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (collector_id, symbol)
     );
     """,
+    # 1 -> 2: id ranges whose ticks retention deleted. A tick that falls in one may be a
+    # re-delivery of a pruned tick already counted in the 1m/5m bars, so it is not counted
+    # again (re-importing a file after retention changes nothing).
+    """
+    CREATE TABLE pruned_ranges (
+        sym_id  INTEGER NOT NULL,
+        lo_id   INTEGER NOT NULL,
+        hi_id   INTEGER NOT NULL,
+        PRIMARY KEY (sym_id, lo_id)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

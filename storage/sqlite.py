@@ -197,6 +197,9 @@ class Writer:
             if mode.lower() != "wal":
                 raise StorageError(f"{self.path}: could not switch to WAL mode (got {mode})")
         except BaseException:
+            conn = getattr(self, "_conn", None)
+            if conn is not None:
+                conn.close()
             self._release_writer_lock()
             raise
         self._lock = threading.RLock()
@@ -379,15 +382,24 @@ class Writer:
         keep = np.zeros(len(ids), bool)
         keep[first] = True
         lo, hi = int(ids.min()), int(ids.max())
-        stored = np.fromiter(
-            (r[0] for r in conn.execute(
+        if hi - lo < 4 * len(ids) + 1024:
+            # Dense ids (a live stream, a dump): one range scan of the batch's span.
+            cur = conn.execute(
                 "SELECT trade_id FROM ticks WHERE sym_id = ? AND trade_id BETWEEN ? AND ?",
-                (sym_id, lo, hi),
-            )),
-            np.int64,
-        )
+                (sym_id, lo, hi))
+        else:
+            # Sparse ids (an old backfilled id beside current ones): one lookup per id, so
+            # the cost stays that of the batch, not of the history between its ids.
+            cur = conn.execute(
+                "SELECT trade_id FROM ticks WHERE sym_id = ? AND trade_id IN "
+                "(SELECT value FROM json_each(?))", (sym_id, json.dumps(ids.tolist())))
+        stored = np.fromiter((r[0] for r in cur), np.int64)
         if len(stored):
             keep &= ~np.isin(ids, stored)
+        for r_lo, r_hi in conn.execute(
+                "SELECT lo_id, hi_id FROM pruned_ranges WHERE sym_id = ? AND hi_id >= ? "
+                "AND lo_id <= ?", (sym_id, lo, hi)):
+            keep &= ~((ids >= r_lo) & (ids <= r_hi))
         if not keep.all():
             ids, ts, px, qty, bm = ids[keep], ts[keep], px[keep], qty[keep], bm[keep]
         n = len(ids)
@@ -570,27 +582,56 @@ class Writer:
         deleted = {"ticks": 0, "bars_1s": 0}
         with self._lock, _translated(self.path):
             sym_ids = [r[0] for r in self._conn.execute("SELECT sym_id FROM symbols")]
-        jobs = []
         if ticks_keep_s is not None:
             cutoff = now - int(ticks_keep_s * 1000)
-            jobs.append(("ticks",
-                         "DELETE FROM ticks WHERE sym_id = ? AND trade_id IN (SELECT trade_id "
-                         "FROM ticks WHERE sym_id = ? AND ts_ms < ? LIMIT ?)", cutoff))
+            for sym_id in sym_ids:
+                while not should_stop():
+                    with self._tx() as conn:
+                        n = self._prune_ticks_chunk(conn, sym_id, cutoff, chunk_rows)
+                    deleted["ticks"] += n
+                    if n < chunk_rows:
+                        break
         if bars_1s_keep_s is not None:
             cutoff = now - int(bars_1s_keep_s * 1000)
-            jobs.append(("bars_1s",
-                         "DELETE FROM bars WHERE sym_id = ? AND tf_s = 1 AND open_time_ms IN "
-                         "(SELECT open_time_ms FROM bars WHERE sym_id = ? AND tf_s = 1 "
-                         "AND open_time_ms < ? LIMIT ?)", cutoff))
-        for key, sql, cutoff in jobs:
+            sql = ("DELETE FROM bars WHERE sym_id = ? AND tf_s = 1 AND open_time_ms IN "
+                   "(SELECT open_time_ms FROM bars WHERE sym_id = ? AND tf_s = 1 "
+                   "AND open_time_ms < ? LIMIT ?)")
             for sym_id in sym_ids:
                 while not should_stop():
                     with self._tx() as conn:
                         n = conn.execute(sql, (sym_id, sym_id, cutoff, chunk_rows)).rowcount
-                    deleted[key] += n
+                    deleted["bars_1s"] += n
                     if n < chunk_rows:
                         break
         return deleted
+
+    @staticmethod
+    def _prune_ticks_chunk(conn: sqlite3.Connection, sym_id: int, cutoff: int,
+                           chunk_rows: int) -> int:
+        """Delete up to ``chunk_rows`` of the oldest ticks before ``cutoff``; remember their ids.
+
+        The id range deleted joins ``pruned_ranges`` (merged with ranges it touches), so a
+        later write of one of those ids is recognised as already counted in the bars.
+        """
+        ids = [r[0] for r in conn.execute(
+            "SELECT trade_id FROM ticks WHERE sym_id = ? AND ts_ms < ? ORDER BY ts_ms LIMIT ?",
+            (sym_id, cutoff, chunk_rows))]
+        if not ids:
+            return 0
+        lo, hi = min(ids), max(ids)
+        n = conn.execute(
+            "DELETE FROM ticks WHERE sym_id = ? AND trade_id IN (SELECT value FROM json_each(?))",
+            (sym_id, json.dumps(ids))).rowcount
+        touching = conn.execute(
+            "SELECT lo_id, hi_id FROM pruned_ranges WHERE sym_id = ? AND hi_id >= ? - 1 "
+            "AND lo_id <= ? + 1", (sym_id, lo, hi)).fetchall()
+        for r_lo, r_hi in touching:
+            lo, hi = min(lo, r_lo), max(hi, r_hi)
+        conn.execute("DELETE FROM pruned_ranges WHERE sym_id = ? AND hi_id >= ? AND lo_id <= ?",
+                     (sym_id, lo, hi))
+        conn.execute("INSERT INTO pruned_ranges (sym_id, lo_id, hi_id) VALUES (?, ?, ?)",
+                     (sym_id, lo, hi))
+        return n
 
 
 class Reader:
@@ -629,6 +670,20 @@ class Reader:
     def _q(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with _translated(self.path):
             return self._conn.execute(sql, tuple(params)).fetchall()
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """One read transaction, so several queries see the same committed state."""
+        if self._conn.in_transaction:
+            yield
+            return
+        with _translated(self.path):
+            self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self._conn.in_transaction:
+                self._conn.execute("COMMIT")
 
     def data_version(self) -> int:
         """Changes whenever another connection commits: a cheap cache key for readers."""
@@ -696,6 +751,11 @@ class Reader:
         Columns: ``open_time_ms, x, y, x_filled, y_filled, x_volume, y_volume, x_trades,
         y_trades``.
         """
+        with self._snapshot():
+            return self._pair_frame(x, y, tf, start_ms, end_ms, limit)
+
+    def _pair_frame(self, x: str, y: str, tf: str, start_ms: int | None, end_ms: int | None,
+                    limit: int | None) -> pd.DataFrame:
         tf_s = timeframe_s(tf)
         tf_ms = tf_s * 1000
         _check_range(start_ms, end_ms, limit)
@@ -809,6 +869,10 @@ class Reader:
     # ----------------------------------------------------------------- info
     def info(self) -> dict[str, Any]:
         """Everything ``python -m storage info`` prints, as plain data."""
+        with self._snapshot():
+            return self._info()
+
+    def _info(self) -> dict[str, Any]:
         symbols = []
         for sym_id, symbol, kind in self._q("SELECT sym_id, symbol, id_kind FROM symbols "
                                             "ORDER BY symbol"):

@@ -23,6 +23,7 @@ import storage
 from storage import IdKind, StorageError, Tick, open_reader, open_writer
 from storage.backend import backend_of, describe, sqlite_path
 from storage.config import StorageSettings
+from storage.pg_schema import SCHEMA_VERSION
 from storage.postgres import Reader as PgReader
 from storage.postgres import Writer as PgWriter
 from storage.postgres import redact_url
@@ -283,7 +284,7 @@ def test_schema_guards_foreign_newer_and_missing(pg_url: str) -> None:
     open_writer(pg_url).close()  # a second open finds the schema and changes nothing
     with psycopg.connect(pg_url, autocommit=True) as conn:
         assert dict(conn.execute("SELECT key, value FROM qd_meta").fetchall())[
-            "schema_version"] == "1"
+            "schema_version"] == str(SCHEMA_VERSION)
         conn.execute("UPDATE qd_meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StorageError, match="schema version 99, newer"):
         open_writer(pg_url)
