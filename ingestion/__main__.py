@@ -1,0 +1,153 @@
+"""Headless collector: ``python -m ingestion --symbols btcusdt,ethusdt --db PATH``.
+
+Flags win over the environment (``BINANCE_WS_BASE``, ``BINANCE_REST_BASE``, ``DB_PATH``).
+Prints one status line per symbol every ``--status-interval`` seconds. A fatal
+configuration error prints one line on stderr and exits with status 2; SIGINT, SIGTERM
+or the end of ``--duration`` stop cleanly (exit 0) after every queued tick is stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from ingestion.config import ConfigError, FeedSettings, normalize_symbols
+from ingestion.parse import StreamKind
+from ingestion.service import FeedService
+
+ENV_DB_PATH = "DB_PATH"
+EXIT_CONFIG = 2
+EXIT_UNCLEAN = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ingestion",
+        description="Stream Binance USD-M futures trades into the SQLite database.",
+    )
+    p.add_argument("--symbols", required=True, help="comma-separated, e.g. btcusdt,ethusdt")
+    p.add_argument("--db", default=None, help=f"database file (default: ${ENV_DB_PATH})")
+    p.add_argument(
+        "--stream",
+        choices=[k.value for k in StreamKind],
+        default=None,
+        help="aggTrade (default, /market route) or trade (/public route)",
+    )
+    p.add_argument(
+        "--ws-base",
+        default=None,
+        help="WebSocket root (default: $BINANCE_WS_BASE or wss://fstream.binance.com)",
+    )
+    p.add_argument(
+        "--rest-base",
+        default=None,
+        help="REST root (default: $BINANCE_REST_BASE or https://fapi.binance.com)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this long (default: run until interrupted)",
+    )
+    p.add_argument(
+        "--history",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds of recent trades to load on start (0 = none)",
+    )
+    p.add_argument(
+        "--history-klines",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds of 1m klines to load on start (0 = none)",
+    )
+    p.add_argument("--status-interval", type=float, default=None, metavar="SECONDS")
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        symbols = normalize_symbols(args.symbols)
+        if not symbols:
+            raise ConfigError("--symbols is empty")
+        db = args.db or os.environ.get(ENV_DB_PATH)
+        if not db:
+            raise ConfigError(f"no database: pass --db PATH or set {ENV_DB_PATH}")
+        if args.duration is not None and args.duration <= 0:
+            raise ConfigError("--duration must be > 0 seconds")
+        overrides = {
+            "ws_base": args.ws_base,
+            "rest_base": args.rest_base,
+            "stream": args.stream,
+            "status_interval_s": args.status_interval,
+            "history_klines_s": args.history_klines,
+        }
+        if args.history is not None:
+            overrides["history_trades_s"] = args.history
+        settings = FeedSettings.from_env(**overrides)
+        service = FeedService(db, symbols, settings)
+        service.start()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    done = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        done.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    print(
+        f"collecting {', '.join(symbols)} ({settings.stream.value}) into {db} "
+        f"from {settings.ws_base}",
+        flush=True,
+    )
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    interval = settings.status_interval_s
+    while True:
+        wait_s = interval if deadline is None else min(interval, deadline - time.monotonic())
+        if done.wait(max(0.0, wait_s)):
+            break
+        for status in service.status().values():
+            print(status.line(), flush=True)
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+    why = f"signal {received[0]}" if received else "duration reached"
+    print(f"stopping ({why}) ...", flush=True)
+    clean = service.stop(timeout_s=30.0)
+    for status in service.status().values():
+        print(status.line(), flush=True)
+    writer = service.writer_status()
+    if writer is not None:
+        print(
+            f"stored {writer.committed} new ticks in {writer.batches} batches; "
+            f"{writer.queued} left queued",
+            flush=True,
+        )
+    if not clean:
+        print("error: stopped before every queued tick was stored", file=sys.stderr)
+        return EXIT_UNCLEAN
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,748 @@
+"""One symbol's feed: connection + parser + gap detection + REST repair + history.
+
+Two daemon threads per symbol: the *connection* thread reads the socket, parses each
+frame at the edge, checks the id sequence and queues ticks; the *repair* thread does all
+REST work (start-up history, gap backfill, quiet-or-stale probes) so that a slow or
+rate-limited REST call never stalls the live stream. The last id seen is owned by the
+connection thread; the repair thread only reports back through a slot it reads.
+
+Id sequence rules (``../shared/docs/binance-usdm.md`` §2): aggregate ids ``a`` rise by
+exactly one per aggregate, so ``a > last + 1`` is a gap of ``last+1 .. a-1``; ``a <= last``
+is a duplicate (overlap after a reconnect) and dropped. Long silences with consecutive
+ids are quiet markets, not loss.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ingestion.backoff import BackoffFactory, ConnectLimiter
+from ingestion.config import FeedSettings
+from ingestion.connection import Connection
+from ingestion.parse import (
+    KLINE_COLUMNS,
+    ParseError,
+    StreamKind,
+    parse_message,
+    parse_rest_agg_trade,
+    parse_rest_kline,
+    parse_rest_trade,
+)
+from ingestion.rest import RestClient, RestError
+from ingestion.status import FeedState, SymbolStatus
+from ingestion.writer import TickWriter
+from storage.records import Gap, Tick
+
+__all__ = ["SymbolFeed"]
+
+log = logging.getLogger(__name__)
+
+#: Most live ticks handed to the writer as one item (one burst of frames is usually less).
+_BATCH_MAX = 1000
+
+#: Consecutive duplicate ids after which the stream is reported as going backwards.
+_BACKWARDS_AFTER = 5000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class _GapRef:
+    """Storage's id for a recorded gap, filled in by the writer thread (FIFO: before updates)."""
+
+    gap: Gap
+    gap_id: int | None = None
+
+
+@dataclass
+class _Backfill:
+    """Fetch ids ``first..last`` from REST.
+
+    ``kind`` is ``history`` (start-up loading, not a hole) or ``gap`` (recorded in storage).
+    """
+
+    first: int
+    last: int
+    kind: str
+    ref: _GapRef | None = None
+    reason: str = ""
+    completes_history: bool = False
+
+
+@dataclass
+class _Probe:
+    """Ask REST for the newest trade to tell a quiet market from a stale socket."""
+
+    last_id: int | None
+    connected_ms: int
+    idle_s: float
+
+
+@dataclass
+class _Counters:
+    messages: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    reconnects: int = 0
+    planned_reconnects: int = 0
+    gaps_found: int = 0
+    gaps_repaired: int = 0
+    ids_missing: int = 0
+    ids_backfilled: int = 0
+    reject_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class SymbolFeed:
+    """Streams one symbol into a ``TickWriter``; see the module docstring.
+
+    Parameters
+    ----------
+    symbol : upper-case symbol, already validated against exchangeInfo.
+    settings : the feed settings.
+    rest : the process's shared REST client.
+    writer : the process's one ``TickWriter``.
+    limiter : the process's connection-attempt limiter.
+    backoff : factory of reconnect delays.
+    last_stored_id : the newest id already stored for this symbol (resume point), or None.
+    """
+
+    def __init__(
+        self,
+        symbol: str,
+        settings: FeedSettings,
+        *,
+        rest: RestClient,
+        writer: TickWriter,
+        limiter: ConnectLimiter,
+        backoff: BackoffFactory,
+        last_stored_id: int | None = None,
+    ) -> None:
+        self.symbol = symbol.upper()
+        self.settings = settings
+        self._rest = rest
+        self._writer = writer
+        self._stop = threading.Event()
+        self._stream = settings.stream
+        self._yield_to_commits = settings.yield_to_commits
+        self._conn = Connection(
+            lambda: settings.ws_url(self.symbol),
+            self,
+            settings,
+            stop=self._stop,
+            backoff=backoff,
+            limiter=limiter,
+        )
+        self._jobs: queue.Queue[Any] = queue.Queue()
+        self._job_active = False
+        self._threads: list[threading.Thread] = []
+        self._c = _Counters()
+        # Owned by the connection thread:
+        self._batch: list[Tick] = []
+        self._dup_run = 0
+        self._backfill_todo = 0  # ids still to fetch in the running REST job
+        self._last_id: int | None = last_stored_id
+        self._pending_kind: str | None = "gap" if last_stored_id is not None else None
+        self._last_trade_ms: int | None = None
+        self._trade_seen = False
+        self._last_trade_mono: float | None = None
+        self._connected_ms = 0
+        self._open = False
+        self._ever_opened = False
+        self._next_probe = 0.0
+        self._messages_at_open = 0
+        self._probe_in_flight = False
+        self._rates: collections.deque[tuple[float, int]] = collections.deque(maxlen=12)
+        # Written by the repair thread, read by the connection thread:
+        self._probe_results: queue.SimpleQueue[tuple[int, int, str]] = queue.SimpleQueue()
+        # Shared, display only:
+        self._stale = False
+        self._fatal = False
+        self._history_loaded = not settings.history
+        self._history_ready = threading.Event()
+        self._last_error = ""
+        self._last_error_ms: int | None = None
+        self._lock = threading.Lock()
+
+    # --- life --------------------------------------------------------------------------------
+    def start(self) -> SymbolFeed:
+        if self._threads:
+            return self
+        self._threads = [
+            threading.Thread(target=self._repair_loop, name=f"repair-{self.symbol}", daemon=True),
+            threading.Thread(target=self._connection_main, name=f"feed-{self.symbol}", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Signal both threads and close the socket; ``join`` waits for them."""
+        self._stop.set()
+        self._jobs.put(None)
+        self._conn.abort()
+
+    def join(self, timeout_s: float | None = None) -> bool:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for thread in self._threads:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(left)
+        return not any(t.is_alive() for t in self._threads)
+
+    def fail(self, reason: str) -> None:
+        """Stop this feed for good with an error (e.g. storage refuses its id kind)."""
+        self._fatal = True
+        self._error(reason)
+        self.stop()
+
+    # --- status ------------------------------------------------------------------------------
+    def status(self) -> SymbolStatus:
+        now_ms = _now_ms()
+        c = self._c
+        wstats = self._writer.stats()
+        if self._fatal:
+            state = FeedState.ERROR
+        elif self._stop.is_set():
+            state = FeedState.STOPPED
+        elif self._stale:
+            state = FeedState.STALE
+        elif not self._open:
+            state = FeedState.RECONNECTING if self._ever_opened else FeedState.CONNECTING
+        elif self._job_active or not self._jobs.empty() or not self._history_loaded:
+            state = FeedState.BACKFILLING
+        elif self._is_quiet():
+            state = FeedState.QUIET
+        else:
+            state = FeedState.LIVE
+        last_ms = self._last_trade_ms
+        return SymbolStatus(
+            symbol=self.symbol,
+            state=state,
+            stream=self.settings.stream.value,
+            url=self.settings.ws_url(self.symbol),
+            connected=self._open,
+            messages=c.messages,
+            messages_per_s=round(self._rate(), 2),
+            last_trade_ms=last_ms,
+            last_trade_age_s=None
+            if last_ms is None
+            else round(max(0.0, (now_ms - last_ms) / 1000), 3),
+            last_trade_id=self._last_id,
+            reconnects=c.reconnects,
+            planned_reconnects=c.planned_reconnects,
+            gaps_found=c.gaps_found,
+            gaps_repaired=c.gaps_repaired,
+            ids_missing=c.ids_missing,
+            ids_backfilled=c.ids_backfilled,
+            backfill_pending=self._job_active or not self._jobs.empty(),
+            backfill_todo_ids=self._backfill_todo,
+            history_loaded=self._history_loaded,
+            rejected=c.rejected,
+            duplicates=c.duplicates,
+            stored=self._writer.stored(self.symbol),
+            last_error=self._last_error,
+            last_error_ms=self._last_error_ms,
+            connected_for_s=None if not self._open else _round(self._conn.connected_for_s),
+            queue_depth=wstats.queued,
+            queue_capacity=wstats.capacity,
+            queue_blocked_s=wstats.blocked_s,
+            updated_ms=now_ms,
+        )
+
+    def reject_reasons(self) -> dict[str, int]:
+        return dict(self._c.reject_reasons)
+
+    def _rate(self) -> float:
+        samples = list(self._rates)
+        if len(samples) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = samples[0], samples[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def _is_quiet(self) -> bool:
+        last = self._last_trade_mono
+        idle = (
+            (time.monotonic() - last) if last is not None else (self._conn.connected_for_s or 0.0)
+        )
+        return idle >= self.settings.quiet_after_s
+
+    def _error(self, message: str) -> None:
+        with self._lock:
+            self._last_error = message
+            self._last_error_ms = _now_ms()
+
+    # --- the connection thread ---------------------------------------------------------------
+    def _connection_main(self) -> None:
+        # History first sets the resume point, so the first live id can reveal the hole.
+        while not self._history_ready.wait(0.2):
+            if self._stop.is_set():
+                return
+        try:
+            self._conn.run()
+        except Exception as exc:  # a bug must show in the status, not vanish
+            log.exception("%s: feed thread crashed", self.symbol)
+            self._fatal = True
+            self._error(f"feed thread crashed: {exc!r}")
+        finally:
+            self._flush()
+            self._open = False
+
+    # ConnectionListener -----------------------------------------------------------------------
+    def on_connecting(self, url: str, attempt: int) -> None:
+        log.debug("%s: connecting to %s (attempt %d)", self.symbol, url, attempt)
+
+    def on_open(self, url: str, planned: bool) -> None:
+        if planned:
+            self._c.planned_reconnects += 1
+        elif self._ever_opened:
+            self._c.reconnects += 1
+        self._ever_opened = True
+        self._open = True
+        self._connected_ms = _now_ms()
+        self._messages_at_open = self._c.messages
+        self._next_probe = 0.0
+        log.info("%s: connected to %s", self.symbol, url)
+
+    def on_close(self, reason: str, planned: bool) -> None:
+        self._flush()
+        self._open = planned
+        if reason != "stopped" and not planned:
+            log.warning("%s: %s", self.symbol, reason)
+            self._error(reason)
+
+    def on_wait(self, delay_s: float, reason: str) -> None:
+        log.info("%s: reconnecting in %.2f s (%s)", self.symbol, delay_s, reason)
+
+    def on_message(self, payload: bytes) -> None:
+        try:
+            tick = parse_message(payload, self._stream)
+        except ParseError as exc:
+            self._reject(exc, payload)
+            return
+        if tick.symbol != self.symbol:
+            self._reject(ParseError("wrong_symbol", tick.symbol), payload)
+            return
+        tid = tick.trade_id
+        last = self._last_id
+        if last is not None:
+            if tid <= last:
+                self._c.duplicates += 1
+                self._dup_run += 1
+                if self._dup_run == _BACKWARDS_AFTER:
+                    self._went_backwards(tid, last)
+                return
+            if tid != last + 1:
+                self._found_gap(last + 1, tid - 1, "in the live stream")
+            elif self._pending_kind is not None:
+                self._contiguous_start()
+        self._last_id = tid
+        self._dup_run = 0
+        self._last_trade_ms = tick.ts_ms
+        self._trade_seen = True
+        self._stale = False
+        self._c.messages += 1
+        batch = self._batch
+        batch.append(tick)
+        if len(batch) >= _BATCH_MAX:
+            self._flush()
+
+    def _went_backwards(self, tid: int, last: int) -> None:
+        """Thousands of ids in a row at or below the last one: not an overlap any more."""
+        message = (
+            f"ids went backwards: the stream sends id {tid} but the last id is {last}; "
+            f"nothing new is stored (a restarted replay, or another id space in this database?)"
+        )
+        log.error("%s: %s", self.symbol, message)
+        self._error(message)
+
+    def on_burst_end(self) -> None:
+        if self._batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Hand the ticks parsed from the current burst of frames to the writer, as one item."""
+        batch, self._batch = self._batch, []
+        if batch:
+            self._writer.put_many(batch)
+            if self._yield_to_commits:
+                self._writer.yield_to_commit()
+
+    def _contiguous_start(self) -> None:
+        """The first live id follows the resume point exactly: nothing to fetch."""
+        if self._pending_kind == "history":
+            self._history_loaded = True
+        self._pending_kind = None
+
+    def on_tick(self, connected_s: float) -> str | None:
+        if self._batch:
+            self._flush()
+        now = time.monotonic()
+        if self._trade_seen:
+            self._trade_seen = False
+            self._last_trade_mono = now
+        if not self._rates or now - self._rates[-1][0] >= 1.0:
+            self._rates.append((now, self._c.messages))
+        try:
+            result = self._probe_results.get_nowait()
+        except queue.Empty:
+            result = None
+        if result is not None:
+            reason = self._apply_probe(*result)
+            if reason:
+                return reason
+        settings = self.settings
+        if self._c.messages > self._messages_at_open and self._last_trade_mono is not None:
+            idle_s = now - self._last_trade_mono
+            due = idle_s >= settings.stale_after_s
+        else:  # not one trade on this connection yet
+            idle_s = connected_s
+            due = connected_s >= settings.first_data_timeout_s
+        if due and not self._probe_in_flight and now >= self._next_probe:
+            self._probe_in_flight = True
+            self._next_probe = now + settings.stale_probe_interval_s
+            self._jobs.put(_Probe(self._last_id, self._connected_ms, idle_s))
+        return None
+
+    def _apply_probe(self, latest_id: int, latest_ms: int, error: str) -> str | None:
+        """Act on a probe's answer (in the connection thread, which owns ``_last_id``)."""
+        self._probe_in_flight = False
+        if error:
+            self._error(f"REST probe failed: {error}")
+            return None
+        last = self._last_id
+        if last is not None and latest_id <= last:
+            return None  # the exchange has nothing we lack: a quiet market
+        grace_ms = self.settings.stale_grace_s * 1000
+        if latest_ms > _now_ms() - grace_ms:
+            # Too fresh to judge: the socket may deliver it any moment. Look again soon.
+            self._next_probe = min(self._next_probe, time.monotonic() + self.settings.stale_grace_s)
+            return None
+        # The exchange has ids we never saw, old enough that the socket should have sent them.
+        traded_since_connect = latest_ms > self._connected_ms
+        if last is None:
+            if traded_since_connect:
+                self._last_id = latest_id  # no resume point: start from here
+                return self._go_stale(latest_id)
+            return None
+        self._found_gap(last + 1, latest_id, "found by REST probe", stale=traded_since_connect)
+        self._last_id = latest_id
+        self._last_trade_ms = max(self._last_trade_ms or 0, latest_ms)
+        if traded_since_connect:
+            return self._go_stale(latest_id)
+        return None
+
+    def _go_stale(self, latest_id: int) -> str:
+        self._stale = True
+        age_s = (_now_ms() - self._connected_ms) / 1000
+        reason = (
+            f"connected but no data: REST shows trades up to id {latest_id} after this "
+            f"connection opened {age_s:.0f} s ago, the socket delivered none "
+            f"(wrong route? {self.settings.ws_url(self.symbol)})"
+        )
+        self._error(reason)
+        log.warning("%s: %s", self.symbol, reason)
+        return reason
+
+    def _found_gap(self, first: int, last: int, where: str, stale: bool = False) -> None:
+        kind = self._pending_kind or "gap"
+        completes_history = self._pending_kind == "history"
+        self._pending_kind = None
+        if stale:
+            kind = "gap"  # history plus trades the socket missed: one recorded gap
+        if kind == "history":
+            self._jobs.put(_Backfill(first, last, "history", reason="start-up history"))
+            return
+        missing = last - first + 1
+        self._c.gaps_found += 1
+        self._c.ids_missing += missing
+        gap = Gap(self.symbol, first, last, _now_ms(), status="open", detail=where)
+        ref = _GapRef(gap)
+        self._writer.submit(lambda storage: _record_gap(storage, ref))
+        log.warning("%s: gap of %d ids (%d..%d) %s", self.symbol, missing, first, last, where)
+        self._jobs.put(_Backfill(first, last, "gap", ref, where, completes_history))
+
+    def _reject(self, exc: ParseError, payload: bytes) -> None:
+        c = self._c
+        c.rejected += 1
+        c.reject_reasons[exc.reason] += 1
+        if c.rejected <= self.settings.log_rejects_max or c.rejected % 1000 == 0:
+            log.warning(
+                "%s: rejected message #%d (%s): %r",
+                self.symbol,
+                c.rejected,
+                exc,
+                bytes(payload[:120]),
+            )
+
+    # --- the repair thread -------------------------------------------------------------------
+    def _repair_loop(self) -> None:
+        try:
+            self._start_up()
+        except Exception as exc:
+            log.exception("%s: start-up history failed", self.symbol)
+            self._error(f"start-up history failed: {exc}")
+            if self._pending_kind != "history":  # no anchor: nothing more will come of it
+                self._history_loaded = True
+        finally:
+            self._history_ready.set()
+        while not self._stop.is_set():
+            job = self._jobs.get()
+            if job is None or self._stop.is_set():
+                break
+            self._job_active = True
+            try:
+                if isinstance(job, _Probe):
+                    self._run_probe(job)
+                else:
+                    self._run_backfill(job)
+            except Exception as exc:  # keep repairing later gaps
+                log.exception("%s: REST job failed", self.symbol)
+                self._error(f"REST job failed: {exc}")
+            finally:
+                self._job_active = False
+        # Leave an honest record of repairs that the stop interrupted.
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(job, _Backfill) and job.ref is not None:
+                self._finish_gap(job, "open", 0, "not repaired: the feed stopped first")
+
+    def _start_up(self) -> None:
+        """Pick the resume point; load recent trades' anchor and 1m klines (history)."""
+        settings = self.settings
+        if not settings.history:
+            return
+        now = _now_ms()
+        first_trade_ms: int | None = None
+        if settings.stream is StreamKind.AGG_TRADE:
+            if settings.history_trades_s > 0:
+                start = now - int(settings.history_trades_s * 1000)
+                # Binance wants startTime..endTime under an hour; the first row is all we need.
+                end = min(now, start + 3_599_999)
+                rows = self._rest.agg_trades(self.symbol, start_ms=start, end_ms=end, limit=1)
+                if rows:
+                    anchor = parse_rest_agg_trade(rows[0], self.symbol)
+                    first_trade_ms = anchor.ts_ms
+                    if self._last_id is None:
+                        self._last_id = anchor.trade_id - 1
+                        self._pending_kind = "history"
+        elif settings.history_trades_s > 0:
+            rows = self._rest.recent_trades(self.symbol, limit=settings.rest_page_limit)
+            ticks = [parse_rest_trade(r, self.symbol) for r in rows]
+            cutoff = now - int(settings.history_trades_s * 1000)
+            ticks = [t for t in ticks if t.ts_ms >= cutoff]
+            if ticks:
+                first_trade_ms = ticks[0].ts_ms
+                if self._last_id is None:
+                    # Everything up to the newest REST trade is loaded here; the socket's
+                    # first id shows any hole after it.
+                    self._writer.put_many(ticks)
+                    self._c.ids_backfilled += len(ticks)
+                    self._last_id = ticks[-1].trade_id
+                    self._last_trade_ms = ticks[-1].ts_ms
+                    self._pending_kind = "history"
+        if settings.history_klines_s > 0:
+            end = (first_trade_ms if first_trade_ms is not None else now) // 60_000 * 60_000
+            start = end - int(settings.history_klines_s * 1000)
+            try:
+                self._load_klines(start, end)
+            except (RestError, ParseError) as exc:  # trades matter more: carry on
+                log.warning("%s: 1m klines history failed: %s", self.symbol, exc)
+                self._error(f"1m klines history failed: {exc}")
+        if self._pending_kind != "history":
+            self._history_loaded = True
+
+    def _load_klines(self, start_ms: int, end_ms: int) -> None:
+        """1m klines for the closed minutes ``[start_ms, end_ms)``, before any tick we write."""
+        frames = []
+        cursor = start_ms
+        while cursor < end_ms and not self._stop.is_set():
+            rows = self._rest.klines(
+                self.symbol, interval="1m", start_ms=cursor, end_ms=end_ms - 1, limit=1500
+            )
+            parsed = [parse_rest_kline(r) for r in rows]
+            parsed = [r for r in parsed if cursor <= r["open_time"] < end_ms]
+            if not parsed:
+                break
+            frames.append(pd.DataFrame(parsed, columns=list(KLINE_COLUMNS)))
+            cursor = int(parsed[-1]["open_time"]) + 60_000
+        if frames:
+            frame = pd.concat(frames, ignore_index=True)
+            symbol = self.symbol
+            # Through the writer queue, after any ticks already queued (FIFO).
+            self._writer.submit(lambda storage: storage.write_klines(symbol, frame))
+            log.info("%s: loaded %d 1m klines of history", self.symbol, len(frame))
+
+    def _run_probe(self, job: _Probe) -> None:
+        try:
+            if self.settings.stream is StreamKind.AGG_TRADE:
+                rows = self._rest.agg_trades(self.symbol, limit=1)
+                tick = parse_rest_agg_trade(rows[-1], self.symbol) if rows else None
+            else:
+                rows = self._rest.recent_trades(self.symbol, limit=1)
+                tick = parse_rest_trade(rows[-1], self.symbol) if rows else None
+        except (RestError, ParseError) as exc:
+            self._probe_results.put((0, 0, str(exc)))
+            return
+        if tick is None:
+            self._probe_results.put((job.last_id or 0, 0, ""))
+            return
+        self._probe_results.put((tick.trade_id, tick.ts_ms, ""))
+
+    def _run_backfill(self, job: _Backfill) -> None:
+        try:
+            if self.settings.stream is StreamKind.AGG_TRADE:
+                fetched, unavailable, failure = self._backfill_agg(job)
+            else:
+                fetched, unavailable, failure = self._backfill_trades(job)
+        finally:
+            self._backfill_todo = 0
+        missing = job.last - job.first + 1
+        if job.completes_history:
+            self._history_loaded = True
+        if job.kind == "history":
+            self._history_loaded = True
+            log.info("%s: history loaded, %d trades", self.symbol, fetched)
+            if failure:
+                self._error(f"history incomplete: {failure}")
+            return
+        if fetched >= missing:
+            status, detail = "repaired", f"{job.reason}; {fetched} ids fetched from REST"
+            self._c.gaps_repaired += 1
+        elif failure and self._stop.is_set():
+            status = "open"
+            detail = f"{job.reason}; {fetched} of {missing} ids fetched before the feed stopped"
+        elif failure:
+            status = "partial" if fetched else "failed"
+            detail = f"{job.reason}; {fetched} of {missing} ids fetched; REST failed: {failure}"
+        elif fetched:
+            status = "partial"
+            detail = f"{job.reason}; {fetched} of {missing} ids fetched; {unavailable}"
+        else:
+            status = "unrepairable"
+            detail = f"{job.reason}; REST no longer has these ids; {unavailable}"
+        if status != "repaired":
+            self._error(f"gap {job.first}..{job.last}: {status} ({detail})")
+        self._finish_gap(job, status, fetched, detail)
+
+    def _finish_gap(self, job: _Backfill, status: str, fetched: int, detail: str) -> None:
+        ref = job.ref
+        if ref is None:
+            return
+
+        def update(storage: Any) -> None:
+            if ref.gap_id is not None:
+                storage.update_gap(ref.gap_id, status=status, repaired_count=fetched, detail=detail)
+
+        self._writer.submit(update)
+
+    def _backfill_agg(self, job: _Backfill) -> tuple[int, str, str]:
+        """Page ``aggTrades`` by ``fromId``.
+
+        Returns (ids fetched, why some are unavailable, REST failure or "").
+        """
+        settings = self.settings
+        first = job.first
+        notes = []
+        if job.last - first + 1 > settings.max_backfill_ids:
+            first = job.last - settings.max_backfill_ids + 1
+            notes.append(
+                f"ids {job.first}..{first - 1} exceed max_backfill_ids={settings.max_backfill_ids}"
+                " and were not fetched"
+            )
+        next_id = first
+        fetched = 0
+        pages = 0
+        while next_id <= job.last and not self._stop.is_set():
+            self._backfill_todo = job.last - next_id + 1
+            pages += 1
+            if pages % 10 == 0:
+                log.info(
+                    "%s: %s backfill, %d ids to go", self.symbol, job.kind, self._backfill_todo
+                )
+            try:
+                rows = self._rest.agg_trades(
+                    self.symbol, from_id=next_id, limit=settings.rest_page_limit
+                )
+            except RestError as exc:
+                return fetched, "; ".join(notes), str(exc)
+            ticks = []
+            first_row_id: int | None = None
+            for row in rows:
+                try:
+                    tick = parse_rest_agg_trade(row, self.symbol)
+                except ParseError as exc:
+                    log.warning("%s: bad REST row %r: %s", self.symbol, row, exc)
+                    continue
+                if first_row_id is None:
+                    first_row_id = tick.trade_id
+                if next_id <= tick.trade_id <= job.last:
+                    ticks.append(tick)
+            if not rows:
+                notes.append(
+                    f"REST has no ids from {next_id} although the stream is past {job.last}"
+                )
+                break
+            if first_row_id is not None and first_row_id > next_id:
+                gone_to = min(first_row_id - 1, job.last)
+                notes.append(
+                    f"asked REST for id {next_id}, it starts at {first_row_id}: "
+                    f"ids {next_id}..{gone_to} are no longer available"
+                )
+            if ticks:
+                self._writer.put_many(ticks)
+                fetched += len(ticks)
+                self._c.ids_backfilled += len(ticks)
+            last_row_id = int(rows[-1].get("a", next_id)) if isinstance(rows[-1], dict) else next_id
+            if last_row_id < next_id:
+                break  # REST went backwards: do not loop forever
+            next_id = last_row_id + 1
+        if self._stop.is_set() and next_id <= job.last:
+            return fetched, "; ".join(notes), "stopped before the repair finished"
+        return fetched, "; ".join(notes), ""
+
+    def _backfill_trades(self, job: _Backfill) -> tuple[int, str, str]:
+        """``@trade`` ids: only ``/fapi/v1/trades`` (the newest 1000) is public; older ids are
+        unrepairable without an API key (``historicalTrades``)."""
+        try:
+            rows = self._rest.recent_trades(self.symbol, limit=self.settings.rest_page_limit)
+        except RestError as exc:
+            return 0, "", str(exc)
+        ticks = []
+        for row in rows:
+            try:
+                tick = parse_rest_trade(row, self.symbol)
+            except ParseError:
+                continue
+            if job.first <= tick.trade_id <= job.last:
+                ticks.append(tick)
+        if ticks:
+            self._writer.put_many(ticks)
+            self._c.ids_backfilled += len(ticks)
+        oldest = min(
+            (int(r["id"]) for r in rows if isinstance(r, dict) and "id" in r), default=None
+        )
+        note = ""
+        if oldest is not None and oldest > job.first:
+            note = f"/fapi/v1/trades only reaches back to id {oldest}"
+        return len(ticks), note, ""
+
+
+def _record_gap(storage: Any, ref: _GapRef) -> None:
+    ref.gap_id = storage.record_gap(ref.gap)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, 3)

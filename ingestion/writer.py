@@ -1,0 +1,352 @@
+"""The one storage writer: a bounded queue of ticks and commands, committed in batches.
+
+Feed threads ``put`` ticks (or whole REST pages) and ``submit`` storage commands (record
+a gap, update it, save feed status). One thread takes everything queued at once, commits
+ticks in transactions of at most ``batch_size``, and runs each command only after the
+ticks queued before it are committed, so a gap is marked "repaired" only once its ticks
+are on disk. A full queue blocks the producers (back-pressure reaches the socket and the
+exchange), and the time they spent blocked is reported. Memory is bounded: at most
+``queue_size`` items, each a tick or a list of at most 1000 ticks (a burst of frames
+or a REST page).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from storage import IdKindConflictError, StorageError
+from storage.records import Tick
+
+__all__ = ["StorageWriter", "TickWriter", "WriterStats"]
+
+log = logging.getLogger(__name__)
+
+
+class StorageWriter(Protocol):
+    """The part of ``storage.Writer`` this module uses."""
+
+    def write_ticks(self, ticks: Sequence[Tick]) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    """A snapshot of the writer, for the status display."""
+
+    queued: int  # items waiting (ticks or pages)
+    capacity: int
+    high_water: int  # most items ever waiting at once
+    blocked_s: float  # total time producers waited for space: back-pressure
+    committed: int  # ticks newly stored (duplicates not counted)
+    offered: int  # ticks handed to storage, duplicates included
+    batches: int
+    last_commit_ms: int | None  # wall clock of the last commit
+    last_batch_ms: float  # duration of the last commit, ms
+    errors: int  # failed commits (retried)
+    last_error: str
+    running: bool
+
+    @property
+    def fill(self) -> float:
+        """Queue fill fraction, 0..1."""
+        return self.queued / self.capacity if self.capacity else 0.0
+
+
+_STOP = object()
+
+
+class TickWriter:
+    """Bounded queue → one ``storage.Writer`` (see the module docstring).
+
+    Parameters
+    ----------
+    storage : the storage writer (thread-safe ``storage.Writer``).
+    queue_size : capacity in items.
+    batch_size : most ticks per transaction.
+    batch_latency_s : how long the first tick of a batch waits for company, in seconds.
+    retry_s : wait before retrying a commit that raised ``StorageError``, in seconds.
+    on_commit : called in the writer thread after each commit with the ticks and the
+        wall-clock time (s) of the commit; used by the latency benchmark.
+    on_symbol_error : called when storage refuses a symbol's ticks for good (``ValueError``,
+        e.g. mixing id kinds); that symbol's ticks are dropped, the others are written.
+    """
+
+    def __init__(
+        self,
+        storage: StorageWriter,
+        *,
+        queue_size: int = 20_000,
+        batch_size: int = 5_000,
+        batch_latency_s: float = 0.05,
+        retry_s: float = 1.0,
+        on_commit: Callable[[list[Tick], float], None] | None = None,
+        on_symbol_error: Callable[[str, Exception], None] | None = None,
+    ) -> None:
+        if queue_size < 1 or batch_size < 1:
+            raise ValueError("queue_size and batch_size must be >= 1")
+        self._storage = storage
+        self._capacity = queue_size
+        self._batch_size = batch_size
+        self._latency_s = batch_latency_s
+        self._retry_s = retry_s
+        self._on_commit = on_commit
+        self._on_symbol_error = on_symbol_error
+        self._items: collections.deque[Any] = collections.deque()
+        self._queued_ticks = 0  # ticks in self._items (pages count their length)
+        self._cond = threading.Condition(threading.Lock())
+        self._writer_idle = False  # the writer waits for a first item: producers notify
+        self._stopping = False
+        self._abandon = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stored_by_symbol: collections.Counter[str] = collections.Counter()
+        self._high_water = 0
+        self._blocked_s = 0.0
+        self._committed = 0
+        self._offered = 0
+        self._batches = 0
+        self._last_commit_ms: int | None = None
+        self._last_batch_ms = 0.0
+        self._errors = 0
+        self._last_error = ""
+        self._dead_symbols: set[str] = set()
+        self._idle = threading.Event()  # clear while a commit runs
+        self._idle.set()
+
+    # --- life --------------------------------------------------------------------------------
+    def start(self) -> TickWriter:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float | None = 30.0) -> bool:
+        """Commit everything queued, then end the thread. ``False`` if it did not finish in time
+        (a storage error that persists): what is still queued is then reported lost."""
+        with self._cond:
+            self._stopping = True
+            self._items.append(_STOP)
+            self._cond.notify_all()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._abandon.set()
+            with self._cond:
+                self._cond.notify_all()
+            self._thread.join(5.0)
+            lost = sum(len(i) if isinstance(i, list) else 1 for i in self._items if i is not _STOP)
+            log.error("writer did not drain in time; %d queued items not stored", lost)
+            return False
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # --- producers ---------------------------------------------------------------------------
+    def put(self, tick: Tick) -> None:
+        """Queue one tick; blocks while the queue is full."""
+        self._put_item(tick, 1)
+
+    def put_many(self, ticks: list[Tick]) -> None:
+        """Queue a list of ticks *of one symbol* (a burst of frames, a REST page) as one item.
+
+        The list is taken over: do not modify it afterwards."""
+        if ticks:
+            self._put_item(ticks, len(ticks))
+
+    def submit(self, command: Callable[[Any], Any]) -> None:
+        """Run ``command(storage)`` in the writer thread after everything queued before it is
+        committed. Exceptions are logged, not raised."""
+        self._put_item(command, 0)
+
+    def _put_item(self, item: Any, ticks: int) -> None:
+        with self._cond:
+            if len(self._items) >= self._capacity:
+                self._wait_for_space()
+            self._items.append(item)
+            self._queued_ticks += ticks
+            if self._writer_idle or self._queued_ticks >= self._batch_size:
+                self._cond.notify_all()
+
+    def yield_to_commit(self, timeout_s: float = 1.0) -> None:
+        """If a commit is running, wait (GIL released) until it ends; producers call this
+        between bursts of frames.
+
+        Why: CPython's sqlite3 releases the GIL around every row it steps, and takes it
+        back only when the other threads let go. A producer thread that is busy parsing
+        frames lets go only every switch interval (5 ms), so a 5,000-row commit that takes
+        15 ms alone takes 150 ms beside it, and both threads spend the difference waiting
+        on each other. Pausing the producer for the commit (its frames wait in the kernel's
+        socket buffer) is faster for both. See ``FeedSettings.yield_to_commits``.
+        """
+        if not self._idle.is_set():
+            self._idle.wait(timeout_s)
+
+    def _wait_for_space(self) -> None:
+        # Called with the lock held. A stopping writer still drains, so waiting is safe.
+        started = time.monotonic()
+        while len(self._items) >= self._capacity and not self._abandon.is_set():
+            self._cond.notify_all()
+            self._cond.wait(0.5)
+        self._blocked_s += time.monotonic() - started
+
+    # --- status ------------------------------------------------------------------------------
+    def stats(self) -> WriterStats:
+        with self._cond:
+            queued = len(self._items) - (1 if self._stopping and _STOP in self._items else 0)
+            return WriterStats(
+                queued=queued,
+                capacity=self._capacity,
+                high_water=self._high_water,
+                blocked_s=round(self._blocked_s, 3),
+                committed=self._committed,
+                offered=self._offered,
+                batches=self._batches,
+                last_commit_ms=self._last_commit_ms,
+                last_batch_ms=round(self._last_batch_ms, 2),
+                errors=self._errors,
+                last_error=self._last_error,
+                running=self.running,
+            )
+
+    def stored(self, symbol: str) -> int:
+        """Ticks of ``symbol`` this writer has handed to storage and seen committed
+        (duplicates of stored ticks included: they are stored too)."""
+        return self._stored_by_symbol.get(symbol, 0)
+
+    # --- the writer thread -------------------------------------------------------------------
+    def _take(self) -> tuple[collections.deque[Any], bool]:
+        """Wait for items, give the batch ``batch_latency_s`` to fill, take them all."""
+        with self._cond:
+            while not self._items:
+                self._writer_idle = True
+                self._cond.wait()
+            self._writer_idle = False
+            if self._latency_s > 0:
+                deadline = time.monotonic() + self._latency_s
+                while not (
+                    self._stopping
+                    or self._queued_ticks >= self._batch_size
+                    or len(self._items) >= self._capacity  # producers are waiting
+                ):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            items, self._items = self._items, collections.deque()
+            self._queued_ticks = 0
+            self._high_water = max(self._high_water, len(items))
+            self._cond.notify_all()  # room for blocked producers
+            return items, self._stopping
+
+    def _run(self) -> None:
+        pending: list[list[Tick]] = []  # lists of one symbol each, in queue order
+        count = 0
+        batch_size = self._batch_size
+        while True:
+            items, _ = self._take()
+            stop_seen = False
+            for item in items:
+                if type(item) is list:
+                    pending.append(item)
+                    count += len(item)
+                    if count >= batch_size:
+                        self._commit(pending)
+                        pending, count = [], 0
+                elif type(item) is Tick:
+                    pending.append([item])
+                    count += 1
+                    if count >= batch_size:
+                        self._commit(pending)
+                        pending, count = [], 0
+                elif item is _STOP:
+                    stop_seen = True
+                else:
+                    if pending:
+                        self._commit(pending)
+                        pending, count = [], 0
+                    self._run_command(item)
+            if pending:
+                self._commit(pending)
+                pending, count = [], 0
+            if stop_seen or self._abandon.is_set():
+                return
+
+    def _run_command(self, command: Callable[[Any], Any]) -> None:
+        try:
+            command(self._storage)
+        except Exception as exc:  # a failed status/gap write must not stop ticks
+            self._note_error(f"storage command failed: {exc}")
+
+    def _note_error(self, message: str) -> None:
+        log.error("%s", message)
+        with self._cond:
+            self._errors += 1
+            self._last_error = message
+
+    def _commit(self, groups: list[list[Tick]]) -> None:
+        if self._dead_symbols:
+            groups = [g for g in groups if g[0].symbol not in self._dead_symbols]
+            if not groups:
+                return
+        ticks = groups[0] if len(groups) == 1 else list(itertools.chain.from_iterable(groups))
+        while True:
+            started = time.perf_counter()
+            self._idle.clear()
+            try:
+                inserted = self._storage.write_ticks(ticks)
+            except (IdKindConflictError, ValueError) as exc:
+                self._isolate(groups, exc)
+                return
+            except Exception as exc:  # StorageError, or a bug: never drop the batch silently
+                self._idle.set()
+                # The batch was rolled back; keep it and try again (disk full, locked ...).
+                if not isinstance(exc, StorageError):
+                    log.exception("unexpected error writing ticks")
+                self._note_error(f"commit of {len(ticks)} ticks failed, retrying: {exc}")
+                if self._abandon.wait(self._retry_s):
+                    return
+                continue
+            finally:
+                self._idle.set()
+            self._account(groups, ticks, inserted, started)
+            return
+
+    def _account(
+        self, groups: list[list[Tick]], ticks: list[Tick], inserted: int, started: float
+    ) -> None:
+        now = time.time()
+        counts: collections.Counter[str] = collections.Counter()
+        for group in groups:
+            counts[group[0].symbol] += len(group)
+        with self._cond:
+            self._committed += inserted
+            self._offered += len(ticks)
+            self._batches += 1
+            self._last_commit_ms = int(now * 1000)
+            self._last_batch_ms = (time.perf_counter() - started) * 1000
+            self._stored_by_symbol.update(counts)
+        if self._on_commit is not None:
+            self._on_commit(ticks, now)
+
+    def _isolate(self, groups: list[list[Tick]], exc: Exception) -> None:
+        """Storage refused the batch for a data reason: write symbol by symbol, drop the bad one."""
+        by_symbol: dict[str, list[list[Tick]]] = {}
+        for group in groups:
+            by_symbol.setdefault(group[0].symbol, []).append(group)
+        if len(by_symbol) == 1:
+            (symbol,) = by_symbol
+            self._dead_symbols.add(symbol)
+            self._note_error(f"{symbol}: storage refused its ticks, feed stopped: {exc}")
+            if self._on_symbol_error is not None:
+                self._on_symbol_error(symbol, exc)
+            return
+        for group in by_symbol.values():
+            self._commit(group)
