@@ -83,7 +83,8 @@ def _clean(obj: Any) -> Any:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", required=True, help="SQLite database written by storage")
+    p.add_argument("--db", required=True,
+                   help="SQLite file or postgresql:// URL written by storage")
     p.add_argument("--tf", required=True, choices=("1s", "1m", "5m"), help="bar timeframe")
     p.add_argument("--window", required=True, type=int, help="rolling window, in bars")
     p.add_argument("--start", help="first bar open time, ISO-8601 (UTC if no zone)")
@@ -113,10 +114,10 @@ def _range(args: argparse.Namespace) -> tuple[int | None, int | None]:
 
 
 def _load_pair(args: argparse.Namespace) -> pd.DataFrame:
-    from storage import Reader  # the app layer reads bars; analytics proper never does
+    from storage import open_reader  # the app layer reads bars; analytics proper never does
 
     start, end = _range(args)
-    with Reader(args.db) as r:
+    with open_reader(args.db) as r:
         frame = r.pair_frame(args.x, args.y, args.tf, start_ms=start, end_ms=end)
     if frame.empty:
         raise ValueError(
@@ -315,12 +316,12 @@ def _scan(argv: Sequence[str]) -> dict[str, Any]:
     if len(set(syms)) < 2:
         raise _UsageError("--symbols needs at least two different symbols")
     syms = list(dict.fromkeys(syms))
-    from storage import Reader, timeframe_s
+    from storage import open_reader, timeframe_s
 
     start, end = _range(args)
     step = timeframe_s(args.tf) * 1000
     closes = {}
-    with Reader(args.db) as r:
+    with open_reader(args.db) as r:
         for s in syms:
             bars = r.bars(s, args.tf, start_ms=start, end_ms=end)
             if bars.empty:

@@ -1,6 +1,7 @@
 """Headless collector: ``python -m ingestion --symbols btcusdt,ethusdt --db PATH``.
 
-Flags win over the environment (``BINANCE_WS_BASE``, ``BINANCE_REST_BASE``, ``DB_PATH``).
+Flags win over the environment (``BINANCE_WS_BASE``, ``BINANCE_REST_BASE``, ``DATABASE_URL``,
+``DB_PATH``).
 Prints one status line per symbol every ``--status-interval`` seconds. A fatal
 configuration error prints one line on stderr and exits with status 2; SIGINT, SIGTERM
 or the end of ``--duration`` stop cleanly (exit 0) after every queued tick is stored.
@@ -31,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Stream Binance USD-M futures trades into the SQLite database.",
     )
     p.add_argument("--symbols", required=True, help="comma-separated, e.g. btcusdt,ethusdt")
-    p.add_argument("--db", default=None, help=f"database file (default: ${ENV_DB_PATH})")
+    p.add_argument("--db", default=None, help="SQLite file or postgresql:// URL (default: "
+                   f"$DATABASE_URL, else ${ENV_DB_PATH})")
     p.add_argument(
         "--stream",
         choices=[k.value for k in StreamKind],
@@ -86,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         symbols = normalize_symbols(args.symbols)
         if not symbols:
             raise ConfigError("--symbols is empty")
-        db = args.db or os.environ.get(ENV_DB_PATH)
+        db = args.db or os.environ.get("DATABASE_URL") or os.environ.get(ENV_DB_PATH)
         if not db:
-            raise ConfigError(f"no database: pass --db PATH or set {ENV_DB_PATH}")
+            raise ConfigError(f"no database: pass --db PATH|postgresql://..., or set "
+                              f"DATABASE_URL or {ENV_DB_PATH}")
         if args.duration is not None and args.duration <= 0:
             raise ConfigError("--duration must be > 0 seconds")
         overrides = {

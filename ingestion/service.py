@@ -22,7 +22,7 @@ from ingestion.feed import SymbolFeed
 from ingestion.rest import RestClient, RestError, RestStats
 from ingestion.status import SymbolStatus
 from ingestion.writer import TickWriter, WriterStats
-from storage import Reader, StorageError, Tick, Writer
+from storage import StorageError, Tick, Writer, open_writer
 
 __all__ = ["FeedService", "validate_symbols"]
 
@@ -118,11 +118,11 @@ class FeedService:
             if not self._symbols:
                 raise ConfigError("no symbols given")
             self._validate(self._symbols)
-            if isinstance(self._db, Writer):
-                self._storage = self._db
+            if not isinstance(self._db, str | os.PathLike):
+                self._storage = self._db  # an open writer of either backend, shared
             else:
                 try:
-                    self._storage = Writer(self._db)
+                    self._storage = open_writer(os.fspath(self._db))
                 except StorageError as exc:
                     raise ConfigError(str(exc).splitlines()[0]) from None
                 self._owns_storage = True
@@ -238,8 +238,7 @@ class FeedService:
         try:
             last_stored = self._storage.last_trade_id(symbol)
             if last_stored is not None:
-                with Reader(self._storage.path) as reader:
-                    stored_kind = reader.id_kind(symbol)
+                stored_kind = self._storage.id_kind(symbol)
         except StorageError as exc:
             raise ConfigError(str(exc)) from None
         wanted = self.settings.stream.id_kind.value

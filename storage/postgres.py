@@ -699,6 +699,12 @@ class Writer:
             "(SELECT sym_id FROM symbols WHERE symbol = %s)", (symbol.upper(),)).fetchone())
         return None if row is None or row[0] is None else int(row[0])
 
+    def id_kind(self, symbol: str) -> str | None:
+        """The id space a symbol's ticks use (``agg``/``trade``/``synthetic``), None if unknown."""
+        row = self._read(lambda conn: conn.execute(
+            "SELECT id_kind FROM symbols WHERE symbol = %s", (symbol.upper(),)).fetchone())
+        return None if row is None else str(row[0])
+
     def record_gap(self, gap: Gap) -> int:
         """Record a hole in a symbol's id sequence; returns its ``gap_id``."""
         if gap.status not in GAP_STATUSES:
