@@ -43,7 +43,7 @@ class PartialBars:
     last_id: np.ndarray
 
     def rows(self, sym_id: int, tf_s: int) -> list[tuple]:
-        """Rows for ``executemany`` in the column order of the ``bars`` table (without src)."""
+        """Rows for an INSERT in the column order of the ``bars`` table (without src)."""
         n = len(self.open_time_ms)
         return list(
             zip(

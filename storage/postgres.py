@@ -89,7 +89,7 @@ def _bars_table(tf_s: int) -> str:
 
 
 def _merge_sql(table: str) -> str:
-    """Merge partial bars from ticks into stored ones (the rules of sqlite._UPSERT_TICK_BARS)."""
+    """Merge partial bars from ticks into stored ones (the rules of sqlite._UPSERT_TAIL)."""
     return f"""
 INSERT INTO {table} AS b (sym_id, {_BAR_COLS})
 SELECT %s, {_BAR_COLS} FROM _qd_stage_bars WHERE tf_s = %s ORDER BY open_time_ms
