@@ -1,0 +1,157 @@
+"""Pairs desk: live pairs-trading analytics for Binance USD-M perpetuals (Streamlit page).
+
+    streamlit run app.py                                   # live Binance feed
+    streamlit run app.py -- --replay FILE [FILE ...] [--speed X] [--no-autostart]
+
+Thin by design: controls → cached reads → pure analytics → figure builders. The background
+service (feed, writer, replay server, retention, alert monitor) is one per process, held in
+``st.cache_resource``; only the live panel reruns on its timer (``st.fragment``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+from ui.guard import db_label, inject_css, panel
+from ui.live import render_live, render_stationarity, show_new_alerts
+from ui.service import DashboardService, Source, acquire_service
+from ui.settings import SAMPLE_RECORDING, AppSettings, SettingsError
+from ui.sidebar import render_sidebar
+from ui.state import session_reader
+from ui.views import render_alerts, render_backtest, render_exports, render_health, render_multi
+
+TABS = ["Live", "Alerts", "Backtest", "Multi-symbol", "Feed health", "Exports"]
+
+
+def _argv() -> list[str]:
+    """Flags after ``--`` of ``streamlit run app.py -- ...``; none under AppTest or pytest."""
+    launched = Path(sys.argv[0]).resolve() == Path(__file__).resolve()
+    return sys.argv[1:] if launched else []
+
+
+@st.cache_resource(
+    show_spinner="Starting the background service…", validate=lambda svc: svc.healthy()
+)
+def get_service(settings_key: str, _settings: AppSettings) -> DashboardService:
+    """The process's one service (rebuilt only if one of its threads died).
+
+    ``settings_key`` (the settings' repr) only makes the cache honest when a test process runs
+    the page with different settings; ``acquire_service`` still allows one service at a time.
+    """
+    return acquire_service(_settings)
+
+
+def status_strip(service: DashboardService) -> None:
+    """Source, feed state, alert toasts and the offline/read-only banners (every 2 s)."""
+    status = service.status()
+    if status.source == Source.LIVE:
+        src = "Live · Binance USD-M"
+    else:
+        src = (
+            f"Replay · {', '.join(Path(f).name for f in status.replay_files)} "
+            f"at {status.replay_speed:g}×"
+        )
+    if status.read_only:
+        feed = "read-only"
+    elif service.feed_starting():
+        feed = "feed starting…"
+    else:
+        feed = "feed running" if status.feed_running else "feed stopped"
+    st.caption(f"**{src}** · {feed} · database `{db_label(status.db_path)}`")
+    with session_reader(status.db_path, status.generation) as lease:
+        show_new_alerts(lease)
+    if status.read_only:
+        st.info(status.read_only, icon=":material/lock:")
+    if status.source == Source.LIVE and status.probe.ok is False:
+        st.warning(
+            f"**Binance cannot be reached from this machine** ({status.probe.detail}). "
+            "No live data will arrive. The bundled real recording (BTCUSDT + ETHUSDT "
+            "futures trades) shows the dashboard working offline.",
+            icon=":material/wifi_off:",
+        )
+        if st.button(
+            "Switch to replay", key="offline_replay", type="primary", icon=":material/play_circle:"
+        ):
+            service.use_replay([str(SAMPLE_RECORDING)], 1.0)
+            st.rerun()
+    elif status.feed_error:
+        st.error(status.feed_error)
+
+
+def main() -> None:
+    st.set_page_config(
+        page_title="Pairs desk · Binance USD-M",
+        page_icon=":material/monitoring:",
+        layout="wide",
+        initial_sidebar_state="expanded",
+    )
+    inject_css()
+    try:
+        settings = AppSettings.load(_argv())
+    except SettingsError as exc:
+        st.error(f"Cannot start: {exc}")
+        st.stop()
+    service = get_service(repr(settings), settings)
+    controls = render_sidebar(service, settings)
+    params = controls.params
+    title = f"{params.x} / {params.y}" if params else "Pairs desk"
+    st.title(f"{title}" + (f" · {params.tf}" if params else ""))
+
+    # The status strip (offline banner, feed state) needs seconds, not the live panel's pace.
+    @st.fragment(run_every=max(2.0, controls.refresh_s))
+    def live_strip() -> None:
+        with panel("Status"):
+            status_strip(service)
+
+    live_strip()
+
+    if params is None:
+        st.error("Fix the pair in the sidebar to see the analytics: " + " ".join(controls.problems))
+    tabs = st.tabs(TABS, key="view", bind="query-params")
+    live, alerts, bt, multi, health, exp = tabs
+    if live.open:
+        with live:
+            if params is not None:
+
+                @st.fragment(run_every=controls.refresh_s)
+                def live_panel() -> None:
+                    with panel("Live panel"):
+                        render_live(service, params, controls.price_mode)
+
+                live_panel()
+
+                @st.fragment
+                def stationarity_panel() -> None:
+                    with panel("Stationarity"):
+                        render_stationarity(service, params)
+
+                stationarity_panel()
+    if alerts.open:
+        with alerts, panel("Alerts"):
+            render_alerts(service, params)
+    if bt.open:
+        with bt, panel("Backtest"):
+            if params is not None:
+                render_backtest(service, params)
+    if multi.open:
+        with multi, panel("Multi-symbol"):
+            render_multi(service, params, params.tf if params else "1m")
+    if health.open:
+        with health:
+
+            @st.fragment(run_every=max(2.0, controls.refresh_s))
+            def health_panel() -> None:
+                with panel("Feed health"):
+                    render_health(service)
+
+            health_panel()
+    if exp.open:
+        with exp, panel("Exports"):
+            if params is not None:
+                render_exports(service, params)
+
+
+main()

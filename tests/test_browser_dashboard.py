@@ -1,0 +1,233 @@
+"""The real page in a real browser: ``streamlit run app.py`` in replay mode, headless Chromium.
+
+Debian's ``chromium`` driven by Playwright: start the feed, watch the z-score chart appear and
+the "last update" time advance, zoom a chart and see the zoom survive refreshes, add an alert
+rule and see its toast, download a CSV and check its header — and never a Streamlit exception.
+Auto-waiting ``expect`` assertions and polling with deadlines; no fixed sleeps.
+
+Set ``DASHBOARD_SCREENSHOT=path.png`` to save a screenshot of the running dashboard.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "samples" / "btcusdt_ethusdt_20240808_trades.txt.gz"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason=f"no browser: {CHROMIUM} is not installed (Debian package "
+        "'chromium'; `bash .ci/setup --test` installs it)",
+    ),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _poll(cond, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory) -> Iterator[str]:
+    """``streamlit run app.py -- --replay SAMPLE --speed 5 --no-autostart`` on a free port."""
+    tmp = tmp_path_factory.mktemp("browser")
+    port = _free_port()
+    env = dict(os.environ, DB_PATH=str(tmp / "live.db"), PYTHONUNBUFFERED="1")
+    env.pop("DATABASE_URL", None)
+    log = open(tmp / "streamlit.log", "wb")  # noqa: SIM115 - closed in the teardown below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "app.py"),
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--",
+            "--replay",
+            str(SAMPLE),
+            "--speed",
+            "5",
+            "--no-autostart",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"streamlit exited: {(tmp / 'streamlit.log').read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        _poll(healthy, 30, "the Streamlit server")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_live_replay_dashboard_end_to_end(dashboard, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(
+        viewport={"width": 1600, "height": 1300}, color_scheme="dark", accept_downloads=True
+    )
+    exceptions = page.locator('[data-testid="stException"]')
+
+    def no_exception() -> None:
+        expect(exceptions).to_have_count(0)
+
+    # A short window so the analytics warm up within seconds of replayed data.
+    page.goto(f"{dashboard}/?window=10&refresh=1")
+    start = page.get_by_role("button", name="Start feed")
+    expect(start).to_be_enabled(timeout=30_000)
+    no_exception()
+    start.click()
+
+    # Warm-up first, then the z-score chart drawn by Plotly.
+    zchart = page.locator(".st-key-chart_zscore .js-pd-plot").first
+    expect(zchart).to_have_attribute("data-rendered", re.compile(r"\d+"), timeout=60_000)
+    expect(zchart.locator(".main-svg").first).to_be_visible()
+    no_exception()
+
+    # The "last update" time (newest trade) advances at least three times.
+    stamp = page.locator(".st-key-last_update code").first
+    seen = [stamp.inner_text()]
+
+    def advanced() -> bool:
+        now = stamp.inner_text()
+        if now != seen[-1]:
+            seen.append(now)
+        return len(seen) >= 4
+
+    _poll(advanced, 30, "three advances of the last-update time")
+    no_exception()
+
+    # Zoom the z-score chart by dragging; the zoom must survive later refreshes.
+    def axis() -> dict:
+        return zchart.evaluate(
+            "g => ({range: g._fullLayout.xaxis.range.slice(), auto: !!g.layout.xaxis.autorange,"
+            " n: Number(g.dataset.rendered)})"
+        )
+
+    drag = zchart.locator(".nsewdrag").first
+    box = drag.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.25, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.45, y, steps=8)
+    page.mouse.move(box["x"] + box["width"] * 0.65, y, steps=8)
+    page.mouse.up()
+    zoomed = _poll(lambda: (a := axis()) and not a["auto"] and a, 10, "the chart to zoom")
+    _poll(lambda: axis()["n"] >= zoomed["n"] + 2, 20, "two refreshes of the zoomed chart")
+    after = axis()
+    assert not after["auto"] and after["range"] == zoomed["range"], (zoomed, after)
+    no_exception()
+
+    # An alert rule fires in the background and shows as a toast on the live page.
+    page.get_by_role("tab", name="Alerts").click()
+    expect(page.get_by_role("button", name="Add rule")).to_be_visible(timeout=20_000)
+    metric = page.locator(".st-key-rule_metric")
+    metric.click()
+    page.get_by_role("option", name="|z-score|").click()
+    page.locator(".st-key-rule_op").click()
+    page.get_by_role("option", name=">=", exact=True).click()
+    threshold = page.locator(".st-key-rule_threshold input")
+    threshold.fill("0.3")
+    cooldown = page.locator(".st-key-rule_cooldown input")
+    cooldown.fill("0")
+    page.get_by_role("button", name="Add rule").click()
+    expect(page.get_by_text(re.compile(r"Rule \d+ added"))).to_be_visible(timeout=20_000)
+    page.get_by_role("tab", name="Live").click()
+    toast = page.locator('[data-testid="stToast"]').first
+    expect(toast).to_contain_text("0.3 (BTCUSDT/ETHUSDT 1s) — value", timeout=45_000)
+    no_exception()
+
+    # A CSV download, generated when clicked.
+    page.get_by_role("tab", name="Exports").click()
+    button = page.get_by_role("button", name="Analytics table")
+    expect(button).to_be_visible(timeout=20_000)
+    with page.expect_download(timeout=30_000) as info:
+        button.click()
+    path = tmp_path / info.value.suggested_filename
+    info.value.save_as(path)
+    assert info.value.suggested_filename == "analytics_BTCUSDT_ETHUSDT_1s.csv"
+    header = path.read_text().splitlines()[0]
+    assert header == "time,x,y,alpha,beta,spread,zscore,corr,r2"
+    assert len(path.read_text().splitlines()) > 10
+    no_exception()
+
+    shot = os.environ.get("DASHBOARD_SCREENSHOT")
+    if shot:
+        page.get_by_role("tab", name="Live").click()
+        expect(zchart).to_have_attribute("data-rendered", re.compile(r"\d+"))
+        page.screenshot(path=shot, full_page=True)
+    page.close()

@@ -1,0 +1,118 @@
+"""CSV exports: each a plain function from the database (and the view) to bytes.
+
+The download buttons call these lazily (Streamlit runs a download's callable in its own thread
+when it is clicked), so every function opens and closes its own ``Reader``. Column sets match
+the command-line tools: bars as ``python -m storage export`` writes them, the analytics table
+as ``python -m analytics --out`` writes it.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from storage import Reader, open_reader
+from storage.timefmt import ms_to_iso
+from ui.compute import PairParams, bar_stats_table, compute_pair, export_table
+
+#: Columns of a bars export (``python -m storage export`` writes the same).
+BAR_EXPORT_COLUMNS = [
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "trades",
+    "vwap",
+    "buy_volume",
+]
+#: Columns of the alert log export.
+ALERT_EXPORT_COLUMNS = [
+    "fired_at",
+    "bar_time",
+    "rule_id",
+    "rule",
+    "pair",
+    "tf",
+    "metric",
+    "op",
+    "threshold",
+    "value",
+    "message",
+]
+#: Most bars in one bars export (the newest); a week of 1s bars is 600k rows.
+MAX_EXPORT_BARS = 200_000
+
+
+def _csv(df: pd.DataFrame, **kw) -> bytes:
+    return df.to_csv(index=False, na_rep="", **kw).encode("utf-8")
+
+
+def bars_frame(reader: Reader, symbol: str, tf: str, limit: int = MAX_EXPORT_BARS) -> pd.DataFrame:
+    bars = reader.bars(symbol, tf, limit=limit)
+    out = bars.rename(columns={"open_time_ms": "open_time"})
+    out["open_time"] = ms_to_iso(bars["open_time_ms"]).to_numpy()
+    return out[BAR_EXPORT_COLUMNS]
+
+
+def bars_csv(db_path: str, symbol: str, tf: str) -> bytes:
+    """One leg's bars of ``tf`` (the newest :data:`MAX_EXPORT_BARS`)."""
+    with open_reader(db_path) as reader:
+        return _csv(bars_frame(reader, symbol, tf), float_format="%.12g")
+
+
+def analytics_frame(reader: Reader, params: PairParams) -> pd.DataFrame:
+    frame = reader.pair_frame(params.x, params.y, params.tf, limit=params.read_bars)
+    return export_table(compute_pair(frame, params))
+
+
+def analytics_csv(db_path: str, params: PairParams) -> bytes:
+    """The per-bar analytics table of the current view (``time, x, y, alpha, beta, spread,
+    zscore, corr`` and ``r2`` for OLS)."""
+    with open_reader(db_path) as reader:
+        return _csv(analytics_frame(reader, params))
+
+
+def bar_stats_frame(reader: Reader, params: PairParams) -> pd.DataFrame:
+    frame = reader.pair_frame(params.x, params.y, params.tf, limit=params.read_bars)
+    return bar_stats_table(compute_pair(frame, params))
+
+
+def bar_stats_csv(db_path: str, params: PairParams) -> bytes:
+    """Per-bar statistics: the analytics columns plus r², each leg's volume and fill flag."""
+    with open_reader(db_path) as reader:
+        return _csv(bar_stats_frame(reader, params))
+
+
+def alert_log_frame(reader: Reader, limit: int = 10_000) -> pd.DataFrame:
+    """Fired alerts, newest first, with their rule's definition."""
+    events = reader.alert_events(limit=limit)
+    rules = reader.alert_rules().set_index("rule_id")
+    rows = []
+    for e in events.itertuples(index=False):
+        r = rules.loc[e.rule_id] if e.rule_id in rules.index else None
+        rows.append(
+            {
+                "fired_at": ms_to_iso([e.fired_ts_ms])[0],
+                "bar_time": ms_to_iso([e.bar_time_ms])[0],
+                "rule_id": int(e.rule_id),
+                "rule": "" if r is None else r["name"],
+                "pair": "" if r is None else f"{r['x']}/{r['y']}",
+                "tf": "" if r is None else r["tf"],
+                "metric": "" if r is None else r["metric"],
+                "op": "" if r is None else r["op"],
+                "threshold": None if r is None else float(r["threshold"]),
+                "value": float(e.value),
+                "message": e.message,
+            }
+        )
+    return pd.DataFrame(rows, columns=ALERT_EXPORT_COLUMNS)
+
+
+def alert_log_csv(db_path: str) -> bytes:
+    with open_reader(db_path) as reader:
+        return _csv(alert_log_frame(reader))
+
+
+def file_stem(params: PairParams) -> str:
+    return f"{params.x}_{params.y}_{params.tf}"

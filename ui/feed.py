@@ -1,0 +1,154 @@
+"""The one place the dashboard talks to ``ingestion``: feed, replay server, exchange info.
+
+``ingestion.service.FeedService.start()`` validates the symbols against ``exchangeInfo`` over
+REST, which can take a while when the network is slow or absent, so :class:`FeedHandle` starts
+it in a daemon thread: the page never waits for the network, and a stop requested while the
+start is still running is honoured as soon as it returns. No Streamlit here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ingestion.config import FeedSettings
+from ingestion.rest import RestClient
+from ingestion.service import FeedService
+from ingestion.status import SymbolStatus
+from storage import Writer
+
+log = logging.getLogger(__name__)
+
+#: The dashboard's collector id in ``feed_status`` (a headless collector uses ``host:pid``).
+COLLECTOR_ID = "dashboard"
+
+
+def fetch_perpetuals(rest_base: str, *, timeout_s: float = 3.0) -> set[str]:
+    """Symbols of every TRADING USD-M perpetual at ``rest_base`` (one exchangeInfo call)."""
+    client = RestClient(rest_base, timeout_s=timeout_s, max_retries=0)
+    info = client.exchange_info()
+    return {
+        str(s.get("symbol", "")).upper()
+        for s in info.get("symbols", [])
+        if isinstance(s, dict)
+        and s.get("status") == "TRADING"
+        and s.get("contractType", "PERPETUAL") == "PERPETUAL"
+    }
+
+
+@functools.lru_cache(maxsize=16)
+def _recording_symbols(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
+    from ingestion.recording import load_recording
+
+    return tuple(load_recording([path]).symbols)
+
+
+def recording_symbols(files: Iterable[str]) -> list[str]:
+    """Symbols traded in recordings (cached per file version); [] if none can be read."""
+    out: list[str] = []
+    for f in files:
+        try:
+            st = os.stat(f)
+            syms = _recording_symbols(str(Path(f).resolve()), st.st_mtime_ns, st.st_size)
+        except (OSError, ValueError, EOFError):
+            continue
+        out.extend(s for s in syms if s not in out)
+    return out
+
+
+def start_replay(files: Sequence[str], speed: float) -> Any:
+    """Serve ``files`` on a free local port (looping, times shifted to now); return the handle."""
+    from ingestion.replay import start_replay_server
+
+    return start_replay_server(list(files), port=0, speed=speed, loop=True)
+
+
+def feed_settings(*, ws_base: str, rest_base: str, replay: bool) -> FeedSettings:
+    """Live: production defaults (history loaded on start). Replay: no history to load."""
+    settings = FeedSettings(ws_base=ws_base, rest_base=rest_base)
+    if replay:
+        settings = settings.replace(history=False)
+    return settings
+
+
+class FeedHandle:
+    """A ``FeedService`` started in the background; safe to stop at any moment."""
+
+    def __init__(self, writer: Writer, symbols: Sequence[str], settings: FeedSettings) -> None:
+        self.service = FeedService(writer, list(symbols), settings, collector_id=COLLECTOR_ID)
+        self.error = ""
+        self._lock = threading.Lock()
+        self._stop_requested = False
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._start, name="feed-start", daemon=True)
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            self.service.start()
+        except Exception as exc:  # broad on purpose: ConfigError, network: shown on the page
+            log.warning("feed did not start: %s", exc)
+            self.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return
+        with self._lock:
+            self._started.set()
+            stop_now = self._stop_requested
+        if stop_now:
+            self.service.stop()
+
+    @property
+    def starting(self) -> bool:
+        return self._thread.is_alive() and not self._started.is_set()
+
+    @property
+    def running(self) -> bool:
+        """Started, not stopped, and its writer thread alive."""
+        if not self._started.is_set() or self._stop_requested:
+            return False
+        ws = self.service.writer_status()
+        return ws is not None and ws.running
+
+    def alive(self) -> bool:
+        """Starting or running (a failed start is not alive)."""
+        return self.starting or self.running
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        with self._lock:
+            self._stop_requested = True
+            started = self._started.is_set()
+        if started:
+            self.service.stop(timeout_s)
+
+    def status(self) -> list[SymbolStatus]:
+        if not self._started.is_set():
+            return []
+        return list(self.service.status().values())
+
+    def add_symbols(self, symbols: Sequence[str]) -> None:
+        """Stream more symbols; validated over REST in a background thread."""
+
+        def run() -> None:
+            self._started.wait()
+            for s in symbols:
+                try:
+                    self.service.add_symbol(s)
+                except Exception as exc:  # broad on purpose: shown on the page
+                    self.error = f"could not add {s}: {exc}"
+
+        threading.Thread(target=run, name="feed-add", daemon=True).start()
+
+
+def start_feed(
+    writer: Writer | None, symbols: Sequence[str], *, ws_base: str, rest_base: str, replay: bool
+) -> FeedHandle:
+    """Start ingestion's ``FeedService`` for ``symbols`` writing through the shared ``writer``."""
+    if writer is None:
+        raise RuntimeError("read-only: another process writes this database")
+    return FeedHandle(
+        writer, symbols, feed_settings(ws_base=ws_base, rest_base=rest_base, replay=replay)
+    )

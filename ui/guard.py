@@ -1,0 +1,113 @@
+"""Error boundaries and small display helpers shared by the page's panels."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import streamlit as st
+
+from storage import StorageError, UnknownSymbolError, describe
+
+log = logging.getLogger(__name__)
+
+#: Icon of every "waiting for data" message (Material icons ship with Streamlit's own font).
+WAIT_ICON = ":material/hourglass_top:"
+
+
+@contextlib.contextmanager
+def panel(title: str) -> Iterator[None]:
+    """Run one panel; an exception shows as a short error in that panel, never a traceback.
+
+    ``st.rerun``/``st.stop`` raise ``BaseException`` subclasses and pass through untouched.
+    """
+    try:
+        yield
+    except UnknownSymbolError as exc:
+        st.info(f"{title}: waiting for data — {exc}.")
+    except (StorageError, ValueError) as exc:
+        st.error(f"{title}: {exc}")
+    except Exception as exc:  # broad on purpose: the boundary: one panel fails, the page lives
+        log.exception("panel %r failed", title)
+        st.error(
+            f"{title} could not be shown ({type(exc).__name__}: {_short(exc)}). "
+            "The rest of the page is unaffected; details are in the server log."
+        )
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def db_label(db: str) -> str:
+    """A database for display: a file's name, or a URL with its password masked."""
+    if "://" in db and not db.startswith("sqlite:"):
+        return describe(db)
+    return Path(db.removeprefix("sqlite:///")).name
+
+
+def fmt_time(ms: int | float | None, *, millis: bool = False) -> str:
+    """UTC wall time of ``ms``: ``23:59:58`` (or ``23:59:58.123``); ``—`` for None."""
+    if ms is None or (isinstance(ms, float) and math.isnan(ms)):
+        return "—"
+    dt = datetime.fromtimestamp(float(ms) / 1000.0, UTC)
+    return dt.strftime("%H:%M:%S.%f")[:-3] if millis else dt.strftime("%H:%M:%S")
+
+
+def fmt_datetime(ms: int | float | None) -> str:
+    if ms is None:
+        return "—"
+    return datetime.fromtimestamp(float(ms) / 1000.0, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def fmt_num(value: float | None, digits: int = 4) -> str:
+    """A metric value: ``—`` while undefined, ``∞`` for infinity, else ``digits`` significant."""
+    if value is None:
+        return "—"
+    v = float(value)
+    if math.isnan(v):
+        return "—"
+    if math.isinf(v):
+        return "∞"
+    if abs(v) >= 1e4:
+        return f"{v:,.2f}"
+    return f"{v:.{digits}g}"
+
+
+def fmt_age(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:,.0f} days"
+
+
+CSS = """
+<style>
+/* tighter key-figure tiles */
+div[data-testid="stMetric"] {
+  background: color-mix(in srgb, currentColor 4%, transparent);
+  border: 1px solid color-mix(in srgb, currentColor 12%, transparent);
+  border-radius: 8px; padding: 6px 10px 4px 10px;
+}
+div[data-testid="stMetricValue"] { font-size: 1.25rem; font-variant-numeric: tabular-nums; }
+div[data-testid="stMetricLabel"] p { font-size: 0.78rem; opacity: 0.8; }
+.st-key-last_update p { font-variant-numeric: tabular-nums; }
+.block-container { padding-top: 2.2rem; }
+</style>
+"""
+
+
+def inject_css() -> None:
+    st.markdown(CSS, unsafe_allow_html=True)

@@ -1,0 +1,516 @@
+"""The dashboard's background service: one per process, owning every thread and the writer.
+
+``app.py`` holds one :class:`DashboardService` in ``st.cache_resource`` (see
+:func:`acquire_service`): the storage ``Writer`` (one per database file), the ingestion
+``FeedService``, the in-process replay server in replay mode, the ``RetentionJob`` and the
+``AlertMonitor``. Browser sessions only read the database and call the few control methods
+below; nothing here calls ``st.*``.
+
+Sources: *live* writes to ``DB_PATH``; *replay* serves a recording through
+``ingestion.replay.start_replay_server`` (the same client code runs against it) and writes to a
+separate file, recreated each time a replay starts — replayed ids and times must never mix
+with a live database. If another process already writes ``DB_PATH`` (a headless collector),
+the service runs read-only and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from storage import StorageError, Writer, WriterBusyError, open_reader, open_writer
+from storage.backend import backend_of, sqlite_path
+from storage.config import StorageSettings
+from storage.retention import RetentionJob
+from ui import feed as feedlib
+from ui.alerts import AlertMonitor
+from ui.settings import SAMPLE_RECORDING, AppSettings
+
+log = logging.getLogger(__name__)
+
+SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
+#: Exchange info is refreshed at most this often, in seconds (symbols rarely change).
+EXCHANGE_INFO_TTL_S = 600.0
+#: A failed probe of Binance is retried after this many seconds.
+PROBE_RETRY_S = 15.0
+
+
+class Source(StrEnum):
+    LIVE = "live"
+    REPLAY = "replay"
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Can the live REST endpoint be reached? ``ok`` None while the first probe runs."""
+
+    ok: bool | None
+    detail: str = ""
+    checked_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """A snapshot of the service for the page (cheap; taken on every refresh)."""
+
+    source: Source
+    db_path: str
+    generation: int
+    read_only: str | None  # why the page cannot write, or None
+    feed_running: bool
+    feed_error: str
+    symbols: tuple[str, ...]
+    replay_files: tuple[str, ...]
+    replay_speed: float
+    probe: Probe
+    monitor_alive: bool
+    monitor_error: str
+    started_ms: int
+
+
+@dataclass
+class _ExchangeInfo:
+    symbols: frozenset[str] = frozenset()
+    fetched_at: float = 0.0
+    base: str = ""
+    error: str = ""
+
+
+@dataclass
+class _Parts:
+    """What is running now; replaced as a whole when the source changes."""
+
+    writer: Writer | None = None
+    monitor: AlertMonitor | None = None
+    retention: RetentionJob | None = None
+    feed: Any = None
+    replay: Any = None
+
+
+class DashboardService:
+    """Owns the process's threads and the database writer. Thread-safe; never calls ``st.*``."""
+
+    def __init__(self, settings: AppSettings) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._parts = _Parts()
+        self.source = Source.REPLAY if settings.start_in_replay else Source.LIVE
+        self.replay_files: tuple[str, ...] = settings.replay_files or (str(SAMPLE_RECORDING),)
+        self.replay_speed = settings.replay_speed
+        self.symbols: list[str] = self._default_symbols()
+        if self.source == Source.REPLAY:
+            self.symbols = feedlib.recording_symbols(self.replay_files) or self.symbols
+        self.generation = 0
+        self.read_only: str | None = None
+        self.feed_error = ""
+        self.started_ms = int(time.time() * 1000)
+        self._closed = False
+        self._probe = Probe(None)
+        self._probe_thread: threading.Thread | None = None
+        self._xinfo = _ExchangeInfo()
+        self._open_storage(fresh=self.source == Source.REPLAY)
+        if self.source == Source.LIVE:
+            self.probe_async()
+        if settings.autostart:
+            self.start_feed()
+
+    # ------------------------------------------------------------------ storage
+    @property
+    def db_path(self) -> str:
+        return (
+            self.settings.replay_db_path if self.source == Source.REPLAY else self.settings.db_path
+        )
+
+    def _open_storage(self, *, fresh: bool) -> None:
+        """Open the writer, the alert monitor and retention for the current source."""
+        path = self.db_path
+        carried: list[dict[str, Any]] = []
+        if fresh and backend_of(path) == "sqlite":  # replays always write a SQLite file
+            carried = _read_rules(path)
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{sqlite_path(path)}{suffix}")
+        self.read_only = None
+        parts = _Parts()
+        try:
+            parts.writer = open_writer(path)
+        except WriterBusyError as exc:
+            self.read_only = (
+                f"{exc} — this page shows what that process writes; "
+                "feed controls and alert rules are disabled here."
+            )
+        except StorageError as exc:
+            self.read_only = f"cannot write the database: {exc}"
+        if parts.writer is not None:
+            for rule in carried:
+                with contextlib.suppress(StorageError, ValueError):
+                    parts.writer.add_alert_rule(**rule)
+            parts.monitor = AlertMonitor(parts.writer, path).start()
+            storage_settings = StorageSettings.from_env()
+            parts.retention = RetentionJob(parts.writer, storage_settings).start()
+        self.generation += 1
+        self._parts = parts
+
+    def _close_storage(self) -> None:
+        parts = self._parts
+        if parts.monitor is not None:
+            parts.monitor.stop()
+        if parts.retention is not None:
+            parts.retention.stop()
+        if parts.writer is not None:
+            parts.writer.close()
+        self._parts = _Parts()
+
+    @property
+    def writer(self) -> Writer | None:
+        return self._parts.writer
+
+    @property
+    def monitor(self) -> AlertMonitor | None:
+        return self._parts.monitor
+
+    # ------------------------------------------------------------------ feed
+    def start_feed(self) -> None:
+        """Start the feed (and, in replay mode, the replay server) for the watched symbols."""
+        with self._lock:
+            if self._closed or self.read_only or self.feed_running():
+                return
+            self.feed_error = ""
+            parts = self._parts
+            try:
+                if self.source == Source.REPLAY:
+                    if parts.replay is None:
+                        parts.replay = feedlib.start_replay(self.replay_files, self.replay_speed)
+                    ws_base, rest_base = parts.replay.ws_base, parts.replay.rest_base
+                else:
+                    ws_base, rest_base = self.settings.ws_base, self.settings.rest_base
+                parts.feed = feedlib.start_feed(
+                    parts.writer,
+                    self.symbols,
+                    ws_base=ws_base,
+                    rest_base=rest_base,
+                    replay=self.source == Source.REPLAY,
+                )
+            except Exception as exc:  # broad on purpose: shown on the page, never a traceback
+                log.exception("feed did not start")
+                self.feed_error = f"the feed did not start: {exc}"
+                parts.feed = None
+
+    def stop_feed(self) -> None:
+        """Stop the feed; what was received is committed first. The replay server keeps time."""
+        with self._lock:
+            feed, self._parts.feed = self._parts.feed, None
+        if feed is not None:
+            feed.stop()
+
+    def feed_running(self) -> bool:
+        """Starting or running."""
+        feed = self._parts.feed
+        return feed is not None and feed.alive()
+
+    def feed_starting(self) -> bool:
+        feed = self._parts.feed
+        return feed is not None and feed.starting
+
+    def feed_status(self) -> list[Any]:
+        """Per-symbol ``SymbolStatus`` of the in-process feed (empty when stopped)."""
+        feed = self._parts.feed
+        return [] if feed is None else feed.status()
+
+    def feed_stats(self) -> dict[str, Any]:
+        """The in-process feed's writer queue and REST counters (empty when stopped)."""
+        feed = self._parts.feed
+        if feed is None or not feed.running:
+            return {}
+        return {"writer": feed.service.writer_status(), "rest": feed.service.rest_status()}
+
+    def watch(self, symbols: Iterable[str]) -> None:
+        """Make sure the feed collects ``symbols`` (added to what it already collects)."""
+        new = [s.upper() for s in symbols if s.upper() not in self.symbols]
+        if not new:
+            return
+        with self._lock:
+            self.symbols.extend(new)
+            feed = self._parts.feed
+            if feed is not None:
+                feed.add_symbols(new)
+
+    # ------------------------------------------------------------------ sources
+    def use_live(self) -> None:
+        with self._lock:
+            if self.source == Source.LIVE:
+                return
+            self._teardown_feed()
+            self._close_storage()
+            self.source = Source.LIVE
+            self.symbols = self._default_symbols()
+            self._open_storage(fresh=False)
+            self.probe_async()
+            self.start_feed()
+
+    def use_replay(self, files: Iterable[str] | None = None, speed: float | None = None) -> None:
+        """(Re)start a replay from the beginning into a fresh replay database."""
+        with self._lock:
+            self._teardown_feed()
+            self._close_storage()
+            self.source = Source.REPLAY
+            if files is not None:
+                self.replay_files = tuple(str(f) for f in files)
+            if speed is not None:
+                self.replay_speed = float(speed)
+            self.symbols = feedlib.recording_symbols(self.replay_files) or self._default_symbols()
+            self._open_storage(fresh=True)
+            self.start_feed()
+
+    def _default_symbols(self) -> list[str]:
+        return [self.settings.default_x, self.settings.default_y]
+
+    def default_pair(self) -> tuple[str, str]:
+        """The pair a new page shows: BTCUSDT/ETHUSDT, or a replay's first two symbols."""
+        x, y = self.settings.default_x, self.settings.default_y
+        if self.source == Source.REPLAY:
+            syms = feedlib.recording_symbols(self.replay_files)
+            if len(syms) >= 2 and not {x, y} <= set(syms):
+                return syms[0], syms[1]
+        return x, y
+
+    def _teardown_feed(self) -> None:
+        self.stop_feed()
+        replay, self._parts.replay = self._parts.replay, None
+        if replay is not None:
+            with contextlib.suppress(Exception):
+                replay.stop()
+        self._xinfo = _ExchangeInfo()
+
+    # ------------------------------------------------------------------ Binance reachability
+    def probe_async(self) -> None:
+        """Check in the background whether the live REST endpoint answers (3 s timeout)."""
+        with self._lock:
+            if self._probe_thread is not None and self._probe_thread.is_alive():
+                return
+            self._probe = Probe(None, "checking…")
+            self._probe_thread = threading.Thread(
+                target=self._probe_run, name="binance-probe", daemon=True
+            )
+            self._probe_thread.start()
+
+    def _probe_run(self) -> None:
+        base = self.settings.rest_base
+        try:
+            symbols = feedlib.fetch_perpetuals(base, timeout_s=self.settings.probe_timeout_s)
+        except Exception as exc:  # broad on purpose: any failure means "unreachable"
+            self._probe = Probe(
+                False, f"{base} did not answer: {_short(exc)}", int(time.time() * 1000)
+            )
+            return
+        self._xinfo = _ExchangeInfo(frozenset(symbols), time.monotonic(), base)
+        self._probe = Probe(
+            True, f"{base} answered ({len(symbols)} perpetuals)", int(time.time() * 1000)
+        )
+
+    @property
+    def probe(self) -> Probe:
+        p = self._probe
+        if (
+            p.ok is False
+            and p.checked_ms is not None
+            and time.time() * 1000 - p.checked_ms > PROBE_RETRY_S * 1000
+        ):
+            self.probe_async()
+        return p
+
+    # ------------------------------------------------------------------ symbols
+    def _exchange_symbols(self) -> frozenset[str] | None:
+        """Tradable perpetuals of the current source, or None when it cannot be asked."""
+        parts = self._parts
+        if self.source == Source.REPLAY:
+            if parts.replay is None:
+                return frozenset(feedlib.recording_symbols(self.replay_files))
+            base = parts.replay.rest_base
+        else:
+            base = self.settings.rest_base
+            probe_thread = self._probe_thread
+            if self._probe.ok is None and probe_thread is not None:
+                probe_thread.join(self.settings.probe_timeout_s + 1.0)  # its answer is ours
+            if self._probe.ok is False:
+                return None
+        info = self._xinfo
+        age = time.monotonic() - info.fetched_at
+        if info.base == base and not info.error and age < EXCHANGE_INFO_TTL_S:
+            return info.symbols
+        if info.base == base and info.error and age < PROBE_RETRY_S:
+            return None  # failed a moment ago: do not make every rerun wait for the network
+        try:
+            symbols = frozenset(
+                feedlib.fetch_perpetuals(base, timeout_s=self.settings.probe_timeout_s)
+            )
+        except Exception as exc:  # broad on purpose: unreachable: fall back to stored data
+            self._xinfo = _ExchangeInfo(fetched_at=time.monotonic(), base=base, error=_short(exc))
+            return None
+        self._xinfo = _ExchangeInfo(symbols, time.monotonic(), base)
+        return symbols
+
+    def symbols_verifiable(self) -> bool:
+        """True when the source's symbol list could be fetched (so symbols are checked)."""
+        return self._exchange_symbols() is not None
+
+    def check_symbol(self, symbol: str) -> str | None:
+        """None if ``symbol`` can be shown, else a one-line reason for the user."""
+        sym = symbol.strip().upper()
+        if not sym:
+            return "enter a symbol, e.g. BTCUSDT"
+        if not SYMBOL_RE.match(sym):
+            return f"{symbol!r} is not a symbol: use letters and digits only, e.g. BTCUSDT"
+        known = self._exchange_symbols()
+        if known is None:
+            # The exchange cannot be asked (offline): a well-formed symbol is accepted and
+            # simply waits for data; the sidebar says it could not be verified.
+            return None
+        if sym in known:
+            return None
+        where = (
+            "in this replay"
+            if self.source == Source.REPLAY
+            else "a trading USD-M perpetual on Binance"
+        )
+        hint = difflib.get_close_matches(sym, sorted(known), n=3)
+        also = f" — did you mean {', '.join(hint)}?" if hint else ""
+        return f"{sym} is not {where}{also}"
+
+    # ------------------------------------------------------------------ alert rules
+    def add_rule(self, **rule: Any) -> int:
+        writer = self.writer
+        if writer is None:
+            raise StorageError(self.read_only or "the database is read-only here")
+        rule_id = writer.add_alert_rule(**rule)
+        self.watch([rule["x"], rule["y"]])
+        if self.monitor is not None:
+            self.monitor.poke()
+        return rule_id
+
+    def delete_rule(self, rule_id: int) -> None:
+        writer = self.writer
+        if writer is None:
+            raise StorageError(self.read_only or "the database is read-only here")
+        writer.delete_alert_rule(int(rule_id))
+        if self.monitor is not None:
+            self.monitor.poke()
+
+    def set_rule_enabled(self, rule_id: int, enabled: bool) -> None:
+        writer = self.writer
+        if writer is None:
+            raise StorageError(self.read_only or "the database is read-only here")
+        writer.set_alert_rule_enabled(int(rule_id), bool(enabled))
+        if self.monitor is not None:
+            self.monitor.poke()
+
+    # ------------------------------------------------------------------ life
+    def healthy(self) -> bool:
+        """False if a thread that should run has died (``st.cache_resource`` then rebuilds)."""
+        if self._closed:
+            return False
+        parts = self._parts
+        if parts.monitor is not None and not parts.monitor.is_alive():
+            return False
+        # A feed whose start failed (e.g. offline) is reported on the page, not rebuilt.
+        return not (parts.feed is not None and not parts.feed.alive() and not parts.feed.error)
+
+    def status(self) -> ServiceStatus:
+        mon = self._parts.monitor
+        return ServiceStatus(
+            source=self.source,
+            db_path=self.db_path,
+            generation=self.generation,
+            read_only=self.read_only,
+            feed_running=self.feed_running(),
+            feed_error=self.feed_error or (self._parts.feed.error if self._parts.feed else ""),
+            symbols=tuple(self.symbols),
+            replay_files=self.replay_files,
+            replay_speed=self.replay_speed,
+            probe=self.probe if self.source == Source.LIVE else Probe(True, "replay"),
+            monitor_alive=mon is not None and mon.is_alive(),
+            monitor_error=mon.stats.last_error if mon is not None else "",
+            started_ms=self.started_ms,
+        )
+
+    def close(self) -> None:
+        """Stop every thread and release the writer (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._teardown_feed()
+            self._close_storage()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "…"
+
+
+def _read_rules(path: str) -> list[dict[str, Any]]:
+    """Alert rules of an existing SQLite file, to carry into its recreated replacement."""
+    if not sqlite_path(path).exists():
+        return []
+    try:
+        with open_reader(path) as reader:
+            df = reader.alert_rules()
+    except (StorageError, ValueError):
+        return []
+    out = []
+    for row in df.itertuples(index=False):
+        try:
+            params = json.loads(row.params or "{}")
+        except ValueError:
+            params = {}
+        out.append(
+            {
+                "name": row.name,
+                "x": row.x,
+                "y": row.y,
+                "tf": row.tf,
+                "metric": row.metric,
+                "op": row.op,
+                "threshold": float(row.threshold),
+                "cooldown_s": float(row.cooldown_s),
+                "params": params,
+            }
+        )
+    return out
+
+
+# ---------------------------------------------------------------------- one per process
+_REGISTRY_LOCK = threading.Lock()
+
+
+def acquire_service(settings: AppSettings) -> DashboardService:
+    """The process's one service, created on first use, recreated only if it died.
+
+    Called from the ``st.cache_resource`` factory in ``app.py``. The instance is also kept in
+    ``ui.registry`` (a module that never changes, so Streamlit's code reload does not drop
+    it): if the cache is rebuilt after a reload, the old service is closed before a new one
+    starts, so there is never a second writer or a second set of threads.
+    """
+    from ui import registry
+
+    with _REGISTRY_LOCK:
+        current = registry.SERVICE
+        # Compared by value: after a code reload the settings class is a new class object.
+        if current is not None and current.healthy() and repr(current.settings) == repr(settings):
+            return current
+        if current is not None:
+            with contextlib.suppress(Exception):
+                current.close()
+        service = DashboardService(settings)
+        registry.SERVICE = service
+        return service

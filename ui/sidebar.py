@@ -1,0 +1,362 @@
+"""The sidebar: source and feed controls, the pair, and the analysis settings.
+
+Pair and analysis settings are widgets bound to the URL query string (``bind="query-params"``,
+keys ``x, y, tf, window, method, z, refresh, prices, bars``), so they survive reruns and a
+link reproduces the view. The source and the feed are process-wide (one service per process)
+and are not in the URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import streamlit as st
+
+from ui.compute import PairParams
+from ui.guard import db_label
+from ui.service import DashboardService, Source
+from ui.settings import SAMPLE_RECORDING, AppSettings
+
+TIMEFRAMES = ["1s", "1m", "5m"]
+#: Widget options are what the URL carries, so they are short, URL-safe strings.
+REFRESH_CHOICES = ["0.5", "1", "2", "3", "5", "10"]
+METHOD_CHOICES = {"OLS": "ols", "Kalman": "kalman", "Huber": "huber", "Theil-Sen": "theilsen"}
+SPEED_CHOICES = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0]
+BARS_CHOICES = [120, 300, 600, 1000, 1500]
+PRICE_MODES = {"Normalised": "normalised", "Dual axis": "dual", "Candles": "candles"}
+RECORDING_EXTS = ("gz", "txt", "json", "jsonl", "ndjson", "log", "0")
+DEFAULTS = {
+    "tf": "1s",
+    "window": 60,
+    "method": "OLS",
+    "z": 2.0,
+    "refresh": "0.5",
+    "prices": "Normalised",
+    "bars": 600,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Controls:
+    """What the sidebar decided. ``params`` is None while the pair is invalid (``problems``)."""
+
+    params: PairParams | None
+    problems: tuple[str, ...] = ()
+    refresh_s: float = 0.5
+    price_mode: str = "normalised"
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _switch_source(service: DashboardService) -> None:
+    choice = st.session_state.get("source_choice")
+    if choice == "Replay" and service.source != Source.REPLAY:
+        service.use_replay()
+    elif choice == "Live" and service.source != Source.LIVE:
+        service.use_live()
+
+
+def _source_controls(service: DashboardService, settings: AppSettings) -> None:
+    sb = st.sidebar
+    status = service.status()
+    st.session_state["source_choice"] = "Replay" if status.source == Source.REPLAY else "Live"
+    sb.segmented_control(
+        "Source",
+        ["Live", "Replay"],
+        key="source_choice",
+        required=True,
+        on_change=_switch_source,
+        args=(service,),
+        help="Live: Binance USD-M WebSocket. Replay: a recorded session served by a local "
+        "Binance look-alike, so the same client code runs.",
+    )
+    if status.source == Source.REPLAY:
+        _replay_controls(service, settings)
+    c1, c2 = sb.columns(2)
+    running = status.feed_running
+    c1.button(
+        "Start feed",
+        key="feed_start",
+        icon=":material/play_arrow:",
+        disabled=running or bool(status.read_only),
+        on_click=service.start_feed,
+        type="primary",
+        width="stretch",
+    )
+    c2.button(
+        "Stop feed",
+        key="feed_stop",
+        icon=":material/stop:",
+        disabled=not running,
+        on_click=service.stop_feed,
+        width="stretch",
+    )
+    if status.feed_error:
+        sb.error(status.feed_error)
+
+
+def _replay_controls(service: DashboardService, settings: AppSettings) -> None:
+    sb = st.sidebar
+    names = ", ".join(Path(f).name for f in service.replay_files)
+    sb.caption(
+        f"Replaying **{names}** at {service.replay_speed:g}× "
+        f"into `{db_label(service.db_path)}` (a fresh file per replay)."
+    )
+    with sb.expander("Replay another recording", expanded=False):
+        kind = st.radio(
+            "Recording",
+            ["Bundled sample", "Upload a file", "File on this machine"],
+            key="replay_kind",
+            horizontal=False,
+        )
+        speed = st.select_slider(
+            "Speed",
+            SPEED_CHOICES,
+            value=service.replay_speed if service.replay_speed in SPEED_CHOICES else 1.0,
+            key="replay_speed",
+            format_func=lambda v: f"{v:g}×",
+        )
+        path: str | None = None
+        if kind == "Bundled sample":
+            path = str(SAMPLE_RECORDING)
+            st.caption(
+                "Real Binance USD-M BTCUSDT + ETHUSDT trades, 2024-08-08 23:54–00:00 "
+                "UTC (hftbacktest capture), looped."
+            )
+        elif kind == "Upload a file":
+            up = st.file_uploader(
+                f"Recording (≤ {settings.max_upload_mb:g} MB)",
+                type=list(RECORDING_EXTS),
+                key="replay_upload",
+                max_upload_size=int(settings.max_upload_mb),
+                help="Capture lines (`<ns> {json}`), WebSocket JSON lines or collector NDJSON; "
+                "gzip or plain text.",
+            )
+            if up is not None:
+                try:
+                    path = save_upload(up.name, up.getvalue(), settings)
+                except ValueError as exc:
+                    st.error(str(exc))
+        else:
+            raw = st.text_input("Path", key="replay_path", placeholder="/data/capture.gz")
+            if raw:
+                try:
+                    path = check_recording_path(raw, settings)
+                except ValueError as exc:
+                    st.error(str(exc))
+        if st.button(
+            "Start this replay",
+            key="replay_go",
+            icon=":material/replay:",
+            disabled=path is None,
+            width="stretch",
+        ):
+            try:
+                validate_recording(path)
+            except ValueError as exc:
+                st.error(str(exc))
+            else:
+                service.use_replay([path], speed)
+                st.rerun()
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def check_recording_path(raw: str, settings: AppSettings) -> str:
+    """A readable file within the size limit, or ``ValueError`` saying what is wrong."""
+    p = Path(raw).expanduser()
+    if not p.is_file():
+        raise ValueError(f"no such file: {raw}")
+    size_mb = p.stat().st_size / 1e6
+    if size_mb > settings.max_upload_mb:
+        raise ValueError(
+            f"{p.name} is {size_mb:.0f} MB; the limit is {settings.max_upload_mb:g} MB "
+            "(MAX_UPLOAD_MB)"
+        )
+    if not os.access(p, os.R_OK):
+        raise ValueError(f"{p} is not readable")
+    return str(p)
+
+
+def save_upload(name: str, data: bytes, settings: AppSettings) -> str:
+    """Store an uploaded recording under ``upload_dir`` after checking size and content."""
+    if len(data) > settings.max_upload_mb * 1e6:
+        raise ValueError(f"{name} is larger than {settings.max_upload_mb:g} MB")
+    if not data:
+        raise ValueError(f"{name} is empty")
+    safe = _SAFE_NAME.sub("_", Path(name).name)[-100:] or "recording"
+    folder = Path(settings.upload_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / safe
+    path.write_bytes(data)
+    try:
+        validate_recording(str(path))
+    except ValueError:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
+    return str(path)
+
+
+def validate_recording(path: str | None) -> None:
+    """Raise ``ValueError`` unless ``path`` holds at least one symbol's trades."""
+    if path is None:
+        raise ValueError("choose a recording first")
+    from ingestion.recording import load_recording
+
+    try:
+        rec = load_recording([path])
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{Path(path).name} cannot be read: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{Path(path).name} is not a trade recording: {exc}") from None
+    if not rec.symbols:
+        raise ValueError(
+            f"{Path(path).name} holds no trades (only trade, aggTrade or "
+            "collector lines are replayed)"
+        )
+
+
+def _pair_controls(
+    default_x: str, default_y: str
+) -> tuple[str, str, str, int, str, float, float, str, int]:
+    sb = st.sidebar
+    sb.subheader("Pair")
+    c1, c2 = sb.columns(2)
+    x = c1.text_input(
+        "Symbol X",
+        value=default_x,
+        key="x",
+        bind="query-params",
+        max_chars=30,
+        help="Dependent leg: x = α + β·y + spread.",
+    )
+    y = c2.text_input(
+        "Symbol Y",
+        value=default_y,
+        key="y",
+        bind="query-params",
+        max_chars=30,
+        help="Hedge leg: β units of Y hedge one unit of X.",
+    )
+    tf = sb.segmented_control(
+        "Timeframe",
+        TIMEFRAMES,
+        default=DEFAULTS["tf"],
+        key="tf",
+        bind="query-params",
+        required=True,
+        help="Bar length. 1s bars are built from trades as they arrive.",
+    )
+    sb.subheader("Analysis")
+    window = sb.number_input(
+        "Rolling window (bars)",
+        min_value=10,
+        max_value=1000,
+        value=DEFAULTS["window"],
+        step=10,
+        key="window",
+        bind="query-params",
+        help="Bars per regression, z-score and correlation window.",
+    )
+    method = sb.selectbox(
+        "Hedge ratio",
+        list(METHOD_CHOICES),
+        key="method",
+        bind="query-params",
+        help="OLS: rolling least squares. Kalman: time-varying β, filtered. "
+        "Huber / Theil–Sen: robust to outlier prints.",
+    )
+    z = sb.number_input(
+        "Z-score alert band ±",
+        min_value=0.5,
+        max_value=6.0,
+        value=DEFAULTS["z"],
+        step=0.1,
+        format="%.1f",
+        key="z",
+        bind="query-params",
+        help="Drawn on the z-score chart; the default threshold of new rules.",
+    )
+    sb.subheader("Display")
+    refresh = sb.select_slider(
+        "Refresh every (seconds)",
+        REFRESH_CHOICES,
+        value=DEFAULTS["refresh"],
+        key="refresh",
+        bind="query-params",
+        help="How often the live panel redraws (only it reruns).",
+    )
+    prices = sb.segmented_control(
+        "Prices",
+        list(PRICE_MODES),
+        default=DEFAULTS["prices"],
+        key="prices",
+        bind="query-params",
+        required=True,
+    )
+    bars = sb.select_slider(
+        "Bars shown",
+        BARS_CHOICES,
+        value=DEFAULTS["bars"],
+        key="bars",
+        bind="query-params",
+        help="Bars drawn (each trace is capped at 1,000 points).",
+    )
+    return (
+        x,
+        y,
+        tf or DEFAULTS["tf"],
+        int(window),
+        METHOD_CHOICES.get(method or "", "ols"),
+        float(z),
+        float(refresh or DEFAULTS["refresh"]),
+        PRICE_MODES.get(prices or "", "normalised"),
+        int(bars),
+    )
+
+
+def check_pair(service: DashboardService, x: str, y: str) -> list[str]:
+    """Problems with the pair, one sentence each (empty when it can be shown)."""
+    xs, ys = x.strip().upper(), y.strip().upper()
+    if xs and xs == ys:
+        return [f"X and Y are both {xs}: choose two different symbols."]
+    problems = []
+    for label, sym in (("X", x), ("Y", y)):
+        reason = service.check_symbol(sym)
+        if reason:
+            problems.append(f"Symbol {label}: {reason}.")
+    return problems
+
+
+def render_sidebar(service: DashboardService, settings: AppSettings) -> Controls:
+    """Draw the sidebar; return the validated controls."""
+    sb = st.sidebar
+    sb.header("Pairs desk")
+    _source_controls(service, settings)
+    x, y, tf, window, method, z, refresh, prices, bars = _pair_controls(*service.default_pair())
+    problems = check_pair(service, x, y)
+    for p in problems:
+        sb.error(p)
+    if not problems and not service.symbols_verifiable():
+        sb.caption(
+            "The exchange cannot be reached, so the symbols were not verified; the "
+            "panels wait for their data."
+        )
+    if problems:
+        return Controls(None, tuple(problems), refresh, prices)
+    params = PairParams(
+        x=x.strip().upper(),
+        y=y.strip().upper(),
+        tf=tf,
+        window=window,
+        method=method,
+        z=z,
+        display_bars=bars,
+    )
+    service.watch([params.x, params.y])
+    return Controls(params, (), refresh, prices)
