@@ -9,12 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from ingestion.replay import start_replay_server
-from storage import open_reader
+from storage import StorageError, open_reader
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,3 +84,87 @@ def test_collector_writes_postgres_while_another_process_reads(pg_url: str) -> N
             assert ids == list(range(ids[0], ids[-1] + 1)), f"{symbol}: ids not contiguous"
             bars = reader.bars(symbol, "1s")
             assert int(bars["trades"].sum()) == len(ticks)
+
+
+def _collector(pg_url: str, server, symbols: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingestion", "--symbols", symbols, "--db", pg_url,
+         "--ws-base", server.ws_base, "--rest-base", server.rest_base,
+         "--status-interval", "0.5", "--history-klines", "0", "--duration", "120"],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _poll(condition, what: str, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)  # polling interval, not a wait for an outcome
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def _live_rows(pg_url: str) -> list[tuple[str, str]]:
+    try:
+        with open_reader(pg_url) as reader:
+            status = reader.feed_status(max_age_s=20)
+    except StorageError:  # the collector has not created the schema yet
+        return []
+    return sorted((r.collector_id, r.symbol) for r in status.itertuples()
+                  if r.status.get("state") == "live")
+
+
+def test_dashboard_defers_to_live_collectors_and_two_collectors_coexist(pg_url, monkeypatch):
+    """A headless collector owns BTCUSDT: the dashboard reads it and feeds only ETHUSDT; a
+    second collector of BTCUSDT shows as a second status row and stores nothing twice."""
+    from ui.feed import COLLECTOR_ID
+    from ui.service import DashboardService
+    from ui.settings import AppSettings
+
+    monkeypatch.setenv("TICKS_KEEP_HOURS", "forever")
+    monkeypatch.setenv("BARS_1S_KEEP_DAYS", "forever")
+    server = start_replay_server(None, speed=4.0, loop=True, preroll_s=30)
+    first = _collector(pg_url, server, "btcusdt")
+    second = svc = None
+    try:
+        _poll(lambda: any(sym == "BTCUSDT" for _, sym in _live_rows(pg_url)),
+              "the collector's live status")
+        settings = AppSettings(db_path=pg_url, replay_db_path="unused.replay.db",
+                               ws_base=server.ws_base, rest_base=server.rest_base,
+                               autostart=False, probe_timeout_s=2.0)
+        svc = DashboardService(settings)
+        assert svc.read_only is None  # PostgreSQL takes several writers
+        svc.start_feed()
+        status = svc.status()
+        assert list(status.collected_elsewhere) == ["BTCUSDT"]
+        _poll(lambda: [s.symbol for s in svc.feed_status()] == ["ETHUSDT"]
+              and svc.feed_status()[0].state.value == "live", "the dashboard's own ETHUSDT feed")
+
+        second = _collector(pg_url, server, "btcusdt")
+        # Published every few seconds: the dashboard's ETHUSDT and two BTCUSDT collectors.
+        rows = _poll(lambda: (r := _live_rows(pg_url)) and
+                     sum(sym == "BTCUSDT" for _, sym in r) == 2 and
+                     (COLLECTOR_ID, "ETHUSDT") in r and r,
+                     "two BTCUSDT collectors and the dashboard's ETHUSDT feed published")
+        assert len({c for c, sym in rows if sym == "BTCUSDT"}) == 2
+    finally:
+        if svc is not None:
+            svc.close()
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        server.stop()
+    assert first.returncode == 0 and second.returncode == 0
+    with open_reader(pg_url) as reader:
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            ticks = reader.ticks(symbol)
+            ids = ticks["trade_id"].tolist()
+            assert ids == sorted(set(ids)), f"{symbol}: a trade stored twice"
+            assert int(reader.bars(symbol, "1s")["trades"].sum()) == len(ticks), (
+                f"{symbol}: bars count a trade twice or miss one")

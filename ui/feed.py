@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,8 +25,10 @@ from storage import Writer
 
 log = logging.getLogger(__name__)
 
-#: The dashboard's collector id in ``feed_status`` (a headless collector uses ``host:pid``).
-COLLECTOR_ID = "dashboard"
+#: This dashboard's collector id in ``feed_status``: unique per process, so dashboards on
+#: several machines sharing one PostgreSQL database tell their feeds apart (a headless
+#: collector uses ``host:pid``).
+COLLECTOR_ID = f"dashboard@{socket.gethostname()}:{os.getpid()}"
 
 
 def fetch_perpetuals(rest_base: str, *, timeout_s: float = 3.0) -> set[str]:

@@ -70,6 +70,7 @@ class ServiceStatus:
     feed_running: bool
     feed_error: str
     symbols: tuple[str, ...]
+    collected_elsewhere: dict[str, list[str]]  # symbol → other live collectors' ids
     replay_files: tuple[str, ...]
     replay_speed: float
     probe: Probe
@@ -97,6 +98,11 @@ class _Parts:
     replay: Any = None
 
 
+#: A collector that published its status within this many seconds (and is not stopped) is
+#: live; collectors publish every few seconds (``FeedSettings.status_interval_s``).
+LIVE_COLLECTOR_MAX_AGE_S = 20.0
+
+
 class DashboardService:
     """Owns the process's threads and the database writer. Thread-safe; never calls ``st.*``."""
 
@@ -112,6 +118,7 @@ class DashboardService:
             self.symbols = feedlib.recording_symbols(self.replay_files) or self.symbols
         self.generation = 0
         self.read_only: str | None = None
+        self.collected_elsewhere: dict[str, list[str]] = {}
         self.feed_error = ""
         self.started_ms = int(time.time() * 1000)
         self._closed = False
@@ -179,6 +186,28 @@ class DashboardService:
     def monitor(self) -> AlertMonitor | None:
         return self._parts.monitor
 
+    # ------------------------------------------------------------------ other collectors
+    def external_collectors(self) -> dict[str, list[str]]:
+        """Symbols that other live processes collect into this database: symbol → their ids.
+
+        A collector is live while it keeps publishing (``feed_status`` newer than
+        ``LIVE_COLLECTOR_MAX_AGE_S``) and its state is not ``stopped``. Replays write a file
+        of their own, so nobody else collects there.
+        """
+        if self.source != Source.LIVE:
+            return {}
+        try:
+            with open_reader(self.db_path) as reader:
+                published = reader.feed_status(max_age_s=LIVE_COLLECTOR_MAX_AGE_S)
+        except StorageError:
+            return {}
+        out: dict[str, list[str]] = {}
+        for row in published.itertuples():
+            if row.collector_id == feedlib.COLLECTOR_ID or row.status.get("state") == "stopped":
+                continue
+            out.setdefault(row.symbol, []).append(row.collector_id)
+        return out
+
     # ------------------------------------------------------------------ feed
     def start_feed(self) -> None:
         """Start the feed (and, in replay mode, the replay server) for the watched symbols."""
@@ -194,9 +223,14 @@ class DashboardService:
                     ws_base, rest_base = parts.replay.ws_base, parts.replay.rest_base
                 else:
                     ws_base, rest_base = self.settings.ws_base, self.settings.rest_base
+                others = self.external_collectors()
+                own = [s for s in self.symbols if s not in others]
+                self.collected_elsewhere = {s: others[s] for s in self.symbols if s in others}
+                if not own:
+                    return  # every watched symbol is collected by another process: just read
                 parts.feed = feedlib.start_feed(
                     parts.writer,
-                    self.symbols,
+                    own,
                     ws_base=ws_base,
                     rest_base=rest_base,
                     replay=self.source == Source.REPLAY,
@@ -243,7 +277,11 @@ class DashboardService:
             self.symbols.extend(new)
             feed = self._parts.feed
             if feed is not None:
-                feed.add_symbols(new)
+                others = self.external_collectors()
+                self.collected_elsewhere.update({s: others[s] for s in new if s in others})
+                own = [s for s in new if s not in others]
+                if own:
+                    feed.add_symbols(own)
 
     # ------------------------------------------------------------------ sources
     def use_live(self) -> None:
@@ -435,6 +473,7 @@ class DashboardService:
             feed_running=self.feed_running(),
             feed_error=self.feed_error or (self._parts.feed.error if self._parts.feed else ""),
             symbols=tuple(self.symbols),
+            collected_elsewhere=dict(self.collected_elsewhere),
             replay_files=self.replay_files,
             replay_speed=self.replay_speed,
             probe=self.probe if self.source == Source.LIVE else Probe(True, "replay"),

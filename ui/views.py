@@ -20,6 +20,7 @@ from storage.timefmt import ms_to_iso
 from ui import charts, exports
 from ui.alerts import METRICS, OPS, rules_from_frame, validate_rule
 from ui.compute import METHODS, PairParams, compute_pair
+from ui.feed import COLLECTOR_ID
 from ui.guard import WAIT_ICON, fmt_age, fmt_datetime, fmt_num, fmt_time, panel
 from ui.service import DashboardService
 from ui.state import cached, session_reader, store
@@ -437,6 +438,7 @@ def health_table(statuses: list) -> pd.DataFrame:
         rows.append(
             {
                 "symbol": d.get("symbol"),
+                "collector": d.get("collector", ""),
                 "state": str(d.get("state", "")),
                 "msg/s": round(float(d.get("messages_per_s") or 0.0), 1),
                 "last trade age": fmt_age(d.get("last_trade_age_s")),
@@ -469,18 +471,35 @@ def render_health(service: DashboardService) -> None:
         "silent while the market trades (missed trades are repaired from REST) · "
         "**error** · **stopped**."
     )
-    statuses = service.feed_status()
-    source = "this dashboard's feed"
-    if not statuses:
-        with session_reader(status.db_path, status.generation) as lease:
-            published = lease.reader.feed_status(max_age_s=120)
-        statuses = [dict(row.status, symbol=row.symbol) for row in published.itertuples()]
-        source = "published by another collector" if statuses else ""
+    own = [dict(s.to_dict(), collector="this dashboard") for s in service.feed_status()]
+    # Every other process that publishes into this database (a headless collector, another
+    # dashboard on PostgreSQL): two collectors of one symbol show as two rows.
+    with session_reader(status.db_path, status.generation) as lease:
+        published = lease.reader.feed_status(max_age_s=120)
+    now_ms = time.time() * 1000
+    others = []
+    for row in published.itertuples():
+        if row.collector_id == COLLECTOR_ID:
+            continue
+        d = dict(row.status, symbol=row.symbol, collector=row.collector_id)
+        if d.get("last_trade_ms"):  # age as of now, not as of the last publish
+            d["last_trade_age_s"] = max(0.0, (now_ms - float(d["last_trade_ms"])) / 1000)
+        d["published_age_s"] = max(0.0, (now_ms - row.updated_ts_ms) / 1000)
+        others.append(d)
+    statuses = own + others
+    if status.collected_elsewhere:
+        st.info(
+            "Collected by another process, so this page reads their data instead of starting "
+            "its own feed: " + "; ".join(
+                f"{sym} by {', '.join(ids)}" for sym, ids in status.collected_elsewhere.items()),
+            icon=":material/hub:",
+        )
     if statuses:
         table = health_table(statuses)
         styled = table.style.map(_state_style, subset=["state"]).format(precision=1)
         st.dataframe(styled, hide_index=True, width="stretch")
-        st.caption(f"Source: {source}; refreshed {fmt_time(time.time() * 1000)} UTC.")
+        st.caption(f"Refreshed {fmt_time(now_ms)} UTC. Rows of other collectors are as they "
+                   "last published (every few seconds).")
     else:
         st.info("No feed is running: press Start feed in the sidebar.")
     stats = service.feed_stats()
