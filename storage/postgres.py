@@ -54,7 +54,6 @@ from storage.errors import (
     ConnectionLostError,
     IdKindConflictError,
     StorageError,
-    UnknownSymbolError,
 )
 from storage.pg_schema import (
     APPLICATION,
@@ -64,14 +63,15 @@ from storage.pg_schema import (
     retention_policy_steps,
     timescale_steps,
 )
+from storage.readbase import Query, ReaderBase, pyformat
 from storage.records import Gap, IdKind, Tick, timeframe_s
-from storage.sqlite import (
-    BAR_COLUMNS,
-    GAP_STATUSES,
-    PAIR_COLUMNS,
-    _check_range,
-    _empty_pair,
-    now_ms,
+from storage.timefmt import now_ms
+from storage.writebase import (
+    check_gap_status,
+    check_ticks,
+    tick_arrays,
+    tick_batches,
+    traded_klines,
 )
 
 __all__ = ["Reader", "Writer", "close_pools", "redact_url"]
@@ -548,18 +548,9 @@ class Writer:
         """
         if not ticks:
             return 0
-        groups: dict[tuple[str, str], list[Tick]] = {}
-        for t in ticks:
-            groups.setdefault((t.symbol.upper(), str(t.id_kind)), []).append(t)
-        arrays = [
-            (symbol, kind,
-             np.fromiter((t.trade_id for t in g), np.int64, len(g)),
-             np.fromiter((t.ts_ms for t in g), np.int64, len(g)),
-             np.fromiter((t.price for t in g), np.float64, len(g)),
-             np.fromiter((t.qty for t in g), np.float64, len(g)),
-             np.fromiter((t.is_buyer_maker for t in g), np.bool_, len(g)))
-            for (symbol, kind), g in sorted(groups.items())  # one lock order for every writer
-        ]
+        arrays = [(symbol, kind, *cols)  # sorted: one lock order for every writer
+                  for (symbol, kind), cols in sorted(tick_batches(ticks).items(),
+                                                     key=lambda item: item[0])]
         return self._run(lambda conn: sum(self._insert_arrays(conn, *a) for a in arrays))
 
     def write_tick_arrays(
@@ -573,24 +564,13 @@ class Writer:
         is_buyer_maker: np.ndarray,
     ) -> int:
         """Columnar twin of :meth:`write_ticks` for importers and benchmarks (one symbol)."""
-        cols = (symbol.upper(), str(IdKind(id_kind)),
-                np.asarray(trade_id, np.int64), np.asarray(ts_ms, np.int64),
-                np.asarray(price, np.float64), np.asarray(qty, np.float64),
-                np.asarray(is_buyer_maker, np.bool_))
+        cols = tick_arrays(symbol, id_kind, trade_id, ts_ms, price, qty, is_buyer_maker)
         return self._run(lambda conn: self._insert_arrays(conn, *cols))
 
     def _insert_arrays(self, conn, symbol, kind, ids, ts, px, qty, bm) -> int:
-        if not (len(ids) == len(ts) == len(px) == len(qty) == len(bm)):
-            raise ValueError(f"{symbol}: tick columns differ in length")
+        check_ticks(symbol, ids, ts, px, qty, bm)
         if len(ids) == 0:
             return 0
-        bad = ~(np.isfinite(px) & np.isfinite(qty) & (px > 0) & (qty > 0))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f"{symbol}: tick {int(ids[i])} has price {px[i]!r} and quantity {qty[i]!r}; "
-                "both must be finite and positive"
-            )
         sym_id = self._sym_id(conn, symbol, kind)
         # Keep the first of any repeated id in the batch (as SQLite does); the database drops
         # the ids stored already and returns the rest.
@@ -654,23 +634,10 @@ class Writer:
         for its minute; later ticks are stored but leave it alone. Minutes without trades
         (``count`` 0) store no bar. Idempotent. Returns the number of bars stored.
         """
-        need = ["open_time", "open", "high", "low", "close", "volume", "close_time",
-                "quote_volume", "count", "taker_buy_volume"]
-        missing = [c for c in need if c not in rows.columns]
-        if missing:
-            raise ValueError(f"kline rows for {symbol} lack columns {missing}")
-        if rows.empty:
+        checked = traded_klines(symbol, rows)
+        if checked is None:
             return 0
-        symbol = symbol.upper()
-        ot = rows["open_time"].to_numpy(np.int64)
-        if (ot % 60_000).any():
-            raise ValueError(f"{symbol}: kline open times are not on minute boundaries "
-                             "(only 1m klines are stored)")
-        traded = rows["count"].to_numpy(np.int64) > 0
-        if not traded.all():
-            rows, ot = rows[traded], ot[traded]
-        if rows.empty:
-            return 0
+        symbol, rows, ot = checked
         n = len(rows)
         f = {c: rows[c].astype(float).to_numpy() for c in
              ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume")}
@@ -707,8 +674,7 @@ class Writer:
 
     def record_gap(self, gap: Gap) -> int:
         """Record a hole in a symbol's id sequence; returns its ``gap_id``."""
-        if gap.status not in GAP_STATUSES:
-            raise ValueError(f"gap status {gap.status!r} not in {GAP_STATUSES}")
+        check_gap_status(gap.status)
 
         def work(conn: psycopg.Connection) -> int:
             sym_id = self._sym_id_any(conn, gap.symbol.upper())
@@ -723,8 +689,7 @@ class Writer:
 
     def update_gap(self, gap_id: int, *, status: str, repaired_count: int,
                    detail: str = "") -> None:
-        if status not in GAP_STATUSES:
-            raise ValueError(f"gap status {status!r} not in {GAP_STATUSES}")
+        check_gap_status(status)
 
         def work(conn: psycopg.Connection) -> None:
             cur = conn.execute(
@@ -911,7 +876,7 @@ atexit.register(close_pools)
 
 
 # ----------------------------------------------------------------------------- reader
-class Reader:
+class Reader(ReaderBase):
     """Read-only access through the process's pool for this URL: the API of sqlite.Reader.
 
     Cheap to make, and (unlike the SQLite reader) safe to share between threads: each call
@@ -965,67 +930,17 @@ class Reader:
         raise AssertionError("unreachable")
 
     def _q(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
-        return self._call(lambda conn: conn.execute(sql, tuple(params), binary=True).fetchall())
+        """One query, ``?`` placeholders (see :mod:`storage.readbase`), on a pooled connection."""
+        params = tuple(params)
+        return self._call(lambda conn: _query_on(conn)(sql, params))
+
+    def _bars_table(self, tf_s: int) -> str:
+        return _bars_table(tf_s)
 
     def data_version(self) -> int:
         """Changes after every committed write by any writer: a cheap cache key for readers."""
         return int(self._q("SELECT CASE WHEN is_called THEN last_value ELSE 0 END "
                            "FROM qd_data_version")[0][0])
-
-    # ----------------------------------------------------------------- symbols
-    def symbols(self) -> list[str]:
-        return [r[0] for r in self._q("SELECT symbol FROM symbols ORDER BY symbol")]
-
-    def _sym_id(self, symbol: str, conn: psycopg.Connection | None = None) -> int:
-        symbol = symbol.upper()
-        sid = self._sym_ids.get(symbol)
-        if sid is None:
-            sql, params = "SELECT sym_id FROM symbols WHERE symbol = %s", (symbol,)
-            rows = (conn.execute(sql, params).fetchall() if conn is not None
-                    else self._q(sql, params))
-            if not rows:
-                raise UnknownSymbolError(symbol, self.symbols())
-            sid = self._sym_ids[symbol] = int(rows[0][0])
-        return sid
-
-    # ----------------------------------------------------------------- bars
-    def bars(self, symbol: str, tf: str, start_ms: int | None = None, end_ms: int | None = None,
-             limit: int | None = None) -> pd.DataFrame:
-        """Bars with at least one trade, oldest first, open time in ``[start_ms, end_ms]``.
-
-        With ``limit``, the last ``limit`` such bars of the range.
-        """
-        tf_s = timeframe_s(tf)
-        _check_range(start_ms, end_ms, limit)
-        sid = self._sym_id(symbol)
-        lo = -(2**62) if start_ms is None else int(start_ms)
-        hi = 2**62 if end_ms is None else int(end_ms)
-        sql = ("SELECT open_time_ms, open, high, low, close, volume, trades, "
-               "quote_volume / NULLIF(volume, 0), buy_volume FROM " + _bars_table(tf_s) +
-               " WHERE sym_id = %s AND tf_s = %s AND open_time_ms BETWEEN %s AND %s "
-               "ORDER BY open_time_ms")
-        params: list[Any] = [sid, tf_s, lo, hi]
-        if limit is not None:
-            sql = sql.replace("ORDER BY open_time_ms", "ORDER BY open_time_ms DESC LIMIT %s")
-            params.append(int(limit))
-        rows = self._q(sql, params)
-        if limit is not None:
-            rows.reverse()
-        df = pd.DataFrame(rows, columns=BAR_COLUMNS)
-        return df.astype({"open_time_ms": "int64", "trades": "int64", "open": "float64",
-                          "high": "float64", "low": "float64", "close": "float64",
-                          "volume": "float64", "vwap": "float64", "buy_volume": "float64"})
-
-    @staticmethod
-    def _bar_range(conn: psycopg.Connection, sid: int, tf_s: int) -> tuple[int, int] | None:
-        row = conn.execute(f"SELECT min(open_time_ms), max(open_time_ms) FROM {_bars_table(tf_s)} "
-                           "WHERE sym_id = %s AND tf_s = %s", (sid, tf_s)).fetchone()
-        return None if row[0] is None else (int(row[0]), int(row[1]))
-
-    def bar_range(self, symbol: str, tf: str) -> tuple[int, int] | None:
-        """(first, last) bar open time of a symbol, or None if it has no bars."""
-        sid, tf_s = self._sym_id(symbol), timeframe_s(tf)
-        return self._call(lambda conn: self._bar_range(conn, sid, tf_s))
 
     def pair_frame(self, x: str, y: str, tf: str, start_ms: int | None = None,
                    end_ms: int | None = None, limit: int | None = None) -> pd.DataFrame:
@@ -1033,145 +948,26 @@ class Reader:
 
         Read in one snapshot, so both legs are of the same moment even while a writer commits.
         """
-        tf_s = timeframe_s(tf)
-        tf_ms = tf_s * 1000
-        _check_range(start_ms, end_ms, limit)
-        if x.upper() == y.upper():
-            raise ValueError(f"the two legs must differ (both are {x.upper()})")
-        sx, sy = self._sym_id(x), self._sym_id(y)
-        table = _bars_table(tf_s)
+        sx, sy, tf_s = self._pair_legs(x, y, tf, start_ms, end_ms, limit)
+        return self._call(lambda conn: self._pair_frame(_query_on(conn), sx, sy, tf_s, start_ms,
+                                                        end_ms, limit), snapshot=True)
 
-        def read(conn: psycopg.Connection) -> pd.DataFrame:
-            rx, ry = self._bar_range(conn, sx, tf_s), self._bar_range(conn, sy, tf_s)
-            if rx is None or ry is None:
-                return _empty_pair()
-            first = max(rx[0], ry[0])
-            last = max(rx[1], ry[1])
-            if start_ms is not None:
-                first = max(first, -(-int(start_ms) // tf_ms) * tf_ms)
-            if end_ms is not None:
-                last = min(last, int(end_ms) - int(end_ms) % tf_ms)
-            if limit is not None:
-                first = max(first, last - (int(limit) - 1) * tf_ms)
-            if last < first:
-                return _empty_pair()
-            grid = np.arange(first, last + tf_ms, tf_ms, dtype=np.int64)
-            out: dict[str, Any] = {"open_time_ms": grid}
-            for leg, sid in (("x", sx), ("y", sy)):
-                rows = conn.execute(
-                    f"SELECT open_time_ms, close, volume, trades FROM {table} WHERE sym_id = %s "
-                    "AND tf_s = %s AND open_time_ms BETWEEN %s AND %s ORDER BY open_time_ms",
-                    (sid, tf_s, first, last), binary=True).fetchall()
-                t = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-                pos = ((t - first) // tf_ms).astype(np.int64)
-                close = np.full(len(grid), np.nan)
-                vol = np.zeros(len(grid))
-                trades = np.zeros(len(grid), np.int64)
-                close[pos] = [r[1] for r in rows]
-                vol[pos] = [r[2] for r in rows]
-                trades[pos] = [r[3] for r in rows]
-                filled = np.ones(len(grid), bool)
-                filled[pos] = False
-                if filled[0]:
-                    prev = conn.execute(
-                        f"SELECT close FROM {table} WHERE sym_id = %s AND tf_s = %s "
-                        "AND open_time_ms < %s ORDER BY open_time_ms DESC LIMIT 1",
-                        (sid, tf_s, first)).fetchall()
-                    if prev:
-                        close[0] = prev[0][0]
-                out[leg] = pd.Series(close).ffill().to_numpy()
-                out[f"{leg}_filled"] = filled
-                out[f"{leg}_volume"] = vol
-                out[f"{leg}_trades"] = trades
-            return pd.DataFrame(out, columns=PAIR_COLUMNS)
-
-        return self._call(read, snapshot=True)
-
-    # ----------------------------------------------------------------- ticks
-    def ticks(self, symbol: str, start_ms: int | None = None,
-              end_ms: int | None = None) -> pd.DataFrame:
-        """Ticks by exchange time in ``[start_ms, end_ms]``, ordered by (ts_ms, trade_id)."""
-        _check_range(start_ms, end_ms, None)
-        lo = -(2**62) if start_ms is None else int(start_ms)
-        hi = 2**62 if end_ms is None else int(end_ms)
-        rows = self._q(
-            "SELECT trade_id, ts_ms, price, qty, is_buyer_maker FROM ticks WHERE sym_id = %s "
-            "AND ts_ms BETWEEN %s AND %s ORDER BY ts_ms, trade_id",
-            (self._sym_id(symbol), lo, hi))
-        df = pd.DataFrame(rows, columns=["trade_id", "ts_ms", "price", "qty", "is_buyer_maker"])
-        return df.astype({"trade_id": "int64", "ts_ms": "int64", "price": "float64",
-                          "qty": "float64", "is_buyer_maker": "bool"})
-
-    def last_trade_id(self, symbol: str) -> int | None:
-        row = self._q("SELECT max(trade_id) FROM ticks WHERE sym_id = %s",
-                      (self._sym_id(symbol),))[0]
-        return None if row[0] is None else int(row[0])
-
-    def id_kind(self, symbol: str) -> str:
-        return self._q("SELECT id_kind FROM symbols WHERE sym_id = %s",
-                       (self._sym_id(symbol),))[0][0]
-
-    # ----------------------------------------------------------------- gaps, status, alerts
-    def gaps(self, symbol: str | None = None) -> pd.DataFrame:
-        cols = ["gap_id", "symbol", "first_missing_id", "last_missing_id", "missing",
-                "found_ts_ms", "status", "repaired_count", "detail", "updated_ts_ms"]
-        sql = ("SELECT gap_id, symbol, first_missing_id, last_missing_id, "
-               "last_missing_id - first_missing_id + 1, found_ts_ms, status, repaired_count, "
-               "detail, updated_ts_ms FROM gaps JOIN symbols USING (sym_id)")
-        params: tuple = ()
-        if symbol is not None:
-            sql += " WHERE sym_id = %s"
-            params = (self._sym_id(symbol),)
-        return pd.DataFrame(self._q(sql + " ORDER BY found_ts_ms, gap_id", params), columns=cols)
-
-    def feed_status(self, max_age_s: float | None = None) -> pd.DataFrame:
-        """Published feed health: one row per (collector, symbol), newest first."""
-        cutoff = -(2**62) if max_age_s is None else now_ms() - int(max_age_s * 1000)
-        rows = self._q("SELECT collector_id, symbol, status, updated_ts_ms FROM feed_status "
-                       "WHERE updated_ts_ms >= %s ORDER BY updated_ts_ms DESC", (cutoff,))
-        return pd.DataFrame(
-            [(c, s, json.loads(st), u) for c, s, st, u in rows],
-            columns=["collector_id", "symbol", "status", "updated_ts_ms"],
-        )
-
-    def alert_rules(self) -> pd.DataFrame:
-        cols = ["rule_id", "name", "x", "y", "tf", "metric", "op", "threshold", "cooldown_s",
-                "enabled", "params", "created_ts_ms"]
-        return pd.DataFrame(self._q(f"SELECT {', '.join(cols)} FROM alert_rules ORDER BY rule_id"),
-                            columns=cols)
-
-    def alert_events(self, since_ms: int | None = None, limit: int = 1000) -> pd.DataFrame:
-        cols = ["event_id", "rule_id", "fired_ts_ms", "bar_time_ms", "value", "message"]
-        rows = self._q(
-            f"SELECT {', '.join(cols)} FROM alert_events WHERE fired_ts_ms >= %s "
-            "ORDER BY event_id DESC LIMIT %s", (since_ms or 0, limit))
-        return pd.DataFrame(rows, columns=cols)
-
-    # ----------------------------------------------------------------- info
     def info(self) -> dict[str, Any]:
         """Everything ``python -m storage info`` prints, as plain data (one snapshot)."""
 
         def read(conn: psycopg.Connection) -> dict[str, Any]:
-            symbols = []
-            for sym_id, symbol, kind in conn.execute(
-                    "SELECT sym_id, symbol, id_kind FROM symbols ORDER BY symbol").fetchall():
-                n, t0, t1, i0, i1 = conn.execute(
-                    "SELECT count(*), min(ts_ms), max(ts_ms), min(trade_id), max(trade_id) "
-                    "FROM ticks WHERE sym_id = %s", (sym_id,)).fetchone()
-                bars = {}
-                for tf, tf_s in (("1s", 1), ("1m", 60), ("5m", 300)):
-                    bn, b0, b1 = conn.execute(
-                        f"SELECT count(*), min(open_time_ms), max(open_time_ms) FROM "
-                        f"{_bars_table(tf_s)} WHERE sym_id = %s AND tf_s = %s",
-                        (sym_id, tf_s)).fetchone()
-                    bars[tf] = {"count": bn, "first_ms": b0, "last_ms": b1}
-                gaps = dict(conn.execute("SELECT status, count(*) FROM gaps WHERE sym_id = %s "
-                                         "GROUP BY status ORDER BY status", (sym_id,)).fetchall())
-                symbols.append({"symbol": symbol, "id_kind": kind, "ticks": n,
-                                "first_tick_ms": t0, "last_tick_ms": t1, "first_id": i0,
-                                "last_id": i1, "bars": bars, "gaps": gaps})
+            symbols = self._symbol_info(_query_on(conn))
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
             return {"path": self.path, "size_bytes": int(size), "schema_version": SCHEMA_VERSION,
                     "backend": "postgresql", "timescale": self.timescale, "symbols": symbols}
 
         return self._call(read, snapshot=True)
+
+
+def _query_on(conn: psycopg.Connection) -> Query:
+    """A :data:`storage.readbase.Query` on ``conn``: ``?`` placeholders, binary results."""
+
+    def q(sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        return conn.execute(pyformat(sql), tuple(params), binary=True).fetchall()
+
+    return q

@@ -13,7 +13,6 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +25,24 @@ from storage.bars import aggregate_ticks, merge_bars
 from storage.errors import (
     IdKindConflictError,
     StorageError,
-    UnknownSymbolError,
     WriterBusyError,
 )
+from storage.readbase import BAR_COLUMNS as BAR_COLUMNS  # re-exported: storage, tests
+from storage.readbase import PAIR_COLUMNS as PAIR_COLUMNS
+from storage.readbase import ReaderBase
+from storage.readbase import _check_range as _check_range
+from storage.readbase import _empty_pair as _empty_pair
 from storage.records import Gap, IdKind, Tick, timeframe_s
 from storage.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
-
-BAR_COLUMNS = ["open_time_ms", "open", "high", "low", "close", "volume", "trades", "vwap",
-               "buy_volume"]
-PAIR_COLUMNS = ["open_time_ms", "x", "y", "x_filled", "y_filled", "x_volume", "y_volume",
-                "x_trades", "y_trades"]
-GAP_STATUSES = ("open", "repaired", "partial", "unrepairable", "failed")
+from storage.timefmt import now_ms
+from storage.writebase import GAP_STATUSES as GAP_STATUSES  # re-exported
+from storage.writebase import (
+    check_gap_status,
+    check_ticks,
+    tick_arrays,
+    tick_batches,
+    traded_klines,
+)
 
 _UPSERT_HEAD = """
 INSERT INTO bars (sym_id, tf_s, open_time_ms, open, high, low, close, volume, quote_volume,
@@ -96,10 +102,6 @@ def _insert_rows(conn: sqlite3.Connection, head: str, tail: str, rows: list[tupl
 
 _BAR_MERGE_COLUMNS = ("open_time_ms, open, high, low, close, volume, quote_volume, trades, "
                       "buy_volume, first_ts_ms, first_id, last_ts_ms, last_id, src")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _describe(path: Path, exc: sqlite3.Error) -> str:
@@ -350,22 +352,11 @@ class Writer:
         """
         if not ticks:
             return 0
-        groups: dict[tuple[str, str], list[Tick]] = {}
-        for t in ticks:
-            groups.setdefault((t.symbol.upper(), str(t.id_kind)), []).append(t)
+        batches = tick_batches(ticks)
         inserted = 0
         with self._tx() as conn:
-            for (symbol, kind), group in groups.items():
-                inserted += self._insert_arrays(
-                    conn,
-                    symbol,
-                    kind,
-                    np.fromiter((t.trade_id for t in group), np.int64, len(group)),
-                    np.fromiter((t.ts_ms for t in group), np.int64, len(group)),
-                    np.fromiter((t.price for t in group), np.float64, len(group)),
-                    np.fromiter((t.qty for t in group), np.float64, len(group)),
-                    np.fromiter((t.is_buyer_maker for t in group), np.bool_, len(group)),
-                )
+            for (symbol, kind), arrays in batches.items():
+                inserted += self._insert_arrays(conn, symbol, kind, *arrays)
         return inserted
 
     def write_tick_arrays(
@@ -379,24 +370,12 @@ class Writer:
         is_buyer_maker: np.ndarray,
     ) -> int:
         """Columnar twin of :meth:`write_ticks` for importers and benchmarks (one symbol)."""
+        cols = tick_arrays(symbol, id_kind, trade_id, ts_ms, price, qty, is_buyer_maker)
         with self._tx() as conn:
-            return self._insert_arrays(
-                conn, symbol.upper(), str(IdKind(id_kind)),
-                np.asarray(trade_id, np.int64), np.asarray(ts_ms, np.int64),
-                np.asarray(price, np.float64), np.asarray(qty, np.float64),
-                np.asarray(is_buyer_maker, np.bool_),
-            )
+            return self._insert_arrays(conn, *cols)
 
     def _insert_arrays(self, conn, symbol, kind, ids, ts, px, qty, bm) -> int:
-        if not (len(ids) == len(ts) == len(px) == len(qty) == len(bm)):
-            raise ValueError(f"{symbol}: tick columns differ in length")
-        bad = ~(np.isfinite(px) & np.isfinite(qty) & (px > 0) & (qty > 0))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f"{symbol}: tick {int(ids[i])} has price {px[i]!r} and quantity {qty[i]!r}; "
-                "both must be finite and positive"
-            )
+        check_ticks(symbol, ids, ts, px, qty, bm)
         sym_id = self._sym_id(conn, symbol, kind)
         # Keep the first of any repeated id in the batch, then drop ids already stored.
         _, first = np.unique(ids, return_index=True)
@@ -472,23 +451,10 @@ class Writer:
         Binance dumps carry) are empty intervals and store no bar. Idempotent. Returns the
         number of bars stored.
         """
-        need = ["open_time", "open", "high", "low", "close", "volume", "close_time",
-                "quote_volume", "count", "taker_buy_volume"]
-        missing = [c for c in need if c not in rows.columns]
-        if missing:
-            raise ValueError(f"kline rows for {symbol} lack columns {missing}")
-        if rows.empty:
+        checked = traded_klines(symbol, rows)
+        if checked is None:
             return 0
-        symbol = symbol.upper()
-        ot = rows["open_time"].to_numpy(np.int64)
-        if (ot % 60_000).any():
-            raise ValueError(f"{symbol}: kline open times are not on minute boundaries "
-                             "(only 1m klines are stored)")
-        traded = rows["count"].to_numpy(np.int64) > 0
-        if not traded.all():
-            rows, ot = rows[traded], ot[traded]
-        if rows.empty:
-            return 0
+        symbol, rows, ot = checked
         n = len(rows)
         out = list(zip(
             [0] * n, [60] * n, ot.tolist(),
@@ -531,8 +497,7 @@ class Writer:
 
     def record_gap(self, gap: Gap) -> int:
         """Record a hole in a symbol's id sequence; returns its ``gap_id``."""
-        if gap.status not in GAP_STATUSES:
-            raise ValueError(f"gap status {gap.status!r} not in {GAP_STATUSES}")
+        check_gap_status(gap.status)
         with self._tx() as conn:
             sym_id = self._sym_id_any(conn, gap.symbol.upper())
             cur = conn.execute(
@@ -545,8 +510,7 @@ class Writer:
 
     def update_gap(self, gap_id: int, *, status: str, repaired_count: int,
                    detail: str = "") -> None:
-        if status not in GAP_STATUSES:
-            raise ValueError(f"gap status {status!r} not in {GAP_STATUSES}")
+        check_gap_status(status)
         with self._tx() as conn:
             cur = conn.execute(
                 "UPDATE gaps SET status = ?, repaired_count = ?, detail = ?, updated_ts_ms = ? "
@@ -664,7 +628,7 @@ class Writer:
         return n
 
 
-class Reader:
+class Reader(ReaderBase):
     """Read-only access on a connection of its own. Not shared between threads: make one each.
 
     Every method's cost is proportional to the rows it returns (index range scans).
@@ -719,57 +683,7 @@ class Reader:
         """Changes whenever another connection commits: a cheap cache key for readers."""
         return int(self._q("PRAGMA data_version")[0][0])
 
-    # ----------------------------------------------------------------- symbols
-    def symbols(self) -> list[str]:
-        return [r[0] for r in self._q("SELECT symbol FROM symbols ORDER BY symbol")]
-
-    def _sym_id(self, symbol: str) -> int:
-        symbol = symbol.upper()
-        sid = self._sym_ids.get(symbol)
-        if sid is None:
-            rows = self._q("SELECT sym_id FROM symbols WHERE symbol = ?", (symbol,))
-            if not rows:
-                raise UnknownSymbolError(symbol, self.symbols())
-            sid = self._sym_ids[symbol] = int(rows[0][0])
-        return sid
-
     # ----------------------------------------------------------------- bars
-    def bars(self, symbol: str, tf: str, start_ms: int | None = None, end_ms: int | None = None,
-             limit: int | None = None) -> pd.DataFrame:
-        """Bars with at least one trade, oldest first, open time in ``[start_ms, end_ms]``.
-
-        With ``limit``, the last ``limit`` such bars of the range.
-        """
-        tf_s = timeframe_s(tf)
-        _check_range(start_ms, end_ms, limit)
-        sid = self._sym_id(symbol)
-        lo = -(2**62) if start_ms is None else int(start_ms)
-        hi = 2**62 if end_ms is None else int(end_ms)
-        sql = ("SELECT open_time_ms, open, high, low, close, volume, trades, "
-               "quote_volume / volume, buy_volume FROM bars WHERE sym_id = ? AND tf_s = ? "
-               "AND open_time_ms BETWEEN ? AND ? ORDER BY open_time_ms")
-        params: list[Any] = [sid, tf_s, lo, hi]
-        if limit is not None:
-            sql = sql.replace("ORDER BY open_time_ms", "ORDER BY open_time_ms DESC LIMIT ?")
-            params.append(int(limit))
-        rows = self._q(sql, params)
-        if limit is not None:
-            rows.reverse()
-        df = pd.DataFrame(rows, columns=BAR_COLUMNS)
-        return df.astype({"open_time_ms": "int64", "trades": "int64", "open": "float64",
-                          "high": "float64", "low": "float64", "close": "float64",
-                          "volume": "float64", "vwap": "float64", "buy_volume": "float64"})
-
-    def bar_range(self, symbol: str, tf: str) -> tuple[int, int] | None:
-        """(first, last) bar open time of a symbol, or None if it has no bars."""
-        # Two single-aggregate subqueries: SQLite answers each from the index in O(log n);
-        # min() and max() in one SELECT would scan every bar of the symbol.
-        sid, tf_s = self._sym_id(symbol), timeframe_s(tf)
-        row = self._q("SELECT (SELECT min(open_time_ms) FROM bars WHERE sym_id = ?1 AND tf_s = ?2),"
-                      " (SELECT max(open_time_ms) FROM bars WHERE sym_id = ?1 AND tf_s = ?2)",
-                      (sid, tf_s))[0]
-        return None if row[0] is None else (int(row[0]), int(row[1]))
-
     def pair_frame(self, x: str, y: str, tf: str, start_ms: int | None = None,
                    end_ms: int | None = None, limit: int | None = None) -> pd.DataFrame:
         """Two legs on one regular grid of ``tf`` bars.
@@ -782,119 +696,8 @@ class Reader:
         y_trades``.
         """
         with self._snapshot():
-            return self._pair_frame(x, y, tf, start_ms, end_ms, limit)
-
-    def _pair_frame(self, x: str, y: str, tf: str, start_ms: int | None, end_ms: int | None,
-                    limit: int | None) -> pd.DataFrame:
-        tf_s = timeframe_s(tf)
-        tf_ms = tf_s * 1000
-        _check_range(start_ms, end_ms, limit)
-        if x.upper() == y.upper():
-            raise ValueError(f"the two legs must differ (both are {x.upper()})")
-        rx, ry = self.bar_range(x, tf), self.bar_range(y, tf)
-        if rx is None or ry is None:
-            return _empty_pair()
-        first = max(rx[0], ry[0])
-        last = max(rx[1], ry[1])
-        if start_ms is not None:
-            first = max(first, -(-int(start_ms) // tf_ms) * tf_ms)
-        if end_ms is not None:
-            last = min(last, int(end_ms) - int(end_ms) % tf_ms)
-        if limit is not None:
-            first = max(first, last - (int(limit) - 1) * tf_ms)
-        if last < first:
-            return _empty_pair()
-        grid = np.arange(first, last + tf_ms, tf_ms, dtype=np.int64)
-        out: dict[str, Any] = {"open_time_ms": grid}
-        for leg, sym in (("x", x), ("y", y)):
-            sid = self._sym_id(sym)
-            rows = self._q(
-                "SELECT open_time_ms, close, volume, trades FROM bars WHERE sym_id = ? "
-                "AND tf_s = ? AND open_time_ms BETWEEN ? AND ? ORDER BY open_time_ms",
-                (sid, tf_s, first, last),
-            )
-            t = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-            pos = ((t - first) // tf_ms).astype(np.int64)
-            close = np.full(len(grid), np.nan)
-            vol = np.zeros(len(grid))
-            trades = np.zeros(len(grid), np.int64)
-            close[pos] = [r[1] for r in rows]
-            vol[pos] = [r[2] for r in rows]
-            trades[pos] = [r[3] for r in rows]
-            filled = np.ones(len(grid), bool)
-            filled[pos] = False
-            if filled[0]:
-                prev = self._q(
-                    "SELECT close FROM bars WHERE sym_id = ? AND tf_s = ? AND open_time_ms < ? "
-                    "ORDER BY open_time_ms DESC LIMIT 1", (sid, tf_s, first))
-                if prev:
-                    close[0] = prev[0][0]
-            out[leg] = pd.Series(close).ffill().to_numpy()
-            out[f"{leg}_filled"] = filled
-            out[f"{leg}_volume"] = vol
-            out[f"{leg}_trades"] = trades
-        return pd.DataFrame(out, columns=PAIR_COLUMNS)
-
-    # ----------------------------------------------------------------- ticks
-    def ticks(self, symbol: str, start_ms: int | None = None,
-              end_ms: int | None = None) -> pd.DataFrame:
-        """Ticks by exchange time in ``[start_ms, end_ms]``, ordered by (ts_ms, trade_id)."""
-        _check_range(start_ms, end_ms, None)
-        lo = -(2**62) if start_ms is None else int(start_ms)
-        hi = 2**62 if end_ms is None else int(end_ms)
-        rows = self._q(
-            "SELECT trade_id, ts_ms, price, qty, is_buyer_maker FROM ticks WHERE sym_id = ? "
-            "AND ts_ms BETWEEN ? AND ? ORDER BY ts_ms, trade_id", (self._sym_id(symbol), lo, hi))
-        df = pd.DataFrame(rows, columns=["trade_id", "ts_ms", "price", "qty", "is_buyer_maker"])
-        return df.astype({"trade_id": "int64", "ts_ms": "int64", "price": "float64",
-                          "qty": "float64", "is_buyer_maker": "bool"})
-
-    def last_trade_id(self, symbol: str) -> int | None:
-        row = self._q("SELECT max(trade_id) FROM ticks WHERE sym_id = ?",
-                      (self._sym_id(symbol),))[0]
-        return None if row[0] is None else int(row[0])
-
-    def id_kind(self, symbol: str) -> str:
-        return self._q("SELECT id_kind FROM symbols WHERE sym_id = ?",
-                       (self._sym_id(symbol),))[0][0]
-
-    # ----------------------------------------------------------------- gaps, status, alerts
-    def gaps(self, symbol: str | None = None) -> pd.DataFrame:
-        cols = ["gap_id", "symbol", "first_missing_id", "last_missing_id", "missing",
-                "found_ts_ms", "status", "repaired_count", "detail", "updated_ts_ms"]
-        sql = ("SELECT gap_id, symbol, first_missing_id, last_missing_id, "
-               "last_missing_id - first_missing_id + 1, found_ts_ms, status, repaired_count, "
-               "detail, updated_ts_ms FROM gaps JOIN symbols USING (sym_id)")
-        params: tuple = ()
-        if symbol is not None:
-            sql += " WHERE sym_id = ?"
-            params = (self._sym_id(symbol),)
-        return pd.DataFrame(self._q(sql + " ORDER BY found_ts_ms", params), columns=cols)
-
-    def feed_status(self, max_age_s: float | None = None) -> pd.DataFrame:
-        """Published feed health: one row per (collector, symbol), newest first."""
-        rows = self._q("SELECT collector_id, symbol, status, updated_ts_ms FROM feed_status "
-                       "ORDER BY updated_ts_ms DESC")
-        if max_age_s is not None:
-            cutoff = now_ms() - int(max_age_s * 1000)
-            rows = [r for r in rows if r[3] >= cutoff]
-        return pd.DataFrame(
-            [(c, s, json.loads(st), u) for c, s, st, u in rows],
-            columns=["collector_id", "symbol", "status", "updated_ts_ms"],
-        )
-
-    def alert_rules(self) -> pd.DataFrame:
-        cols = ["rule_id", "name", "x", "y", "tf", "metric", "op", "threshold", "cooldown_s",
-                "enabled", "params", "created_ts_ms"]
-        return pd.DataFrame(self._q(f"SELECT {', '.join(cols)} FROM alert_rules ORDER BY rule_id"),
-                            columns=cols)
-
-    def alert_events(self, since_ms: int | None = None, limit: int = 1000) -> pd.DataFrame:
-        cols = ["event_id", "rule_id", "fired_ts_ms", "bar_time_ms", "value", "message"]
-        rows = self._q(
-            f"SELECT {', '.join(cols)} FROM alert_events WHERE fired_ts_ms >= ? "
-            "ORDER BY event_id DESC LIMIT ?", (since_ms or 0, limit))
-        return pd.DataFrame(rows, columns=cols)
+            sx, sy, tf_s = self._pair_legs(x, y, tf, start_ms, end_ms, limit)
+            return self._pair_frame(self._q, sx, sy, tf_s, start_ms, end_ms, limit)
 
     # ----------------------------------------------------------------- info
     def info(self) -> dict[str, Any]:
@@ -903,41 +706,8 @@ class Reader:
             return self._info()
 
     def _info(self) -> dict[str, Any]:
-        symbols = []
-        for sym_id, symbol, kind in self._q("SELECT sym_id, symbol, id_kind FROM symbols "
-                                            "ORDER BY symbol"):
-            n, t0, t1, i0, i1 = self._q(
-                "SELECT count(*), min(ts_ms), max(ts_ms), min(trade_id), max(trade_id) "
-                "FROM ticks WHERE sym_id = ?", (sym_id,))[0]
-            bars = {}
-            for tf, tf_s in (("1s", 1), ("1m", 60), ("5m", 300)):
-                bn, b0, b1 = self._q(
-                    "SELECT count(*), min(open_time_ms), max(open_time_ms) FROM bars "
-                    "WHERE sym_id = ? AND tf_s = ?", (sym_id, tf_s))[0]
-                bars[tf] = {"count": bn, "first_ms": b0, "last_ms": b1}
-            gaps = dict(self._q("SELECT status, count(*) FROM gaps WHERE sym_id = ? "
-                                "GROUP BY status", (sym_id,)))
-            symbols.append({"symbol": symbol, "id_kind": kind, "ticks": n, "first_tick_ms": t0,
-                            "last_tick_ms": t1, "first_id": i0, "last_id": i1, "bars": bars,
-                            "gaps": gaps})
+        symbols = self._symbol_info(self._q)
         size = sum(p.stat().st_size for p in
                    (self.path, self.path.with_name(self.path.name + "-wal")) if p.exists())
         return {"path": str(self.path), "size_bytes": size, "schema_version": SCHEMA_VERSION,
                 "symbols": symbols}
-
-
-def _check_range(start_ms: int | None, end_ms: int | None, limit: int | None) -> None:
-    if start_ms is not None and end_ms is not None and start_ms > end_ms:
-        raise ValueError(f"start ({start_ms}) is after end ({end_ms})")
-    if limit is not None and int(limit) < 1:
-        raise ValueError(f"limit must be at least 1 (got {limit})")
-
-
-def _empty_pair() -> pd.DataFrame:
-    return pd.DataFrame({
-        "open_time_ms": pd.Series([], dtype="int64"), "x": pd.Series([], dtype="float64"),
-        "y": pd.Series([], dtype="float64"), "x_filled": pd.Series([], dtype="bool"),
-        "y_filled": pd.Series([], dtype="bool"), "x_volume": pd.Series([], dtype="float64"),
-        "y_volume": pd.Series([], dtype="float64"), "x_trades": pd.Series([], dtype="int64"),
-        "y_trades": pd.Series([], dtype="int64"),
-    })

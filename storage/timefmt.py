@@ -1,11 +1,17 @@
-"""ISO-8601 ⇄ UTC milliseconds, the one place the CLIs convert times."""
+"""ISO-8601 ⇄ UTC milliseconds, the one place the CLIs convert times; the clock in ms."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+
+
+def now_ms() -> int:
+    """Wall-clock time in UTC milliseconds."""
+    return time.time_ns() // 1_000_000
 
 
 def parse_iso_ms(text: str) -> int:

@@ -44,9 +44,7 @@ class _Source:
         self.pg = is_postgres(db)
 
     def q(self, sql: str, params: tuple = ()) -> list[tuple]:
-        if self.pg:
-            return self.reader._q(sql.replace("?", "%s"), params)
-        return self.reader._q(sql, params)
+        return self.reader._q(sql, params)  # ``?`` placeholders on either backend
 
     def bars_table(self, tf_s: int) -> str:
         return "bars_1s" if self.pg and tf_s == 1 else "bars"
