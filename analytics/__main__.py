@@ -21,7 +21,6 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -45,17 +44,18 @@ class _Parser(argparse.ArgumentParser):
 
 def _iso_ms(text: str) -> int:
     """ISO-8601 date/time → UTC milliseconds; a time without zone is UTC."""
+    from storage.timefmt import parse_iso_ms
+
     try:
-        ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise _UsageError(f"not an ISO-8601 date/time: {text!r}") from None
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return int(ts.timestamp() * 1000)
+        return parse_iso_ms(text)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
 
 
 def _ms_iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    from storage.timefmt import ms_to_iso
+
+    return str(ms_to_iso([ms])[0])
 
 
 def _times_iso(ms: np.ndarray) -> list[str]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
+from storage.formats import KLINE_COLUMNS as _DUMP_KLINE_COLUMNS
 from storage.records import IdKind, Tick
 
 __all__ = [
@@ -233,19 +234,7 @@ def parse_rest_trade(row: Mapping[str, Any], symbol: str) -> Tick:
 
 
 #: Columns of ``Writer.write_klines``, in Binance's order (the trailing "ignore" is dropped).
-KLINE_COLUMNS: tuple[str, ...] = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "count",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-)
+KLINE_COLUMNS: tuple[str, ...] = tuple(_DUMP_KLINE_COLUMNS[:-1])
 _KLINE_INT_COLUMNS = frozenset({"open_time", "close_time", "count"})
 
 

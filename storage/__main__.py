@@ -19,10 +19,9 @@ from storage.config import StorageSettings
 from storage.errors import StorageError, UnknownSymbolError
 from storage.formats import FileFormatError, KlineChunk, ReadStats, read_file
 from storage.records import TIMEFRAMES_S
-from storage.timefmt import ms_to_iso, parse_iso_ms
+from storage.timefmt import BAR_EXPORT_COLUMNS, bars_for_export, ms_to_iso, parse_iso_ms
 
-EXPORT_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "trades", "vwap",
-                  "buy_volume"]
+EXPORT_COLUMNS = BAR_EXPORT_COLUMNS
 
 
 def _default_db() -> str:
@@ -103,10 +102,9 @@ def _cmd_export(args) -> int:
     end = parse_iso_ms(args.end) if args.end else None
     with open_reader(args.db) as reader:
         bars = reader.bars(args.symbol, args.tf, start, end)
-    out = bars.rename(columns={"open_time_ms": "open_time"})
-    out["open_time"] = ms_to_iso(bars["open_time_ms"]).to_numpy()
+    out = bars_for_export(bars)
     try:
-        out[EXPORT_COLUMNS].to_csv(args.out, index=False, float_format="%.12g")
+        out.to_csv(args.out, index=False, float_format="%.12g")
     except OSError as exc:
         raise StorageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     print(f"wrote {len(out):,} {args.tf} bars of {args.symbol.upper()} to {args.out}")

@@ -11,21 +11,9 @@ from __future__ import annotations
 import pandas as pd
 
 from storage import Reader, open_reader
-from storage.timefmt import ms_to_iso
+from storage.timefmt import bars_for_export, ms_to_iso
 from ui.compute import PairParams, bar_stats_table, compute_pair, export_table
 
-#: Columns of a bars export (``python -m storage export`` writes the same).
-BAR_EXPORT_COLUMNS = [
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "trades",
-    "vwap",
-    "buy_volume",
-]
 #: Columns of the alert log export.
 ALERT_EXPORT_COLUMNS = [
     "fired_at",
@@ -49,10 +37,7 @@ def _csv(df: pd.DataFrame, **kw) -> bytes:
 
 
 def bars_frame(reader: Reader, symbol: str, tf: str, limit: int = MAX_EXPORT_BARS) -> pd.DataFrame:
-    bars = reader.bars(symbol, tf, limit=limit)
-    out = bars.rename(columns={"open_time_ms": "open_time"})
-    out["open_time"] = ms_to_iso(bars["open_time_ms"]).to_numpy()
-    return out[BAR_EXPORT_COLUMNS]
+    return bars_for_export(reader.bars(symbol, tf, limit=limit))
 
 
 def bars_csv(db_path: str, symbol: str, tf: str) -> bytes:
