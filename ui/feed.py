@@ -64,18 +64,26 @@ def recording_symbols(files: Iterable[str]) -> list[str]:
     return out
 
 
+#: Seconds of a replay already "in the past" when it starts: REST serves them as history, so
+#: the default 60-bar window of 1s analytics is defined at once instead of after a minute.
+REPLAY_PREROLL_S = 90.0
+
+
 def start_replay(files: Sequence[str], speed: float) -> Any:
     """Serve ``files`` on a free local port (looping, times shifted to now); return the handle."""
     from ingestion.replay import start_replay_server
 
-    return start_replay_server(list(files), port=0, speed=speed, loop=True)
+    return start_replay_server(list(files), port=0, speed=speed, loop=True,
+                               preroll_s=REPLAY_PREROLL_S)
 
 
 def feed_settings(*, ws_base: str, rest_base: str, replay: bool) -> FeedSettings:
-    """Live: production defaults (history loaded on start). Replay: no history to load."""
+    """Live: production defaults (history loaded on start). Replay: the pre-roll as history
+    (recent trades only: the replay's derived klines would add nothing)."""
     settings = FeedSettings(ws_base=ws_base, rest_base=rest_base)
     if replay:
-        settings = settings.replace(history=False)
+        settings = settings.replace(history_trades_s=REPLAY_PREROLL_S + 30.0,
+                                    history_klines_s=0.0)
     return settings
 
 

@@ -99,9 +99,9 @@ CSS = """
 div[data-testid="stMetric"] {
   background: color-mix(in srgb, currentColor 4%, transparent);
   border: 1px solid color-mix(in srgb, currentColor 12%, transparent);
-  border-radius: 8px; padding: 6px 10px 4px 10px;
+  border-radius: 8px; padding: 6px 8px 4px 8px;
 }
-div[data-testid="stMetricValue"] { font-size: 1.25rem; font-variant-numeric: tabular-nums; }
+div[data-testid="stMetricValue"] { font-size: 1.1rem; font-variant-numeric: tabular-nums; }
 div[data-testid="stMetricLabel"] p { font-size: 0.78rem; opacity: 0.8; }
 .st-key-last_update p { font-variant-numeric: tabular-nums; }
 .block-container { padding-top: 2.2rem; }
