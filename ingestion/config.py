@@ -125,6 +125,12 @@ class FeedSettings:
     rest_page_limit: int = 1000
     #: Most ids one gap repair fetches (newest first kept); older ones are recorded unrepaired.
     max_backfill_ids: int = 100_000
+    #: Ids of a gap that REST no longer has (``unrepairable``/``partial``) are replaced by
+    #: Binance's 1m klines for the closed minutes they fall in, when the trade times around
+    #: them are known: those minutes' 1m and 5m bars become the exchange's, their ticks and
+    #: 1s bars keep the hole, and the gap's ``detail`` names the minutes. False = leave the
+    #: bars built from the ticks that exist.
+    kline_fallback: bool = True
 
     # --- writing -----------------------------------------------------------------------------
     #: Capacity of the queue to the storage writer, in items (a tick, or one REST page).

@@ -10,6 +10,14 @@ Id sequence rules (``../shared/docs/binance-usdm.md`` §2): aggregate ids ``a`` 
 exactly one per aggregate, so ``a > last + 1`` is a gap of ``last+1 .. a-1``; ``a <= last``
 is a duplicate (overlap after a reconnect) and dropped. Long silences with consecutive
 ids are quiet markets, not loss.
+
+Gap life: every gap is recorded in storage as ``open`` and updated once its repair ends
+(``repaired``, ``partial``, ``unrepairable``, ``failed``, or ``open`` again if the feed
+stopped first). Gaps an earlier run left ``open`` or ``failed`` are retried when the feed
+starts, updating the same record. Ids REST no longer has are gone for good; with
+``kline_fallback`` the minutes they fall in (known from the trade times around them) get
+Binance's 1m klines instead, and the gap's ``detail`` says which minutes: those minutes'
+1m and 5m bars are then complete, their ticks and 1s bars are not.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -78,6 +88,21 @@ class _Backfill:
     ref: _GapRef | None = None
     reason: str = ""
     completes_history: bool = False
+    #: Trade time of id ``first - 1`` (a lower bound of the missing trades' times), if known.
+    before_ms: int | None = None
+    #: Trade time of id ``last + 1``, or another upper bound of the missing trades' times.
+    after_ms: int | None = None
+
+
+@dataclass
+class _Hole:
+    """Ids ``first..last`` of a gap that REST could not supply, and the trade times around them
+    (``lo_ms`` of the id before, ``hi_ms`` of the id after; None if unknown)."""
+
+    first: int
+    last: int
+    lo_ms: int | None
+    hi_ms: int | None = None
 
 
 @dataclass
@@ -115,6 +140,8 @@ class SymbolFeed:
     limiter : the process's connection-attempt limiter.
     backoff : factory of reconnect delays.
     last_stored_id : the newest id already stored for this symbol (resume point), or None.
+    retry_gaps : gaps an earlier run left ``open`` or ``failed`` (``storage.Writer.open_gaps``);
+        repaired by the repair thread after start-up, updating their records.
     """
 
     def __init__(
@@ -127,6 +154,7 @@ class SymbolFeed:
         limiter: ConnectLimiter,
         backoff: BackoffFactory,
         last_stored_id: int | None = None,
+        retry_gaps: Sequence[Gap] = (),
     ) -> None:
         self.symbol = symbol.upper()
         self.settings = settings
@@ -152,6 +180,7 @@ class SymbolFeed:
         self._dup_run = 0
         self._backfill_todo = 0  # ids still to fetch in the running REST job
         self._last_id: int | None = last_stored_id
+        self._last_id_ms: int | None = None  # trade time of ``_last_id``, when known
         self._pending_kind: str | None = "gap" if last_stored_id is not None else None
         self._last_trade_ms: int | None = None
         self._trade_seen = False
@@ -170,6 +199,7 @@ class SymbolFeed:
         self._fatal = False
         self._history_loaded = not settings.history
         self._history_ready = threading.Event()
+        self._retry_gaps = [g for g in retry_gaps if g.gap_id is not None]
         self._last_error = ""
         self._last_error_ms: int | None = None
         self._lock = threading.Lock()
@@ -342,10 +372,11 @@ class SymbolFeed:
                     self._went_backwards(tid, last)
                 return
             if tid != last + 1:
-                self._found_gap(last + 1, tid - 1, "in the live stream")
+                self._found_gap(last + 1, tid - 1, "in the live stream", after_ms=tick.ts_ms)
             elif self._pending_kind is not None:
                 self._contiguous_start()
         self._last_id = tid
+        self._last_id_ms = tick.ts_ms
         self._dup_run = 0
         self._last_trade_ms = tick.ts_ms
         self._trade_seen = True
@@ -432,10 +463,19 @@ class SymbolFeed:
         if last is None:
             if traded_since_connect:
                 self._last_id = latest_id  # no resume point: start from here
+                self._last_id_ms = latest_ms
                 return self._go_stale(latest_id)
             return None
-        self._found_gap(last + 1, latest_id, "found by REST probe", stale=traded_since_connect)
+        # ``latest_id`` is the gap's last id, so its time bounds the missing trades' times.
+        self._found_gap(
+            last + 1,
+            latest_id,
+            "found by REST probe",
+            stale=traded_since_connect,
+            after_ms=latest_ms,
+        )
         self._last_id = latest_id
+        self._last_id_ms = latest_ms
         self._last_trade_ms = max(self._last_trade_ms or 0, latest_ms)
         if traded_since_connect:
             return self._go_stale(latest_id)
@@ -453,7 +493,11 @@ class SymbolFeed:
         log.warning("%s: %s", self.symbol, reason)
         return reason
 
-    def _found_gap(self, first: int, last: int, where: str, stale: bool = False) -> None:
+    def _found_gap(
+        self, first: int, last: int, where: str, stale: bool = False, after_ms: int | None = None
+    ) -> None:
+        """Ids ``first..last`` are missing (``first - 1`` is ``_last_id``); queue their repair."""
+        before_ms = self._last_id_ms
         kind = self._pending_kind or "gap"
         completes_history = self._pending_kind == "history"
         self._pending_kind = None
@@ -469,7 +513,9 @@ class SymbolFeed:
         ref = _GapRef(gap)
         self._writer.submit(lambda storage: _record_gap(storage, ref))
         log.warning("%s: gap of %d ids (%d..%d) %s", self.symbol, missing, first, last, where)
-        self._jobs.put(_Backfill(first, last, "gap", ref, where, completes_history))
+        self._jobs.put(
+            _Backfill(first, last, "gap", ref, where, completes_history, before_ms, after_ms)
+        )
 
     def _reject(self, exc: ParseError, payload: bytes) -> None:
         c = self._c
@@ -495,6 +541,7 @@ class SymbolFeed:
                 self._history_loaded = True
         finally:
             self._history_ready.set()
+        self._queue_retries()
         while not self._stop.is_set():
             job = self._jobs.get()
             if job is None or self._stop.is_set():
@@ -517,7 +564,38 @@ class SymbolFeed:
             except queue.Empty:
                 break
             if isinstance(job, _Backfill) and job.ref is not None:
-                self._finish_gap(job, "open", 0, "not repaired: the feed stopped first")
+                self._finish_gap(
+                    job, "open", 0, f"{job.reason}; not repaired: the feed stopped first"
+                )
+
+    def _queue_retries(self) -> None:
+        """Queue the repair of gaps an earlier run left open or failed, updating their records.
+
+        After start-up, so the resume point is set; the live stream runs meanwhile. Their
+        trade times are unknown here, so a kline fallback does not apply to them.
+        """
+        for gap in self._retry_gaps:
+            where = gap.detail.split(";", 1)[0] or "found earlier"
+            ref = _GapRef(gap, gap.gap_id)
+            self._c.gaps_found += 1
+            self._c.ids_missing += gap.missing
+            log.info(
+                "%s: retrying %s gap %d..%d left by an earlier run",
+                self.symbol,
+                gap.status,
+                gap.first_missing_id,
+                gap.last_missing_id,
+            )
+            self._jobs.put(
+                _Backfill(
+                    gap.first_missing_id,
+                    gap.last_missing_id,
+                    "gap",
+                    ref,
+                    f"{where}; retried on start (was {gap.status})",
+                )
+            )
+        self._retry_gaps = []
 
     def _start_up(self) -> None:
         """Pick the resume point; load recent trades' anchor and 1m klines (history)."""
@@ -551,7 +629,7 @@ class SymbolFeed:
                     self._writer.put_many(ticks)
                     self._c.ids_backfilled += len(ticks)
                     self._last_id = ticks[-1].trade_id
-                    self._last_trade_ms = ticks[-1].ts_ms
+                    self._last_id_ms = self._last_trade_ms = ticks[-1].ts_ms
                     self._pending_kind = "history"
         if settings.history_klines_s > 0:
             end = (first_trade_ms if first_trade_ms is not None else now) // 60_000 * 60_000
@@ -564,8 +642,9 @@ class SymbolFeed:
         if self._pending_kind != "history":
             self._history_loaded = True
 
-    def _load_klines(self, start_ms: int, end_ms: int) -> None:
-        """1m klines for the closed minutes ``[start_ms, end_ms)``, before any tick we write."""
+    def _load_klines(self, start_ms: int, end_ms: int) -> list[int]:
+        """1m klines for the closed minutes ``[start_ms, end_ms)``, queued for storage after
+        everything queued so far; returns the open times of the minutes that traded."""
         frames = []
         cursor = start_ms
         while cursor < end_ms and not self._stop.is_set():
@@ -583,7 +662,9 @@ class SymbolFeed:
             symbol = self.symbol
             # Through the writer queue, after any ticks already queued (FIFO).
             self._writer.submit(lambda storage: storage.write_klines(symbol, frame))
-            log.info("%s: loaded %d 1m klines of history", self.symbol, len(frame))
+            log.info("%s: loaded %d 1m klines", self.symbol, len(frame))
+            return [int(t) for t in frame.loc[frame["count"] > 0, "open_time"]]
+        return []
 
     def _run_probe(self, job: _Probe) -> None:
         try:
@@ -604,9 +685,9 @@ class SymbolFeed:
     def _run_backfill(self, job: _Backfill) -> None:
         try:
             if self.settings.stream is StreamKind.AGG_TRADE:
-                fetched, unavailable, failure = self._backfill_agg(job)
+                fetched, unavailable, failure, holes = self._backfill_agg(job)
             else:
-                fetched, unavailable, failure = self._backfill_trades(job)
+                fetched, unavailable, failure, holes = self._backfill_trades(job)
         finally:
             self._backfill_todo = 0
         missing = job.last - job.first + 1
@@ -633,6 +714,9 @@ class SymbolFeed:
         else:
             status = "unrepairable"
             detail = f"{job.reason}; REST no longer has these ids; {unavailable}"
+        if status in ("partial", "unrepairable") and not failure and self.settings.kline_fallback:
+            note = self._kline_fallback(holes)
+            detail = f"{detail}; {note}" if note else detail
         if status != "repaired":
             self._error(f"gap {job.first}..{job.last}: {status} ({detail})")
         self._finish_gap(job, status, fetched, detail)
@@ -648,20 +732,76 @@ class SymbolFeed:
 
         self._writer.submit(update)
 
-    def _backfill_agg(self, job: _Backfill) -> tuple[int, str, str]:
+    def _kline_fallback(self, holes: list[_Hole]) -> str:
+        """Write Binance's 1m klines for the closed minutes the ``holes`` fall in; say which.
+
+        A kline bar is authoritative for its minute (``storage.Writer.write_klines``): it
+        replaces the 1m bar built from the incomplete ticks, and the 5m bars are derived
+        again. The 1s bars and the ticks keep the hole: klines have no finer data.
+        """
+        spans: list[list[int]] = []
+        unknown = 0
+        for hole in sorted(holes, key=lambda h: h.first):
+            if hole.lo_ms is None or hole.hi_ms is None:
+                unknown += hole.last - hole.first + 1
+                continue
+            lo, hi = hole.lo_ms // 60_000 * 60_000, hole.hi_ms // 60_000 * 60_000 + 60_000
+            if spans and lo <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], hi)
+            else:
+                spans.append([lo, hi])
+        notes = []
+        if unknown:
+            notes.append(f"no 1m kline fallback for {unknown} ids: their trade times are unknown")
+        closed_before = _now_ms() // 60_000 * 60_000  # a kline is final once its minute ended
+        filled: list[int] = []
+        still_open = False
+        try:
+            for lo, hi in spans:
+                still_open = still_open or hi > closed_before
+                if lo < min(hi, closed_before):
+                    filled += self._load_klines(lo, min(hi, closed_before))
+        except (RestError, ParseError) as exc:
+            log.warning("%s: 1m kline fallback failed: %s", self.symbol, exc)
+            notes.append(f"1m kline fallback failed: {exc}")
+        if filled:
+            notes.insert(
+                0,
+                f"1m klines {_minutes_text(filled)} filled the bars; ticks and 1s "
+                "bars of those minutes are missing",
+            )
+        elif spans and not still_open:
+            notes.append("no traded 1m klines for those minutes")
+        if still_open:
+            notes.append("minutes not yet closed were not filled from klines")
+        return "; ".join(notes)
+
+    def _backfill_agg(self, job: _Backfill) -> tuple[int, str, str, list[_Hole]]:
         """Page ``aggTrades`` by ``fromId``.
 
-        Returns (ids fetched, why some are unavailable, REST failure or "").
+        Returns (ids fetched, why some are unavailable, REST failure or "", the id runs REST
+        could not supply with the trade times around them).
         """
         settings = self.settings
         first = job.first
         notes = []
+        holes: list[_Hole] = []
+
+        def unavailable(a: int, b: int, lo_ms: int | None) -> None:
+            if holes and holes[-1].last == a - 1 and holes[-1].hi_ms is None:
+                holes[-1].last = b  # continues the run before it
+            else:
+                holes.append(_Hole(a, b, lo_ms))
+
+        prev_ms = job.before_ms  # trade time of id next_id - 1, if known
         if job.last - first + 1 > settings.max_backfill_ids:
             first = job.last - settings.max_backfill_ids + 1
             notes.append(
                 f"ids {job.first}..{first - 1} exceed max_backfill_ids={settings.max_backfill_ids}"
                 " and were not fetched"
             )
+            unavailable(job.first, first - 1, prev_ms)
+            prev_ms = None
         next_id = first
         fetched = 0
         pages = 0
@@ -677,30 +817,41 @@ class SymbolFeed:
                     self.symbol, from_id=next_id, limit=settings.rest_page_limit
                 )
             except RestError as exc:
-                return fetched, "; ".join(notes), str(exc)
+                return fetched, "; ".join(notes), str(exc), holes
             ticks = []
-            first_row_id: int | None = None
+            first_row: Tick | None = None
+            last_row: Tick | None = None
             for row in rows:
                 try:
                     tick = parse_rest_agg_trade(row, self.symbol)
                 except ParseError as exc:
                     log.warning("%s: bad REST row %r: %s", self.symbol, row, exc)
                     continue
-                if first_row_id is None:
-                    first_row_id = tick.trade_id
+                if first_row is None:
+                    first_row = tick
+                last_row = tick
                 if next_id <= tick.trade_id <= job.last:
                     ticks.append(tick)
             if not rows:
                 notes.append(
                     f"REST has no ids from {next_id} although the stream is past {job.last}"
                 )
+                unavailable(next_id, job.last, prev_ms)
                 break
-            if first_row_id is not None and first_row_id > next_id:
-                gone_to = min(first_row_id - 1, job.last)
+            if first_row is not None and first_row.trade_id > next_id:
+                gone_to = min(first_row.trade_id - 1, job.last)
                 notes.append(
-                    f"asked REST for id {next_id}, it starts at {first_row_id}: "
+                    f"asked REST for id {next_id}, it starts at {first_row.trade_id}: "
                     f"ids {next_id}..{gone_to} are no longer available"
                 )
+                unavailable(next_id, gone_to, prev_ms)
+            if (
+                first_row is not None
+                and holes
+                and holes[-1].hi_ms is None
+                and first_row.trade_id > holes[-1].last
+            ):
+                holes[-1].hi_ms = first_row.ts_ms  # a later id: its time bounds the run's
             if ticks:
                 self._writer.put_many(ticks)
                 fetched += len(ticks)
@@ -709,17 +860,22 @@ class SymbolFeed:
             if last_row_id < next_id:
                 break  # REST went backwards: do not loop forever
             next_id = last_row_id + 1
+            prev_ms = last_row.ts_ms if last_row and last_row.trade_id == last_row_id else None
         if self._stop.is_set() and next_id <= job.last:
-            return fetched, "; ".join(notes), "stopped before the repair finished"
-        return fetched, "; ".join(notes), ""
+            return fetched, "; ".join(notes), "stopped before the repair finished", holes
+        for hole in holes:  # every id of the gap is older than the id after it
+            if hole.hi_ms is None or (job.after_ms is not None and job.after_ms < hole.hi_ms):
+                hole.hi_ms = job.after_ms
+        return fetched, "; ".join(notes), "", holes
 
-    def _backfill_trades(self, job: _Backfill) -> tuple[int, str, str]:
+    def _backfill_trades(self, job: _Backfill) -> tuple[int, str, str, list[_Hole]]:
         """``@trade`` ids: only ``/fapi/v1/trades`` (the newest 1000) is public; older ids are
-        unrepairable without an API key (``historicalTrades``)."""
+        unrepairable without an API key (``historicalTrades``). Returns what
+        ``_backfill_agg`` returns."""
         try:
             rows = self._rest.recent_trades(self.symbol, limit=self.settings.rest_page_limit)
         except RestError as exc:
-            return 0, "", str(exc)
+            return 0, "", str(exc), []
         ticks = []
         for row in rows:
             try:
@@ -735,13 +891,39 @@ class SymbolFeed:
             (int(r["id"]) for r in rows if isinstance(r, dict) and "id" in r), default=None
         )
         note = ""
+        holes = []
         if oldest is not None and oldest > job.first:
             note = f"/fapi/v1/trades only reaches back to id {oldest}"
-        return len(ticks), note, ""
+            # The oldest REST trade (or the id after the gap) is later than every lost id.
+            after = ticks[0].ts_ms if ticks else job.after_ms
+            holes.append(_Hole(job.first, min(oldest - 1, job.last), job.before_ms, after))
+        elif oldest is None:
+            holes.append(_Hole(job.first, job.last, job.before_ms, job.after_ms))
+        return len(ticks), note, "", holes
 
 
 def _record_gap(storage: Any, ref: _GapRef) -> None:
     ref.gap_id = storage.record_gap(ref.gap)
+
+
+def _minutes_text(open_ms: list[int]) -> str:
+    """Minutes by open time as ISO ranges: ``2024-08-08T23:55Z..23:57Z, 2024-08-09T00:10Z``."""
+    out = []
+    minutes = sorted(set(open_ms))
+    start = prev = minutes[0]
+    for t in [*minutes[1:], None]:
+        if t is not None and t == prev + 60_000:
+            prev = t
+            continue
+        a = datetime.fromtimestamp(start / 1000, UTC)
+        b = datetime.fromtimestamp(prev / 1000, UTC)
+        text = a.strftime("%Y-%m-%dT%H:%MZ")
+        if prev != start:
+            text += ".." + b.strftime("%H:%MZ" if a.date() == b.date() else "%Y-%m-%dT%H:%MZ")
+        out.append(text)
+        if t is not None:
+            start = prev = t
+    return ", ".join(out)
 
 
 def _round(value: float | None) -> float | None:

@@ -4,6 +4,12 @@ Start it once per process (the dashboard keeps one in ``st.cache_resource``; the
 CLI makes one). Every thread it starts is a daemon with one way to stop: ``stop()`` sets
 the feeds' events, closes their sockets, joins them, and then lets the writer commit every
 queued tick before it returns.
+
+``stop()`` may be called at any moment, also while ``start()`` is still running in another
+thread (validating symbols over a slow network, say): it tears down whatever has been
+started so far and returns at once; the running ``start()`` notices, starts nothing more
+and returns without error. ``start()`` does its network and storage I/O outside the lock
+that ``stop()`` and ``status()`` take, so neither waits for it.
 """
 
 from __future__ import annotations
@@ -103,32 +109,54 @@ class FeedService:
         self._writer: TickWriter | None = None
         self._feeds: dict[str, SymbolFeed] = {}
         self._lock = threading.RLock()
-        self._started = False
-        self._stopped = False
+        self._start_called = False  # start() ran or runs; a failed start() resets it
+        self._started = False  # start() completed
+        self._stopped = False  # stop() ran: this service never runs again
+        self._stop_clean = True  # what stop() returned
         self._monitor: threading.Thread | None = None
         self._exchange_info: dict[str, Any] | None = None
         self._on_commit = on_commit
 
     # --- life --------------------------------------------------------------------------------
     def start(self) -> FeedService:
-        """Validate, open storage, start the writer and one feed per symbol. Once only."""
+        """Validate, open storage, start the writer and one feed per symbol. Once only.
+
+        A ``stop()`` before or during it wins: nothing more is started and it returns
+        without error (``running`` stays False). On an error it stops what it started,
+        releases the database and raises; it may then be called again.
+        """
         with self._lock:
-            if self._started:
+            if self._start_called or self._stopped:
                 return self
-            if not self._symbols:
-                raise ConfigError("no symbols given")
-            self._validate(self._symbols)
-            if not isinstance(self._db, str | os.PathLike):
-                self._storage = self._db  # an open writer of either backend, shared
-            else:
-                try:
-                    self._storage = open_writer(os.fspath(self._db))
-                except StorageError as exc:
-                    raise ConfigError(str(exc).splitlines()[0]) from None
-                self._owns_storage = True
+            self._start_called = True
+        try:
+            self._start()
+        except BaseException:
+            if self._stop_event.is_set():  # the stop cut it short, and tore down
+                log.info("feed service start interrupted by stop()")
+                return self
+            with self._lock:
+                self._teardown(time.monotonic() + 10.0)
+                self._storage, self._owns_storage, self._writer = None, False, None
+                self._feeds.clear()
+                self._start_called = False
+            raise
+        return self
+
+    def _start(self) -> None:
+        if not self._symbols:
+            raise ConfigError("no symbols given")
+        self._validate(self._symbols)
+        storage, owns = self._open_storage()
+        with self._lock:
+            if self._stopped:
+                if owns:
+                    storage.close()
+                return
+            self._storage, self._owns_storage = storage, owns
             s = self.settings
             self._writer = TickWriter(
-                self._storage,
+                storage,
                 queue_size=s.queue_size,
                 batch_size=s.batch_size,
                 batch_latency_s=s.batch_latency_s,
@@ -136,40 +164,73 @@ class FeedService:
                 on_symbol_error=self._symbol_failed,
                 on_commit=self._on_commit,
             ).start()
-            for symbol in self._symbols:
-                self._start_feed(symbol)
-            self._monitor = threading.Thread(
-                target=self._publish_loop, name="feed-status", daemon=True
-            )
-            self._monitor.start()
-            self._started = True
-            return self
+        while True:
+            with self._lock:
+                if self._stopped:
+                    return
+                todo = [sym for sym in self._symbols if sym not in self._feeds]
+                if not todo:  # symbols added meanwhile were started too
+                    self._monitor = threading.Thread(
+                        target=self._publish_loop, name="feed-status", daemon=True
+                    )
+                    self._monitor.start()
+                    self._started = True
+                    return
+            feed = self._make_feed(todo[0])  # reads storage: outside the lock
+            with self._lock:
+                if self._stopped:
+                    return  # never started: nothing to stop
+                if feed.symbol in self._symbols:  # not removed meanwhile
+                    self._feeds[feed.symbol] = feed
+                    feed.start()
+
+    def _open_storage(self) -> tuple[Writer, bool]:
+        """The storage writer and whether it is ours to close."""
+        if not isinstance(self._db, str | os.PathLike):
+            return self._db, False  # an open writer of either backend, shared
+        try:
+            return open_writer(os.fspath(self._db)), True
+        except StorageError as exc:
+            raise ConfigError(str(exc).splitlines()[0]) from None
 
     def stop(self, timeout_s: float = 10.0) -> bool:
         """Stop every feed, commit everything queued, close storage (if ours).
 
-        Returns ``True`` if all threads ended and every queued tick was committed.
+        Returns ``True`` if all threads ended and every queued tick was committed. Safe at
+        any moment: before ``start()`` (which then starts nothing), while it runs in another
+        thread, and again (it returns the first answer).
         """
+        deadline = time.monotonic() + timeout_s
+        self._stop_event.set()  # first: REST waits of a running start() end now
         with self._lock:
-            if self._stopped or not self._started:
-                self._stopped = True
-                return True
+            if self._stopped:
+                return self._stop_clean
             self._stopped = True
-            deadline = time.monotonic() + timeout_s
-            self._stop_event.set()
-            feeds = list(self._feeds.values())
-            for feed in feeds:
-                feed.stop()
-            clean = all(feed.join(max(0.1, deadline - time.monotonic())) for feed in feeds)
-            if self._monitor is not None:
-                self._monitor.join(max(0.1, deadline - time.monotonic()))
-            assert self._writer is not None and self._storage is not None
+            self._stop_clean = self._teardown(deadline)
+            log.info("feed service stopped (%s)", "clean" if self._stop_clean else "NOT clean")
+            return self._stop_clean
+
+    def _teardown(self, deadline: float) -> bool:
+        """Stop whatever has been started (with the lock held); True if all of it ended and
+        every queued tick was committed."""
+        feeds = list(self._feeds.values())
+        for feed in feeds:
+            feed.stop()
+        clean = all(feed.join(max(0.1, deadline - time.monotonic())) for feed in feeds)
+        if self._monitor is not None:
+            self._monitor.join(max(0.1, deadline - time.monotonic()))
+        if self._writer is not None:
             self._save_status(feeds)
             clean = self._writer.stop(max(1.0, deadline - time.monotonic())) and clean
-            if self._owns_storage:
-                self._storage.close()
-            log.info("feed service stopped (%s)", "clean" if clean else "NOT clean")
-            return clean
+        if self._owns_storage and self._storage is not None:
+            self._storage.close()
+        return clean
+
+    @property
+    def running(self) -> bool:
+        """Started, not stopped, and the writer thread alive."""
+        writer = self._writer
+        return self._started and not self._stopped and writer is not None and writer.running
 
     def __enter__(self) -> FeedService:
         return self.start()
@@ -234,11 +295,20 @@ class FeedService:
         validate_symbols(self._exchange_info, symbols)
 
     def _start_feed(self, symbol: str) -> None:
+        feed = self._make_feed(symbol)
+        self._feeds[symbol] = feed
+        feed.start()
+
+    def _make_feed(self, symbol: str) -> SymbolFeed:
+        """A feed for ``symbol`` resuming from storage (not started); ``ConfigError`` if the
+        database holds the symbol with other ids than the stream's."""
         assert self._storage is not None and self._writer is not None
         try:
             last_stored = self._storage.last_trade_id(symbol)
             if last_stored is not None:
                 stored_kind = self._storage.id_kind(symbol)
+            # Gaps an earlier run could not finish: the new feed retries them.
+            retry_gaps = self._storage.open_gaps(symbol)
         except StorageError as exc:
             raise ConfigError(str(exc)) from None
         wanted = self.settings.stream.id_kind.value
@@ -247,7 +317,7 @@ class FeedService:
                 f"{symbol} is stored with {stored_kind} ids in {self._storage.path}; streaming "
                 f"@{self.settings.stream.value} would mix in {wanted} ids: use another database"
             )
-        feed = SymbolFeed(
+        return SymbolFeed(
             symbol,
             self.settings,
             rest=self._rest,
@@ -255,9 +325,8 @@ class FeedService:
             limiter=self._limiter,
             backoff=self._backoff,
             last_stored_id=last_stored,
+            retry_gaps=retry_gaps,
         )
-        self._feeds[symbol] = feed
-        feed.start()
 
     def _symbol_failed(self, symbol: str, exc: Exception) -> None:
         feed = self._feeds.get(symbol)

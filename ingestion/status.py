@@ -49,9 +49,9 @@ class SymbolStatus:
     last_trade_id: int | None
     reconnects: int  # unplanned reconnects (drops, dead sockets, stale sockets)
     planned_reconnects: int  # replacements before the 24 h cut
-    gaps_found: int
+    gaps_found: int  # found by this run, plus those an earlier run left open/failed (retried)
     gaps_repaired: int  # fully repaired
-    ids_missing: int  # ids in all gaps found
+    ids_missing: int  # ids in all gaps found (and retried)
     ids_backfilled: int  # ticks fetched from REST (gaps and history)
     backfill_pending: bool  # a REST job is queued or running
     backfill_todo_ids: int  # ids the running REST job still has to fetch (progress)

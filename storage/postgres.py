@@ -701,6 +701,20 @@ class Writer:
 
         self._run(work)
 
+    def open_gaps(self, symbol: str) -> list[Gap]:
+        """``symbol``'s gaps still to repair (status ``open`` or ``failed``), oldest ids first.
+
+        The rules of :meth:`storage.sqlite.Writer.open_gaps`.
+        """
+        rows = self._read(lambda conn: conn.execute(
+            "SELECT gap_id, first_missing_id, last_missing_id, found_ts_ms, status, "
+            "repaired_count, detail FROM gaps JOIN symbols USING (sym_id) "
+            "WHERE symbol = %s AND status IN ('open', 'failed') "
+            "ORDER BY first_missing_id, gap_id", (symbol.upper(),)).fetchall())
+        return [Gap(symbol.upper(), int(first), int(last), int(found), str(status), int(count),
+                    str(detail), int(gap_id))
+                for gap_id, first, last, found, status, count, detail in rows]
+
     # ----------------------------------------------------------------- feed status
     def save_feed_status(self, collector_id: str, symbol: str, status: dict[str, Any]) -> None:
         """Publish one symbol's feed health for readers in any process (and on any machine)."""

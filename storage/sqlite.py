@@ -519,6 +519,23 @@ class Writer:
             if cur.rowcount == 0:
                 raise ValueError(f"no gap with id {gap_id}")
 
+    def open_gaps(self, symbol: str) -> list[Gap]:
+        """``symbol``'s gaps still to repair (status ``open`` or ``failed``), oldest ids first.
+
+        For a feed starting up: gaps an earlier run found but could not finish (it stopped,
+        or REST errored) are retried and updated in place (``update_gap(gap.gap_id, ...)``).
+        """
+        with self._lock, _translated(self.path):
+            rows = self._conn.execute(
+                "SELECT gap_id, first_missing_id, last_missing_id, found_ts_ms, status, "
+                "repaired_count, detail FROM gaps JOIN symbols USING (sym_id) "
+                "WHERE symbol = ? AND status IN ('open', 'failed') "
+                "ORDER BY first_missing_id, gap_id", (symbol.upper(),),
+            ).fetchall()
+        return [Gap(symbol.upper(), int(first), int(last), int(found), str(status), int(count),
+                    str(detail), int(gap_id))
+                for gap_id, first, last, found, status, count, detail in rows]
+
     # ----------------------------------------------------------------- feed status
     def save_feed_status(self, collector_id: str, symbol: str, status: dict[str, Any]) -> None:
         """Publish one symbol's feed health for readers in any process."""

@@ -8,7 +8,9 @@ the server published: nothing lost, nothing duplicated.
 from __future__ import annotations
 
 import gzip
+import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,12 +18,13 @@ import pytest
 from ingestion.backoff import instant_backoff
 from ingestion.config import ConfigError, FeedSettings
 from ingestion.fakebinance import FakeBinance, Faults
-from ingestion.parse import StreamKind
+from ingestion.parse import StreamKind, parse_rest_kline
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
+from ingestion.rest import RestClient
 from ingestion.service import FeedService
 from ingestion.status import FeedState
-from storage import Reader, Tick, UnknownSymbolError, Writer
+from storage import Gap, Reader, Tick, UnknownSymbolError, Writer, open_reader, open_writer
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 SPEED = 30.0  # 43 s of recorded trades in about 1.5 s
@@ -430,6 +433,8 @@ def test_refuses_to_mix_id_kinds_in_one_database(recording, tmp_path):
         service = FeedService(db, ["BTCUSDT"], fast_settings(server, stream="trade"))
         with pytest.raises(ConfigError, match=r"agg ids.*trade"):
             service.start()
+        assert not service.running and service.writer_status() is None
+    Writer(db).close()  # the failed start gave the database back
 
 
 def test_add_and_remove_symbols_while_running(recording, tmp_path):
@@ -492,3 +497,235 @@ def test_ids_going_backwards_are_reported(tmp_path):
         )
         assert service.stop()
     assert stored_ids(db, "BTCUSDT") == [10**9]
+
+
+# --------------------------------------------------------------------------- gaps left over, klines
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request, tmp_path) -> str:
+    """A database of either backend, as ``open_writer``/``open_reader`` take it."""
+    if request.param == "sqlite":
+        return str(tmp_path / "gaps.db")
+    return request.getfixturevalue("pg_url")
+
+
+def _gaps_of(url: str):
+    with open_reader(url) as reader:
+        return reader.gaps().sort_values("first_missing_id").reset_index(drop=True)
+
+
+def _ids_of(url: str, symbol: str) -> list[int]:
+    with open_reader(url) as reader:
+        try:
+            return sorted(reader.ticks(symbol)["trade_id"].tolist())
+        except UnknownSymbolError:
+            return []
+
+
+def test_open_and_failed_gaps_are_retried_on_the_next_start(recording, database):
+    """Run 1 leaves one gap ``failed`` (REST refused) and one ``open`` (stopped while REST made
+    it wait); run 2 repairs both, updating the same records, and leaves finished gaps alone."""
+    # No retries: the 429 fails gap 1 at once, and its Retry-After of 60 s holds gap 2 back.
+    faults = Faults(
+        skip_ids=set(range(50, 60)) | set(range(300, 310)), rest_429=1, retry_after_s=60
+    )
+    with FakeBinance(recording, speed=SPEED, faults=faults) as server:
+        storage = open_writer(database)
+        try:
+            first = start(
+                storage, ["BTCUSDT"], fast_settings(server, history=False, rest_max_retries=0)
+            )
+            _wait_for(
+                lambda: list(_gaps_of(database)["status"]) == ["failed", "open"],
+                20,
+                "a failed gap and an open one",
+            )
+            assert first.stop()
+            storage.record_gap(Gap("BTCUSDT", 700, 700, 1, status="unrepairable", detail="old"))
+        finally:
+            storage.close()
+    before = _gaps_of(database)
+    assert list(before["status"]) == ["failed", "open", "unrepairable"]
+    assert "rate limited" in before.loc[0, "detail"] and "stopped" in before.loc[1, "detail"]
+    assert not set(range(50, 60)) & set(_ids_of(database, "BTCUSDT"))
+
+    with FakeBinance(recording, speed=0) as server:  # every id is on REST at once
+        storage = open_writer(database)
+        try:
+            second = start(storage, ["BTCUSDT"], fast_settings(server, history=False))
+            _wait_for(
+                lambda: list(_gaps_of(database)["status"][:2]) == ["repaired"] * 2,
+                20,
+                "both left-over gaps repaired",
+            )
+            last = server.source_ids("BTCUSDT")[-1]
+            # Run 1 began at its connection's first id; from there on nothing may be missing.
+            _wait_for(
+                lambda: (ids := _ids_of(database, "BTCUSDT")) == list(range(ids[0], last + 1)),
+                20,
+                "every id from the first one stored",
+            )
+            assert second.stop()
+            from_ids = [
+                r[2].get("fromId")
+                for r in server.stats.rest_requests
+                if r[1] == "/fapi/v1/aggTrades"
+            ]
+        finally:
+            storage.close()
+    after = _gaps_of(database)
+    assert list(after["gap_id"]) == list(before["gap_id"])  # the same records, no new ones
+    assert list(after["status"]) == ["repaired", "repaired", "unrepairable"]
+    assert list(after["repaired_count"][:2]) == [10, 10]
+    assert "retried on start (was failed)" in after.loc[0, "detail"]
+    assert "retried on start (was open)" in after.loc[1, "detail"]
+    assert after.loc[2, "updated_ts_ms"] == before.loc[2, "updated_ts_ms"]  # left alone
+    assert from_ids[:2] == ["50", "300"] and "700" not in from_ids
+    status = second.status()["BTCUSDT"]
+    assert status.gaps_found == 2 and status.gaps_repaired == 2
+
+
+def _kline_bar(server: FakeBinance, symbol: str, open_ms: int) -> dict:
+    """The exchange's own 1m kline for one minute (the oracle), over REST."""
+    rows = RestClient(server.rest_base).klines(
+        symbol, interval="1m", start_ms=open_ms, end_ms=open_ms, limit=1
+    )
+    assert len(rows) == 1 and rows[0][0] == open_ms
+    return parse_rest_kline(rows[0])
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_gaps_rest_cannot_fill_fall_back_to_1m_klines(recording, tmp_path, fallback):
+    """REST forgot ids < 70: gap 50..59 is unrepairable, 65..75 partial. With the fallback the
+    1m bars of the minutes they fall in are the exchange's klines; the ticks and 1s bars keep
+    the hole, and the gap records name the minutes."""
+    db = tmp_path / "klines.db"
+    faults = Faults(skip_ids=set(range(50, 60)) | set(range(65, 76)), rest_min_id={"BTCUSDT": 70})
+    # Recorded times as they are (minutes long closed), everything published at once.
+    with FakeBinance(recording, speed=0, rebase_time=False, faults=faults) as server:
+        service = start(
+            db, ["BTCUSDT"], fast_settings(server, history=False, kline_fallback=fallback)
+        )
+        lost = set(range(50, 60)) | set(range(65, 70))
+        wait_ids = [i for i in server.source_ids("BTCUSDT") if i not in lost]
+        _wait_for(lambda: stored_ids(db, "BTCUSDT") == wait_ids, 20, "every id REST has")
+        _wait_for(
+            lambda: (
+                list(gaps(db).sort_values("first_missing_id")["status"])
+                == ["unrepairable", "partial"]
+            ),
+            20,
+            "both gaps resolved",
+        )
+        assert service.stop()
+        kline_requests = [r for r in server.stats.rest_requests if r[1] == "/fapi/v1/klines"]
+        with Reader(db) as reader:
+            ticks = reader.ticks("BTCUSDT")
+            lost = ticks[(ticks["trade_id"] >= 40) & (ticks["trade_id"] < 80)]
+            minutes = sorted({int(t) // 60_000 * 60_000 for t in lost["ts_ms"]})
+            oracle = {m: _kline_bar(server, "BTCUSDT", m) for m in minutes}
+            bars_1m = reader.bars("BTCUSDT", "1m").set_index("open_time_ms")
+            bars_1s = reader.bars("BTCUSDT", "1s")
+            bars_5m = reader.bars("BTCUSDT", "5m").set_index("open_time_ms")
+    found = gaps(db).sort_values("first_missing_id").reset_index(drop=True)
+    for m, kline in oracle.items():
+        bar = bars_1m.loc[m]
+        in_minute = ticks[(ticks["ts_ms"] // 60_000 * 60_000) == m]
+        tick_volume = in_minute["qty"].sum()
+        secs = bars_1s[(bars_1s["open_time_ms"] // 60_000 * 60_000) == m]
+        assert secs["volume"].sum() == pytest.approx(tick_volume)  # 1s bars keep the hole
+        if fallback:
+            assert [bar["open"], bar["high"], bar["low"], bar["close"]] == [
+                kline["open"],
+                kline["high"],
+                kline["low"],
+                kline["close"],
+            ]
+            assert bar["volume"] == pytest.approx(kline["volume"])
+            assert bar["trades"] == kline["count"]
+        else:
+            assert bar["volume"] == pytest.approx(tick_volume)
+    # The lost trades had volume: with klines the 1m bars are larger than the ticks left.
+    lost_minutes_volume = sum(bars_1m.loc[m, "volume"] for m in minutes)
+    kline_volume = sum(k["volume"] for k in oracle.values())
+    assert bool(lost_minutes_volume == pytest.approx(kline_volume)) is fallback
+    five = minutes[0] // 300_000 * 300_000
+    in_five = bars_1m[(bars_1m.index >= five) & (bars_1m.index < five + 300_000)]
+    assert bars_5m.loc[five, "volume"] == pytest.approx(in_five["volume"].sum())
+    if fallback:
+        assert kline_requests
+        for detail in found["detail"]:
+            stamp = datetime.fromtimestamp(minutes[0] / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
+            assert f"1m klines {stamp}" in detail and "1s bars of those minutes are missing" in (
+                detail
+            )
+    else:
+        assert not kline_requests and not found["detail"].str.contains("kline").any()
+
+
+# --------------------------------------------------------------------------- stop during start
+def test_stop_while_start_waits_for_rest_wins_at_once(recording, tmp_path):
+    """exchangeInfo is rate limited (Retry-After up to a minute): ``start()`` in another thread
+    waits; ``stop()`` returns at once and the start gives up without error or feeds."""
+    db = tmp_path / "early.db"
+    with FakeBinance(recording, speed=SPEED, weight_limit_per_min=0) as server:
+        service = FeedService(db, ["BTCUSDT"], fast_settings(server))
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                service.start()
+            except BaseException as exc:
+                errors.append(exc)
+
+        starter = threading.Thread(target=run, daemon=True)
+        starter.start()
+        _wait_for(lambda: server.stats.rest_requests, 10, "the exchangeInfo request")
+        assert not service.running
+        started = time.monotonic()
+        assert service.stop(timeout_s=10)
+        starter.join(5)
+        assert time.monotonic() - started < 3 and not starter.is_alive() and not errors
+        assert not service.running and service.status() == {}
+        assert server.stats.ws_connections == []
+    Writer(db).close()  # the database was never taken (or was given back)
+
+
+def test_stop_while_start_opens_feeds_tears_down_what_it_started(recording, tmp_path):
+    """The start is past validation and the writer (storage is busy with an import): ``stop()``
+    stops the writer, and the start, when storage answers, starts no feed."""
+    db = tmp_path / "mid.db"
+    storage = Writer(db)
+    try:
+        with FakeBinance(recording, speed=SPEED) as server:
+            service = FeedService(storage, ["BTCUSDT", "ETHUSDT"], fast_settings(server))
+            starter = threading.Thread(target=service.start, daemon=True)
+            with storage.transaction():  # the start's first storage read waits for this
+                starter.start()
+                _wait_for(lambda: service.writer_status() is not None, 10, "the writer started")
+                assert not service.running
+                assert service.stop(timeout_s=10)
+                assert not service.writer_status().running
+            starter.join(5)
+            assert not starter.is_alive() and not service.running
+            assert service.status() == {} and server.stats.ws_connections == []
+            assert service.stop()  # again: the same answer
+        assert not storage.closed  # shared: the caller closes it
+    finally:
+        storage.close()
+
+
+def test_stop_before_start_means_it_never_starts(recording, tmp_path):
+    with FakeBinance(recording, speed=SPEED) as server:
+        service = FeedService(tmp_path / "never.db", ["BTCUSDT"], fast_settings(server))
+        assert service.stop() and not service.running
+        assert service.start() is service and not service.running
+        assert server.stats.rest_requests == [] and service.writer_status() is None
+
+
+def test_running_is_true_between_start_and_stop(recording, tmp_path):
+    with FakeBinance(recording, speed=SPEED) as server:
+        service = FeedService(tmp_path / "run.db", ["BTCUSDT"], fast_settings(server))
+        assert not service.running
+        service.start()
+        assert service.running
+        assert service.stop() and not service.running

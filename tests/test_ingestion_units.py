@@ -134,3 +134,16 @@ def test_status_line_and_dict():
     assert line.startswith("BTCUSDT") and " live " in line and "23:54:16.560" in line
     assert "gaps=1/2" in line and "rejected=3" in line and "boom" in line
     assert status.to_dict()["state"] == "live"
+
+
+def test_kline_minutes_are_named_as_iso_ranges():
+    from ingestion.feed import _minutes_text
+
+    t0 = 1_723_161_300_000  # 2024-08-08T23:55Z
+    assert _minutes_text([t0]) == "2024-08-08T23:55Z"
+    assert _minutes_text([t0 + 120_000, t0, t0 + 60_000]) == "2024-08-08T23:55Z..23:57Z"
+    assert (
+        _minutes_text([t0, t0 + 60_000, t0 + 600_000])
+        == "2024-08-08T23:55Z..23:56Z, 2024-08-09T00:05Z"
+    )
+    assert _minutes_text([t0 + 240_000, t0 + 300_000]) == "2024-08-08T23:59Z..2024-08-09T00:00Z"

@@ -338,3 +338,18 @@ def test_backend_is_chosen_by_the_name(tmp_path: Path, monkeypatch) -> None:
     assert storage.default_db() == "postgresql://u@h/d"
     monkeypatch.delenv("DATABASE_URL")
     assert storage.default_db() == "other.db"
+
+
+def test_open_gaps_lists_what_is_left_to_repair(pg_url: str) -> None:
+    with open_writer(pg_url) as w:
+        w.write_ticks([tick(1, 1_000, 1.0), tick(100, 2_000, 1.0)])
+        late = w.record_gap(Gap("BTCUSDT", 50, 60, 9_000, status="failed", detail="REST 500"))
+        early = w.record_gap(Gap("btcusdt", 2, 9, 5_000))
+        done = w.record_gap(Gap("BTCUSDT", 70, 71, 6_000))
+        w.update_gap(done, status="repaired", repaired_count=2)
+        w.record_gap(Gap("BTCUSDT", 80, 81, 7_000, status="unrepairable"))
+        w.record_gap(Gap("ETHUSDT", 3, 4, 7_000))
+        assert w.open_gaps("btcusdt") == [
+            Gap("BTCUSDT", 2, 9, 5_000, "open", 0, "", early),
+            Gap("BTCUSDT", 50, 60, 9_000, "failed", 0, "REST 500", late)]
+        assert w.open_gaps("DOGEUSDT") == []

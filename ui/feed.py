@@ -3,7 +3,8 @@
 ``ingestion.service.FeedService.start()`` validates the symbols against ``exchangeInfo`` over
 REST, which can take a while when the network is slow or absent, so :class:`FeedHandle` starts
 it in a daemon thread: the page never waits for the network, and a stop requested while the
-start is still running is honoured as soon as it returns. No Streamlit here.
+start is still running wins at once (the service tears down what it had started). No Streamlit
+here.
 """
 
 from __future__ import annotations
@@ -88,14 +89,13 @@ def feed_settings(*, ws_base: str, rest_base: str, replay: bool) -> FeedSettings
 
 
 class FeedHandle:
-    """A ``FeedService`` started in the background; safe to stop at any moment."""
+    """A ``FeedService`` started in the background; safe to stop at any moment (the service
+    honours a stop that comes while its start is still running)."""
 
     def __init__(self, writer: Writer, symbols: Sequence[str], settings: FeedSettings) -> None:
         self.service = FeedService(writer, list(symbols), settings, collector_id=COLLECTOR_ID)
         self.error = ""
-        self._lock = threading.Lock()
         self._stop_requested = False
-        self._started = threading.Event()
         self._thread = threading.Thread(target=self._start, name="feed-start", daemon=True)
         self._thread.start()
 
@@ -105,46 +105,34 @@ class FeedHandle:
         except Exception as exc:  # broad on purpose: ConfigError, network: shown on the page
             log.warning("feed did not start: %s", exc)
             self.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return
-        with self._lock:
-            self._started.set()
-            stop_now = self._stop_requested
-        if stop_now:
-            self.service.stop()
 
     @property
     def starting(self) -> bool:
-        return self._thread.is_alive() and not self._started.is_set()
+        return self._thread.is_alive() and not self._stop_requested
 
     @property
     def running(self) -> bool:
         """Started, not stopped, and its writer thread alive."""
-        if not self._started.is_set() or self._stop_requested:
-            return False
-        ws = self.service.writer_status()
-        return ws is not None and ws.running
+        return self.service.running
 
     def alive(self) -> bool:
         """Starting or running (a failed start is not alive)."""
         return self.starting or self.running
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        with self._lock:
-            self._stop_requested = True
-            started = self._started.is_set()
-        if started:
-            self.service.stop(timeout_s)
+        self._stop_requested = True
+        self.service.stop(timeout_s)
 
     def status(self) -> list[SymbolStatus]:
-        if not self._started.is_set():
-            return []
         return list(self.service.status().values())
 
     def add_symbols(self, symbols: Sequence[str]) -> None:
         """Stream more symbols; validated over REST in a background thread."""
 
         def run() -> None:
-            self._started.wait()
+            self._thread.join()  # after the start, successful or not
+            if not self.service.running:
+                return
             for s in symbols:
                 try:
                     self.service.add_symbol(s)
