@@ -83,8 +83,9 @@ def _clean(obj: Any) -> Any:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", required=True,
-                   help="SQLite file or postgresql:// URL written by storage")
+    p.add_argument(
+        "--db", required=True, help="SQLite file or postgresql:// URL written by storage"
+    )
     p.add_argument("--tf", required=True, choices=("1s", "1m", "5m"), help="bar timeframe")
     p.add_argument("--window", required=True, type=int, help="rolling window, in bars")
     p.add_argument("--start", help="first bar open time, ISO-8601 (UTC if no zone)")

@@ -68,7 +68,7 @@ def insert_hours(writer: Writer, rng, hours: range, scale: float, state: dict) -
             t = time.perf_counter()
             with writer.transaction():
                 for sym, cols in data.items():
-                    part = [c[i:i + BATCH // 2] for c in cols]
+                    part = [c[i : i + BATCH // 2] for c in cols]
                     if len(part[0]):
                         total += writer.write_tick_arrays(sym, "agg", *part)
             spent += time.perf_counter() - t
@@ -102,9 +102,12 @@ def measure_reads(reader: Reader, end_ms: int, repeat: int, naive: bool) -> dict
     res = {}
     for tf in ("1s", "1m", "5m"):
         frame = reader.pair_frame("BTCUSDT", "ETHUSDT", tf, limit=500)
-        res[tf] = {"rows": len(frame),
-                   "read_s": time_it(lambda tf=tf: reader.pair_frame("BTCUSDT", "ETHUSDT", tf,
-                                                                     limit=500), repeat)}
+        res[tf] = {
+            "rows": len(frame),
+            "read_s": time_it(
+                lambda tf=tf: reader.pair_frame("BTCUSDT", "ETHUSDT", tf, limit=500), repeat
+            ),
+        }
         if naive:
             res[tf]["naive_s"] = time_it(lambda tf=tf: naive_pair(reader, tf, 500, end_ms), 1)
     return res
@@ -112,19 +115,23 @@ def measure_reads(reader: Reader, end_ms: int, repeat: int, naive: bool) -> dict
 
 def measure_same_rows(reader: Reader, rows_at_1h: dict, repeat: int) -> dict:
     """At 24 h, the read of as many bars as existed at 1 h: isolates the cost of history."""
-    return {tf: time_it(lambda tf=tf, n=n: reader.pair_frame("BTCUSDT", "ETHUSDT", tf, limit=n),
-                        repeat) for tf, n in rows_at_1h.items()}
+    return {
+        tf: time_it(lambda tf=tf, n=n: reader.pair_frame("BTCUSDT", "ETHUSDT", tf, limit=n), repeat)
+        for tf, n in rows_at_1h.items()
+    }
 
 
 def tick_object_rate(db: str | Path, n: int) -> float:
     """Insert rate through write_ticks(list[Tick]) — the live writer's path — on a fresh file."""
     rng = np.random.default_rng(1)
-    ticks = [Tick("BTCUSDT", i, T0_MS + i * 15, float(95_000 + rng.normal()), 0.01, bool(i % 2))
-             for i in range(n)]
+    ticks = [
+        Tick("BTCUSDT", i, T0_MS + i * 15, float(95_000 + rng.normal()), 0.01, bool(i % 2))
+        for i in range(n)
+    ]
     with open_writer(db) as w:
         t = time.perf_counter()
         for i in range(0, n, BATCH):
-            w.write_ticks(ticks[i:i + BATCH])
+            w.write_ticks(ticks[i : i + BATCH])
         return n / (time.perf_counter() - t)
 
 
@@ -132,8 +139,10 @@ def tick_object_rate(db: str | Path, n: int) -> float:
 def sqlite_target() -> Iterator[tuple[Callable[[str], str], Callable[[str], float]]]:
     """Fresh SQLite files in a temporary folder: (name → database, name → size in MB)."""
     with tempfile.TemporaryDirectory() as tmp:
-        yield (lambda name: str(Path(tmp) / f"{name}.db"),
-               lambda name: sum(p.stat().st_size for p in Path(tmp).glob(f"{name}.db*")) / 1e6)
+        yield (
+            lambda name: str(Path(tmp) / f"{name}.db"),
+            lambda name: sum(p.stat().st_size for p in Path(tmp).glob(f"{name}.db*")) / 1e6,
+        )
 
 
 @contextlib.contextmanager
@@ -156,10 +165,17 @@ def postgres_target(url: str) -> Iterator[tuple[Callable[[str], str], Callable[[
 
     def size_mb(name: str) -> float:
         with psycopg.connect(url, autocommit=True) as conn:
-            return float(conn.execute(
-                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = %s AND c.relkind = 'r'", (schema(name),)).fetchone()[0]) / 1e6
+            return (
+                float(
+                    conn.execute(
+                        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE n.nspname = %s AND c.relkind = 'r'",
+                        (schema(name),),
+                    ).fetchone()[0]
+                )
+                / 1e6
+            )
 
     try:
         yield db, size_mb
@@ -189,36 +205,56 @@ def run(target, args) -> dict:
         size = size_mb("bench")
         reader.close()
         obj_rate = tick_object_rate(db("objects"), 200_000)
-    return {"total": n1 + n2, "insert": (n1 + n2) / (s1 + s2), "objects": obj_rate,
-            "size_mb": size, "at_1h": at_1h, "at_24h": at_24h, "same": same,
-            "ids": (state["BTCUSDT_id"] - 1, state["ETHUSDT_id"] - 1)}
+    return {
+        "total": n1 + n2,
+        "insert": (n1 + n2) / (s1 + s2),
+        "objects": obj_rate,
+        "size_mb": size,
+        "at_1h": at_1h,
+        "at_24h": at_24h,
+        "same": same,
+        "ids": (state["BTCUSDT_id"] - 1, state["ETHUSDT_id"] - 1),
+    }
 
 
 def report(name: str, r: dict, args, insert_target: int, read_target_ms: int) -> None:
     at_1h, at_24h, same = r["at_1h"], r["at_24h"], r["same"]
     print(f"== {name}")
-    print(f"storage benchmark: {args.hours} h, {r['total']:,} ticks "
-          f"({r['ids'][0]:,} BTCUSDT, {r['ids'][1]:,} ETHUSDT), "
-          f"{'tables' if 'PostgreSQL' in name else 'file'} {r['size_mb']:,.0f} MB")
-    print(f"insert (columns, {BATCH:,}-tick transactions, 1s/1m/5m bars maintained): "
-          f"{r['insert']:,.0f} ticks/s   [target >= {insert_target:,}]")
-    print(f"insert (list[Tick], the live writer's path):                   "
-          f"{r['objects']:,.0f} ticks/s")
+    print(
+        f"storage benchmark: {args.hours} h, {r['total']:,} ticks "
+        f"({r['ids'][0]:,} BTCUSDT, {r['ids'][1]:,} ETHUSDT), "
+        f"{'tables' if 'PostgreSQL' in name else 'file'} {r['size_mb']:,.0f} MB"
+    )
+    print(
+        f"insert (columns, {BATCH:,}-tick transactions, 1s/1m/5m bars maintained): "
+        f"{r['insert']:,.0f} ticks/s   [target >= {insert_target:,}]"
+    )
+    print(
+        f"insert (list[Tick], the live writer's path):                   "
+        f"{r['objects']:,.0f} ticks/s"
+    )
     print()
-    print("dashboard read = pair_frame(BTCUSDT, ETHUSDT, tf, limit=500), median of "
-          f"{args.repeat}; naive = read lookback ticks + pandas resample")
-    print(f"{'tf':>3} {'rows 1h/24h':>11} {'read 1h ms':>11} {'read 24h ms':>12} {'24h/1h':>7} "
-          f"{'same rows':>10} {'naive 24h ms':>13} {'naive/read':>11}")
+    print(
+        "dashboard read = pair_frame(BTCUSDT, ETHUSDT, tf, limit=500), median of "
+        f"{args.repeat}; naive = read lookback ticks + pandas resample"
+    )
+    print(
+        f"{'tf':>3} {'rows 1h/24h':>11} {'read 1h ms':>11} {'read 24h ms':>12} {'24h/1h':>7} "
+        f"{'same rows':>10} {'naive 24h ms':>13} {'naive/read':>11}"
+    )
     for tf in ("1s", "1m", "5m"):
         a, b = at_1h[tf], at_24h[tf]
         rows = f"{a['rows']}/{b['rows']}"
-        print(f"{tf:>3} {rows:>11} {a['read_s'] * 1e3:>11.2f} {b['read_s'] * 1e3:>12.2f} "
-              f"{b['read_s'] / a['read_s']:>7.2f} {same[tf] / a['read_s']:>10.2f} "
-              f"{b['naive_s'] * 1e3:>13.0f} {b['naive_s'] / b['read_s']:>10.0f}x")
-    print("24h/1h: the 500-bar read at 24 h over the one at 1 h (1m and 5m return more rows at "
-          "24 h);\nsame rows: at 24 h, reading as many bars as existed at 1 h, over the 1 h read.")
-    print(f"targets: read <= {read_target_ms} ms at 24 h; 24h/1h <= 1.5; naive/read >= 20x "
-          "at 24 h")
+        print(
+            f"{tf:>3} {rows:>11} {a['read_s'] * 1e3:>11.2f} {b['read_s'] * 1e3:>12.2f} "
+            f"{b['read_s'] / a['read_s']:>7.2f} {same[tf] / a['read_s']:>10.2f} "
+            f"{b['naive_s'] * 1e3:>13.0f} {b['naive_s'] / b['read_s']:>10.0f}x"
+        )
+    print(
+        "24h/1h: the 500-bar read at 24 h over the one at 1 h (1m and 5m return more rows at "
+        "24 h);\nsame rows: at 24 h, reading as many bars as existed at 1 h, over the 1 h read."
+    )
+    print(f"targets: read <= {read_target_ms} ms at 24 h; 24h/1h <= 1.5; naive/read >= 20x at 24 h")
     print()
 
 
@@ -226,19 +262,31 @@ def side_by_side(results: dict[str, dict]) -> None:
     names = list(results)
     print("== side by side (same trades, same run)")
     print(f"{'':<44}" + "".join(f"{n:>14}" for n in names))
-    rows = [("ticks stored", lambda r: f"{r['total']:,}"),
-            ("size on disk, MB", lambda r: f"{r['size_mb']:,.0f}"),
-            ("insert, columns, ticks/s", lambda r: f"{r['insert']:,.0f}"),
-            ("insert, list[Tick], ticks/s", lambda r: f"{r['objects']:,.0f}")]
+    rows = [
+        ("ticks stored", lambda r: f"{r['total']:,}"),
+        ("size on disk, MB", lambda r: f"{r['size_mb']:,.0f}"),
+        ("insert, columns, ticks/s", lambda r: f"{r['insert']:,.0f}"),
+        ("insert, list[Tick], ticks/s", lambda r: f"{r['objects']:,.0f}"),
+    ]
     for tf in ("1s", "1m", "5m"):
-        rows.append((f"dashboard read {tf} at 1 h, ms",
-                     lambda r, tf=tf: f"{r['at_1h'][tf]['read_s'] * 1e3:.2f}"))
-        rows.append((f"dashboard read {tf} at 24 h, ms",
-                     lambda r, tf=tf: f"{r['at_24h'][tf]['read_s'] * 1e3:.2f}"))
+        rows.append(
+            (
+                f"dashboard read {tf} at 1 h, ms",
+                lambda r, tf=tf: f"{r['at_1h'][tf]['read_s'] * 1e3:.2f}",
+            )
+        )
+        rows.append(
+            (
+                f"dashboard read {tf} at 24 h, ms",
+                lambda r, tf=tf: f"{r['at_24h'][tf]['read_s'] * 1e3:.2f}",
+            )
+        )
     for label, fn in rows:
         print(f"{label:<44}" + "".join(f"{fn(results[n]):>14}" for n in names))
-    print("targets: SQLite insert >= 150,000 ticks/s, read <= 30 ms; "
-          "PostgreSQL insert >= 50,000 ticks/s, read <= 50 ms (at 24 h)")
+    print(
+        "targets: SQLite insert >= 150,000 ticks/s, read <= 30 ms; "
+        "PostgreSQL insert >= 50,000 ticks/s, read <= 50 ms (at 24 h)"
+    )
 
 
 def main() -> None:
@@ -246,8 +294,11 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the realistic rates")
     ap.add_argument("--hours", type=int, default=24)
     ap.add_argument("--repeat", type=int, default=15, help="repetitions of each read")
-    ap.add_argument("--db", help="also run against this PostgreSQL database (postgresql://...), "
-                    "in a schema of its own that is dropped at the end")
+    ap.add_argument(
+        "--db",
+        help="also run against this PostgreSQL database (postgresql://...), "
+        "in a schema of its own that is dropped at the end",
+    )
     args = ap.parse_args()
     results = {"SQLite": run(sqlite_target(), args)}
     report("SQLite (a file in a temporary folder)", results["SQLite"], args, 150_000, 30)

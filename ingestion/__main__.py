@@ -32,8 +32,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Stream Binance USD-M futures trades into the SQLite database.",
     )
     p.add_argument("--symbols", required=True, help="comma-separated, e.g. btcusdt,ethusdt")
-    p.add_argument("--db", default=None, help="SQLite file or postgresql:// URL (default: "
-                   f"$DATABASE_URL, else ${ENV_DB_PATH})")
+    p.add_argument(
+        "--db",
+        default=None,
+        help=f"SQLite file or postgresql:// URL (default: $DATABASE_URL, else ${ENV_DB_PATH})",
+    )
     p.add_argument(
         "--stream",
         choices=[k.value for k in StreamKind],
@@ -90,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--symbols is empty")
         db = args.db or os.environ.get("DATABASE_URL") or os.environ.get(ENV_DB_PATH)
         if not db:
-            raise ConfigError(f"no database: pass --db PATH|postgresql://..., or set "
-                              f"DATABASE_URL or {ENV_DB_PATH}")
+            raise ConfigError(
+                f"no database: pass --db PATH|postgresql://..., or set "
+                f"DATABASE_URL or {ENV_DB_PATH}"
+            )
         if args.duration is not None and args.duration <= 0:
             raise ConfigError("--duration must be > 0 seconds")
         overrides = {

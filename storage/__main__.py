@@ -28,8 +28,7 @@ def _default_db() -> str:
     return default_db()
 
 
-def import_file(writer, path: Path, *, symbol: str | None = None,
-                progress=None) -> dict:
+def import_file(writer, path: Path, *, symbol: str | None = None, progress=None) -> dict:
     """Import one file in one transaction; return a summary. Raises on a bad file.
 
     ``writer`` is either backend's Writer (see :func:`storage.backend.open_writer`).
@@ -44,17 +43,30 @@ def import_file(writer, path: Path, *, symbol: str | None = None,
                 klines += n
                 per_symbol[chunk.symbol] = per_symbol.get(chunk.symbol, 0) + n
             else:
-                n = writer.write_tick_arrays(chunk.symbol, chunk.id_kind, chunk.trade_id,
-                                             chunk.ts_ms, chunk.price, chunk.qty,
-                                             chunk.is_buyer_maker)
+                n = writer.write_tick_arrays(
+                    chunk.symbol,
+                    chunk.id_kind,
+                    chunk.trade_id,
+                    chunk.ts_ms,
+                    chunk.price,
+                    chunk.qty,
+                    chunk.is_buyer_maker,
+                )
                 new += n
                 dupes += len(chunk) - n
                 per_symbol[chunk.symbol] = per_symbol.get(chunk.symbol, 0) + n
             if progress is not None:
                 progress(stats)
-    return {"file": str(path), "format": stats.fmt, "new_ticks": new, "already_stored": dupes,
-            "klines": klines, "skipped_messages": stats.skipped,
-            "skipped_kinds": stats.skipped_kinds, "symbols": per_symbol}
+    return {
+        "file": str(path),
+        "format": stats.fmt,
+        "new_ticks": new,
+        "already_stored": dupes,
+        "klines": klines,
+        "skipped_messages": stats.skipped,
+        "skipped_kinds": stats.skipped_kinds,
+        "symbols": per_symbol,
+    }
 
 
 def _cmd_import(args) -> int:
@@ -68,9 +80,14 @@ def _cmd_import(args) -> int:
             def progress(st: ReadStats, path=path, started=started, last=last) -> None:
                 now = time.monotonic()
                 if now - last[0] >= 1.0 and now - started > 1.0:
-                    pct = (f" ({100 * st.bytes_read / st.bytes_total:.0f}% of file)"
-                           if st.bytes_total and st.fmt and not st.fmt.endswith("_csv")
-                           and path.suffix not in (".gz", ".zip") else "")
+                    pct = (
+                        f" ({100 * st.bytes_read / st.bytes_total:.0f}% of file)"
+                        if st.bytes_total
+                        and st.fmt
+                        and not st.fmt.endswith("_csv")
+                        and path.suffix not in (".gz", ".zip")
+                        else ""
+                    )
                     print(f"  {path.name}: {st.rows:,} rows{pct}", file=sys.stderr, flush=True)
                     last[0] = now
 
@@ -80,24 +97,33 @@ def _cmd_import(args) -> int:
                 # A format error names file and line already; others (an id-kind conflict,
                 # a full disk) do not name the input file, so say which one it was.
                 where = "" if isinstance(exc, FileFormatError) else f"{path}: "
-                print(f"error: {where}{exc} (nothing of this file was stored)",
-                      file=sys.stderr)
+                print(f"error: {where}{exc} (nothing of this file was stored)", file=sys.stderr)
                 failures += 1
                 continue
             syms = ", ".join(f"{k} {v:,}" for k, v in s["symbols"].items()) or "none"
-            what = (f"{s['klines']:,} klines" if s["klines"]
-                    else f"{s['new_ticks']:,} new ticks ({s['already_stored']:,} already stored)")
-            skipped = (f"; skipped {s['skipped_messages']:,} other messages "
-                       f"{json.dumps(s['skipped_kinds'])}" if s["skipped_messages"] else "")
-            print(f"{path}: {s['format']}: {what}; by symbol: {syms}{skipped} "
-                  f"[{time.monotonic() - started:.1f} s]")
+            what = (
+                f"{s['klines']:,} klines"
+                if s["klines"]
+                else f"{s['new_ticks']:,} new ticks ({s['already_stored']:,} already stored)"
+            )
+            skipped = (
+                f"; skipped {s['skipped_messages']:,} other messages "
+                f"{json.dumps(s['skipped_kinds'])}"
+                if s["skipped_messages"]
+                else ""
+            )
+            print(
+                f"{path}: {s['format']}: {what}; by symbol: {syms}{skipped} "
+                f"[{time.monotonic() - started:.1f} s]"
+            )
     return 2 if failures else 0
 
 
 def _cmd_export(args) -> int:
     if args.tf not in TIMEFRAMES_S:
-        raise ValueError(f"unknown timeframe {args.tf!r}: expected one of "
-                         f"{', '.join(TIMEFRAMES_S)}")
+        raise ValueError(
+            f"unknown timeframe {args.tf!r}: expected one of {', '.join(TIMEFRAMES_S)}"
+        )
     start = parse_iso_ms(args.start) if args.start else None
     end = parse_iso_ms(args.end) if args.end else None
     with open_reader(args.db) as reader:
@@ -123,17 +149,23 @@ def _cmd_info(args) -> int:
         return 0
     where = "database" if info.get("backend") == "postgresql" else "file"
     engine = " (TimescaleDB)" if info.get("timescale") else ""
-    print(f"{info['path']}{engine}: {where} {info['size_bytes'] / 1e6:,.1f} MB, "
-          f"schema v{info['schema_version']}")
+    print(
+        f"{info['path']}{engine}: {where} {info['size_bytes'] / 1e6:,.1f} MB, "
+        f"schema v{info['schema_version']}"
+    )
     if not info["symbols"]:
         print("  (no symbols stored)")
     for s in info["symbols"]:
         ids = f"{s['id_kind']} ids" if s["ticks"] or s["last_id"] is not None else "no ticks"
-        print(f"  {s['symbol']} ({ids}): {s['ticks']:,} ticks "
-              f"{_fmt_ms(s['first_tick_ms'])} → {_fmt_ms(s['last_tick_ms'])}")
+        print(
+            f"  {s['symbol']} ({ids}): {s['ticks']:,} ticks "
+            f"{_fmt_ms(s['first_tick_ms'])} → {_fmt_ms(s['last_tick_ms'])}"
+        )
         for tf, b in s["bars"].items():
-            print(f"    {tf:>2} bars: {b['count']:,}  {_fmt_ms(b['first_ms'])} → "
-                  f"{_fmt_ms(b['last_ms'])}")
+            print(
+                f"    {tf:>2} bars: {b['count']:,}  {_fmt_ms(b['first_ms'])} → "
+                f"{_fmt_ms(b['last_ms'])}"
+            )
         gaps = ", ".join(f"{k} {v}" for k, v in s["gaps"].items()) or "none"
         print(f"    gaps: {gaps}")
     return 0
@@ -142,8 +174,9 @@ def _cmd_info(args) -> int:
 def _cmd_prune(args) -> int:
     settings = StorageSettings.from_env()
     with open_writer(args.db) as writer:
-        result = writer.prune(ticks_keep_s=settings.ticks_keep_s,
-                              bars_1s_keep_s=settings.bars_1s_keep_s)
+        result = writer.prune(
+            ticks_keep_s=settings.ticks_keep_s, bars_1s_keep_s=settings.bars_1s_keep_s
+        )
     print(f"deleted {result['ticks']:,} ticks and {result['bars_1s']:,} 1s bars")
     return 0
 
@@ -162,21 +195,26 @@ def _cmd_copy(args) -> int:
     started = time.monotonic()
     report = copy_database(args.src, args.dst, symbols=args.symbols, progress=progress)
     for sym, c in report.copied.items():
-        print(f"{sym}: {c['ticks']:,} ticks, {c['bars_1s']:,}/{c['bars_1m']:,}/{c['bars_5m']:,} "
-              f"1s/1m/5m bars, {c['gaps']:,} gaps")
+        print(
+            f"{sym}: {c['ticks']:,} ticks, {c['bars_1s']:,}/{c['bars_1m']:,}/{c['bars_5m']:,} "
+            f"1s/1m/5m bars, {c['gaps']:,} gaps"
+        )
     for sym in report.skipped:
         print(f"{sym}: skipped, the destination already holds data of it")
-    print(f"copied {len(report.copied)} symbols, {report.alert_rules} alert rules, "
-          f"{report.alert_events} alert events from {describe(args.src)} to {describe(args.dst)} "
-          f"[{time.monotonic() - started:.1f} s]")
+    print(
+        f"copied {len(report.copied)} symbols, {report.alert_rules} alert rules, "
+        f"{report.alert_events} alert events from {describe(args.src)} to {describe(args.dst)} "
+        f"[{time.monotonic() - started:.1f} s]"
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m storage", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    db_help = ("SQLite file or postgresql:// URL (default: $DATABASE_URL, else $DB_PATH, "
-               "else data.db)")
+    db_help = (
+        "SQLite file or postgresql:// URL (default: $DATABASE_URL, else $DB_PATH, else data.db)"
+    )
 
     imp = sub.add_parser("import", help="import recorded trades or klines")
     imp.add_argument("files", nargs="+", metavar="FILE")
@@ -202,14 +240,31 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--db", default=_default_db(), help=db_help)
     pr.set_defaults(func=_cmd_prune)
 
-    cp = sub.add_parser("copy", help="copy every symbol, bar, tick, gap and alert to another "
-                        "database (e.g. SQLite into PostgreSQL)")
-    cp.add_argument("--from", dest="src", required=True, metavar="DB",
-                    help="source: SQLite file or postgresql:// URL")
-    cp.add_argument("--to", dest="dst", required=True, metavar="DB",
-                    help="destination (created if missing); symbols it already holds are skipped")
-    cp.add_argument("--symbols", nargs="+", metavar="SYMBOL", help="only these symbols "
-                    "(alert rules are then not copied)")
+    cp = sub.add_parser(
+        "copy",
+        help="copy every symbol, bar, tick, gap and alert to another "
+        "database (e.g. SQLite into PostgreSQL)",
+    )
+    cp.add_argument(
+        "--from",
+        dest="src",
+        required=True,
+        metavar="DB",
+        help="source: SQLite file or postgresql:// URL",
+    )
+    cp.add_argument(
+        "--to",
+        dest="dst",
+        required=True,
+        metavar="DB",
+        help="destination (created if missing); symbols it already holds are skipped",
+    )
+    cp.add_argument(
+        "--symbols",
+        nargs="+",
+        metavar="SYMBOL",
+        help="only these symbols (alert rules are then not copied)",
+    )
     cp.set_defaults(func=_cmd_copy)
     return p
 
@@ -223,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the file being imported (or the symbol being copied) was rolled back",
-              file=sys.stderr)
+        print(
+            "interrupted: the file being imported (or the symbol being copied) was rolled back",
+            file=sys.stderr,
+        )
         return 130
 
 

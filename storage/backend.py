@@ -34,8 +34,10 @@ def backend_of(db: str | os.PathLike[str]) -> Backend:
         return "postgresql"
     if "://" in text and not text.startswith("sqlite:"):
         scheme = text.split("://", 1)[0]
-        raise StorageError(f"unsupported database URL scheme {scheme!r} in {describe(text)}: "
-                           "use a file path, sqlite:///path or postgresql://...")
+        raise StorageError(
+            f"unsupported database URL scheme {scheme!r} in {describe(text)}: "
+            "use a file path, sqlite:///path or postgresql://..."
+        )
     return "sqlite"
 
 
@@ -43,10 +45,11 @@ def sqlite_path(db: str | os.PathLike[str]) -> Path:
     """The file of a SQLite database name: ``sqlite:///rel.db`` and ``sqlite:////abs.db`` too."""
     text = os.fspath(db)
     if text.startswith("sqlite:///"):
-        return Path(text[len("sqlite:///"):])
+        return Path(text[len("sqlite:///") :])
     if text.startswith("sqlite:"):
-        raise StorageError(f"{text!r}: a SQLite URL is sqlite:///relative/path or "
-                           "sqlite:////absolute/path")
+        raise StorageError(
+            f"{text!r}: a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path"
+        )
     return Path(text)
 
 
@@ -78,8 +81,10 @@ def open_writer(db: str | os.PathLike[str] | None = None, **options: Any):
     if is_postgres(db):
         from storage.postgres import Writer as PgWriter
 
-        return PgWriter(os.fspath(db), **_only(options, "connect_timeout_s", "timescale",
-                                                "ticks_keep_s", "bars_1s_keep_s"))
+        return PgWriter(
+            os.fspath(db),
+            **_only(options, "connect_timeout_s", "timescale", "ticks_keep_s", "bars_1s_keep_s"),
+        )
     from storage.sqlite import Writer as SqliteWriter
 
     return SqliteWriter(sqlite_path(db), **_only(options, "busy_timeout_s"))

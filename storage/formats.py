@@ -36,11 +36,30 @@ import pandas as pd
 
 from storage.records import IdKind
 
-AGG_COLUMNS = ["agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",
-               "transact_time", "is_buyer_maker"]
+AGG_COLUMNS = [
+    "agg_trade_id",
+    "price",
+    "quantity",
+    "first_trade_id",
+    "last_trade_id",
+    "transact_time",
+    "is_buyer_maker",
+]
 TRADE_COLUMNS = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker"]
-KLINE_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "close_time",
-                 "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore"]
+KLINE_COLUMNS = [
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+]
 
 CHUNK_ROWS = 200_000
 
@@ -133,6 +152,7 @@ def symbol_from_filename(path: Path) -> str | None:
         return head
     return None
 
+
 def detect_format(path: Path) -> str:
     """Name the format of ``path`` from its first non-empty line."""
     with _open_text(path) as fh:
@@ -179,8 +199,9 @@ def _numeric(cell: str) -> bool:
     return True
 
 
-def read_file(path: str | os.PathLike[str], *, symbol: str | None = None,
-              stats: ReadStats | None = None) -> Iterator[TickChunk | KlineChunk]:
+def read_file(
+    path: str | os.PathLike[str], *, symbol: str | None = None, stats: ReadStats | None = None
+) -> Iterator[TickChunk | KlineChunk]:
     """Yield the data of one file in chunks. ``symbol`` overrides the file name (CSV dumps)."""
     path = Path(path)
     stats = stats if stats is not None else ReadStats()
@@ -189,17 +210,20 @@ def read_file(path: str | os.PathLike[str], *, symbol: str | None = None,
     if stats.fmt.endswith("_csv"):
         sym = (symbol or symbol_from_filename(path) or "").upper()
         if not sym:
-            raise FileFormatError(path, None, "cannot tell the symbol from the file name "
-                                  "(Binance names dumps SYMBOL-trades|aggTrades|1m-DATE.csv); "
-                                  "pass --symbol")
+            raise FileFormatError(
+                path,
+                None,
+                "cannot tell the symbol from the file name "
+                "(Binance names dumps SYMBOL-trades|aggTrades|1m-DATE.csv); "
+                "pass --symbol",
+            )
         yield from _read_csv(path, sym, stats)
     else:
         yield from _read_lines(path, stats, symbol.upper() if symbol else None)
 
 
 # ---------------------------------------------------------------------------- JSON lines
-def _read_lines(path: Path, stats: ReadStats,
-                only_symbol: str | None) -> Iterator[TickChunk]:
+def _read_lines(path: Path, stats: ReadStats, only_symbol: str | None) -> Iterator[TickChunk]:
     fmt = stats.fmt
     buffers: dict[tuple[str, IdKind], list[tuple[int, int, float, float, bool]]] = {}
     ndjson_seq: dict[tuple[str, int], int] = {}
@@ -220,8 +244,11 @@ def _read_lines(path: Path, stats: ReadStats,
                     raise FileFormatError(path, lineno, f"not valid JSON ({exc.msg})") from None
                 if not isinstance(obj, dict):
                     raise FileFormatError(path, lineno, "expected a JSON object")
-                rec = (_ndjson_record(path, lineno, obj, ndjson_seq) if fmt == "ndjson"
-                       else _ws_record(path, lineno, obj, stats))
+                rec = (
+                    _ndjson_record(path, lineno, obj, ndjson_seq)
+                    if fmt == "ndjson"
+                    else _ws_record(path, lineno, obj, stats)
+                )
                 if rec is None:
                     continue
                 sym, kind, row = rec
@@ -259,15 +286,17 @@ def _ws_record(path: Path, lineno: int, obj: dict, stats: ReadStats):
         raise FileFormatError(path, lineno, "'data' is not an object")
     event = data.get("e")
     if event not in ("trade", "aggTrade"):
-        key = str(event if event is not None else ("snapshot" if "lastUpdateId" in data
-                                                     else "unknown"))
+        key = str(
+            event if event is not None else ("snapshot" if "lastUpdateId" in data else "unknown")
+        )
         stats.skipped_kinds[key] = stats.skipped_kinds.get(key, 0) + 1
         stats.skipped += 1
         return None
     try:
         if event == "trade" and data.get("X", "MARKET") != "MARKET":
             stats.skipped_kinds["trade:" + str(data.get("X"))] = (
-                stats.skipped_kinds.get("trade:" + str(data.get("X")), 0) + 1)
+                stats.skipped_kinds.get("trade:" + str(data.get("X")), 0) + 1
+            )
             stats.skipped += 1
             return None
         kind = IdKind.TRADE if event == "trade" else IdKind.AGG
@@ -303,8 +332,9 @@ def _ndjson_record(path: Path, lineno: int, obj: dict, seq: dict[tuple[str, int]
 
 def _check_price_qty(path: Path, lineno: int, price: float, qty: float) -> None:
     if not (math.isfinite(price) and math.isfinite(qty) and price > 0 and qty > 0):
-        raise FileFormatError(path, lineno, f"price {price} / quantity {qty} must be finite "
-                              "and positive")
+        raise FileFormatError(
+            path, lineno, f"price {price} / quantity {qty} must be finite and positive"
+        )
 
 
 def _flush(buffers) -> Iterator[TickChunk]:
@@ -312,25 +342,41 @@ def _flush(buffers) -> Iterator[TickChunk]:
         if not rows:
             continue
         ids, ts, px, q, m = zip(*rows, strict=True)
-        yield TickChunk(sym, kind, np.asarray(ids, np.int64), np.asarray(ts, np.int64),
-                        np.asarray(px, np.float64), np.asarray(q, np.float64),
-                        np.asarray(m, np.bool_))
+        yield TickChunk(
+            sym,
+            kind,
+            np.asarray(ids, np.int64),
+            np.asarray(ts, np.int64),
+            np.asarray(px, np.float64),
+            np.asarray(q, np.float64),
+            np.asarray(m, np.bool_),
+        )
         rows.clear()
 
 
 # ---------------------------------------------------------------------------- CSV dumps
 def _read_csv(path: Path, symbol: str, stats: ReadStats) -> Iterator[TickChunk | KlineChunk]:
     fmt = stats.fmt
-    names = {"aggtrades_csv": AGG_COLUMNS, "trades_csv": TRADE_COLUMNS,
-             "klines_csv": KLINE_COLUMNS}[fmt]
+    names = {
+        "aggtrades_csv": AGG_COLUMNS,
+        "trades_csv": TRADE_COLUMNS,
+        "klines_csv": KLINE_COLUMNS,
+    }[fmt]
     with _open_text(path) as fh:
         first = fh.readline()
         has_header = not _numeric(first.split(",")[0])
         # pandas skips the header itself, so the line numbers in its errors are the file's.
         fh = _Rewound(first, fh)
         try:
-            reader = pd.read_csv(fh, header=None, names=names, chunksize=CHUNK_ROWS,
-                                 skiprows=1 if has_header else 0, dtype=str, na_filter=False)
+            reader = pd.read_csv(
+                fh,
+                header=None,
+                names=names,
+                chunksize=CHUNK_ROWS,
+                skiprows=1 if has_header else 0,
+                dtype=str,
+                na_filter=False,
+            )
             line0 = 2 if has_header else 1
             for chunk in reader:
                 stats.lines += len(chunk)
@@ -376,14 +422,14 @@ class _Rewound(io.TextIOBase):
         return line
 
 
-def _numeric_column(path: Path, chunk: pd.DataFrame, col: str, line0: int,
-                    dtype) -> np.ndarray:
+def _numeric_column(path: Path, chunk: pd.DataFrame, col: str, line0: int, dtype) -> np.ndarray:
     values = pd.to_numeric(chunk[col], errors="coerce")
     bad = values.isna().to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise FileFormatError(path, line0 + i, f"column {col} is not a number: "
-                              f"{chunk[col].iloc[i]!r}")
+        raise FileFormatError(
+            path, line0 + i, f"column {col} is not a number: {chunk[col].iloc[i]!r}"
+        )
     return values.to_numpy(dtype)
 
 
@@ -392,8 +438,9 @@ def _bool_column(path: Path, chunk: pd.DataFrame, col: str, line0: int) -> np.nd
     ok = v.isin(["true", "false", "1", "0"]).to_numpy()
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
-        raise FileFormatError(path, line0 + i, f"column {col} is not a boolean: "
-                              f"{chunk[col].iloc[i]!r}")
+        raise FileFormatError(
+            path, line0 + i, f"column {col} is not a boolean: {chunk[col].iloc[i]!r}"
+        )
     return v.isin(["true", "1"]).to_numpy()
 
 
@@ -402,13 +449,13 @@ def _to_ms(t: np.ndarray) -> np.ndarray:
     return np.where(t > 10**14, t // 1000, t)
 
 
-def _csv_chunk(path: Path, symbol: str, fmt: str, chunk: pd.DataFrame,
-               line0: int) -> TickChunk | KlineChunk:
+def _csv_chunk(
+    path: Path, symbol: str, fmt: str, chunk: pd.DataFrame, line0: int
+) -> TickChunk | KlineChunk:
     if fmt == "klines_csv":
-        rows = pd.DataFrame({
-            c: _numeric_column(path, chunk, c, line0, np.float64)
-            for c in KLINE_COLUMNS[:-1]
-        })
+        rows = pd.DataFrame(
+            {c: _numeric_column(path, chunk, c, line0, np.float64) for c in KLINE_COLUMNS[:-1]}
+        )
         for c in ("open_time", "close_time", "count"):
             rows[c] = rows[c].astype(np.int64)
         rows["open_time"] = _to_ms(rows["open_time"].to_numpy())
@@ -425,8 +472,11 @@ def _csv_chunk(path: Path, symbol: str, fmt: str, chunk: pd.DataFrame,
         i = int(np.flatnonzero(bad)[0])
         raise FileFormatError(path, line0 + i, "price and quantity must be finite and positive")
     return TickChunk(
-        symbol, kind,
+        symbol,
+        kind,
         _numeric_column(path, chunk, id_col, line0, np.int64),
         _to_ms(_numeric_column(path, chunk, t_col, line0, np.int64)),
-        price, qty, _bool_column(path, chunk, "is_buyer_maker", line0),
+        price,
+        qty,
+        _bool_column(path, chunk, "is_buyer_maker", line0),
     )

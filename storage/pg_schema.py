@@ -148,8 +148,10 @@ def timescale_steps(ticks_keep_ms: int | None, bars_1s_keep_ms: int | None) -> l
         "CREATE OR REPLACE FUNCTION qd_now_ms() RETURNS BIGINT LANGUAGE SQL STABLE AS "
         "$$ SELECT (extract(epoch FROM now()) * 1000)::BIGINT $$",
     ]
-    for table, time_col, order_by in (("ticks", "ts_ms", "ts_ms, trade_id"),
-                                      ("bars_1s", "open_time_ms", "open_time_ms")):
+    for table, time_col, order_by in (
+        ("ticks", "ts_ms", "ts_ms, trade_id"),
+        ("bars_1s", "open_time_ms", "open_time_ms"),
+    ):
         steps += [
             f"SELECT create_hypertable('{table}', '{time_col}', "
             f"chunk_time_interval => {CHUNK_MS}::BIGINT, migrate_data => true)",
@@ -169,6 +171,7 @@ def retention_policy_steps(ticks_keep_ms: int | None, bars_1s_keep_ms: int | Non
     for table, keep in (("ticks", ticks_keep_ms), ("bars_1s", bars_1s_keep_ms)):
         steps.append(f"SELECT remove_retention_policy('{table}', if_exists => true)")
         if keep is not None:
-            steps.append(f"SELECT add_retention_policy('{table}', drop_after => "
-                         f"{int(keep)}::BIGINT)")
+            steps.append(
+                f"SELECT add_retention_policy('{table}', drop_after => {int(keep)}::BIGINT)"
+            )
     return steps

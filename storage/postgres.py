@@ -78,10 +78,21 @@ __all__ = ["Reader", "Writer", "close_pools", "redact_url"]
 
 log = logging.getLogger(__name__)
 
-_BAR_COLS = ("tf_s, open_time_ms, open, high, low, close, volume, quote_volume, trades, "
-             "buy_volume, first_ts_ms, first_id, last_ts_ms, last_id, src")
-_TABLES_OURS = ("qd_meta", "symbols", "ticks", "bars", "bars_1s", "gaps", "alert_rules",
-                "alert_events", "feed_status")
+_BAR_COLS = (
+    "tf_s, open_time_ms, open, high, low, close, volume, quote_volume, trades, "
+    "buy_volume, first_ts_ms, first_id, last_ts_ms, last_id, src"
+)
+_TABLES_OURS = (
+    "qd_meta",
+    "symbols",
+    "ticks",
+    "bars",
+    "bars_1s",
+    "gaps",
+    "alert_rules",
+    "alert_events",
+    "feed_status",
+)
 
 
 def _bars_table(tf_s: int) -> str:
@@ -119,9 +130,11 @@ WHERE b.src = 0
 def _replace_sql(table: str) -> str:
     """Replace stored bars (klines, derived 5m bars): SQLite's INSERT OR REPLACE."""
     sets = ", ".join(f"{c} = excluded.{c}" for c in _BAR_COLS.split(", ")[2:])
-    return (f"INSERT INTO {table} (sym_id, {_BAR_COLS}) SELECT %s, {_BAR_COLS} "
-            f"FROM _qd_stage_bars WHERE tf_s = %s ORDER BY open_time_ms "
-            f"ON CONFLICT (sym_id, tf_s, open_time_ms) DO UPDATE SET {sets}")
+    return (
+        f"INSERT INTO {table} (sym_id, {_BAR_COLS}) SELECT %s, {_BAR_COLS} "
+        f"FROM _qd_stage_bars WHERE tf_s = %s ORDER BY open_time_ms "
+        f"ON CONFLICT (sym_id, tf_s, open_time_ms) DO UPDATE SET {sets}"
+    )
 
 
 _MERGE_SQL = {tf: _merge_sql(_bars_table(tf)) for tf in (1, 60)}
@@ -146,8 +159,13 @@ _STAGING_DDL = (
 # ----------------------------------------------------------------------------- binary COPY
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = b"\xff\xff"
-_PG_BINARY = {"i2": (">i2", 2), "i4": (">i4", 4), "i8": (">i8", 8), "f8": (">f8", 8),
-              "bool": ("u1", 1)}
+_PG_BINARY = {
+    "i2": (">i2", 2),
+    "i4": (">i4", 4),
+    "i8": (">i8", 8),
+    "f8": (">f8", 8),
+    "bool": ("u1", 1),
+}
 
 
 def _copy_buffer(columns: Sequence[tuple[np.ndarray, str]]) -> bytes:
@@ -170,10 +188,23 @@ def _copy_buffer(columns: Sequence[tuple[np.ndarray, str]]) -> bytes:
 
 def _bar_columns(tf_s: int, p: PartialBars, src: int = 0) -> list[tuple[np.ndarray, str]]:
     n = len(p.open_time_ms)
-    return [(np.full(n, tf_s), "i4"), (p.open_time_ms, "i8"), (p.open, "f8"), (p.high, "f8"),
-            (p.low, "f8"), (p.close, "f8"), (p.volume, "f8"), (p.quote_volume, "f8"),
-            (p.trades, "i8"), (p.buy_volume, "f8"), (p.first_ts_ms, "i8"), (p.first_id, "i8"),
-            (p.last_ts_ms, "i8"), (p.last_id, "i8"), (np.full(n, src), "i2")]
+    return [
+        (np.full(n, tf_s), "i4"),
+        (p.open_time_ms, "i8"),
+        (p.open, "f8"),
+        (p.high, "f8"),
+        (p.low, "f8"),
+        (p.close, "f8"),
+        (p.volume, "f8"),
+        (p.quote_volume, "f8"),
+        (p.trades, "i8"),
+        (p.buy_volume, "f8"),
+        (p.first_ts_ms, "i8"),
+        (p.first_id, "i8"),
+        (p.last_ts_ms, "i8"),
+        (p.last_id, "i8"),
+        (np.full(n, src), "i2"),
+    ]
 
 
 # ----------------------------------------------------------------------------- errors
@@ -214,8 +245,10 @@ def _describe(where: str, exc: BaseException, conn: psycopg.Connection | None) -
     if _is_connection_error(exc, conn):
         return ConnectionLostError(f"{where}: connection to the database lost or refused ({msg})")
     if isinstance(exc, psycopg.errors.DiskFull):
-        return StorageError(f"{where}: the database server's disk is full; the last batch was "
-                            "rolled back, everything committed before it is intact")
+        return StorageError(
+            f"{where}: the database server's disk is full; the last batch was "
+            "rolled back, everything committed before it is intact"
+        )
     if isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure):
         return _Conflict(f"{where}: concurrent writers collided ({msg}); rolled back")
     if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
@@ -234,8 +267,12 @@ def _translated(where: str, conn: psycopg.Connection | None = None) -> Iterator[
 
 def _connect(url: str, where: str, connect_timeout_s: float, app: str) -> psycopg.Connection:
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(connect_timeout_s)),
-                               application_name=app)
+        return psycopg.connect(
+            url,
+            autocommit=True,
+            connect_timeout=max(1, int(connect_timeout_s)),
+            application_name=app,
+        )
     except psycopg.OperationalError as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
         if "authentication" in msg or "does not exist" in msg or "role" in msg:
@@ -254,9 +291,14 @@ def _meta(conn: psycopg.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT key, value FROM qd_meta").fetchall())
 
 
-def _check_schema(conn: psycopg.Connection, where: str, *, migrate: bool,
-                  timescale: bool | None = None,
-                  keep_ms: tuple[int | None, int | None] = (None, None)) -> bool:
+def _check_schema(
+    conn: psycopg.Connection,
+    where: str,
+    *,
+    migrate: bool,
+    timescale: bool | None = None,
+    keep_ms: tuple[int | None, int | None] = (None, None),
+) -> bool:
     """Recognise our schema, refuse foreign or newer ones, create or migrate (writer only).
 
     Returns whether the schema uses TimescaleDB hypertables. Concurrent writers starting at
@@ -268,8 +310,10 @@ def _check_schema(conn: psycopg.Connection, where: str, *, migrate: bool,
         if _regclass(conn, "qd_meta"):
             meta = _meta(conn)
             if meta.get("application") != APPLICATION:
-                raise StorageError(f"{where} has a table qd_meta of another application; "
-                                   "refusing to touch it — use another database or schema")
+                raise StorageError(
+                    f"{where} has a table qd_meta of another application; "
+                    "refusing to touch it — use another database or schema"
+                )
             version = int(meta.get("schema_version", "0"))
         else:
             foreign = [t for t in _TABLES_OURS if _regclass(conn, t)]
@@ -277,20 +321,27 @@ def _check_schema(conn: psycopg.Connection, where: str, *, migrate: bool,
                 raise StorageError(
                     f"{where} already has tables {', '.join(foreign)} that are not ours; "
                     "refusing to touch them — use another database, or a schema of its own "
-                    "(?options=-csearch_path%3Dqd)")
+                    "(?options=-csearch_path%3Dqd)"
+                )
             if not migrate:
-                raise StorageError(f"no data in {where} yet: start a feed or a collector, "
-                                   "import a file or `python -m storage copy` first")
+                raise StorageError(
+                    f"no data in {where} yet: start a feed or a collector, "
+                    "import a file or `python -m storage copy` first"
+                )
             version, meta = 0, {}
         if version > SCHEMA_VERSION:
-            raise StorageError(f"{where} has schema version {version}, newer than this "
-                               f"program's {SCHEMA_VERSION}; upgrade the program")
+            raise StorageError(
+                f"{where} has schema version {version}, newer than this "
+                f"program's {SCHEMA_VERSION}; upgrade the program"
+            )
         if version == SCHEMA_VERSION:
             return meta.get("timescale") == "1"
         if not migrate:
-            raise StorageError(f"{where} has schema version {version}; open it once with a "
-                               "writer (a feed, the collector or `python -m storage info`) to "
-                               "migrate it")
+            raise StorageError(
+                f"{where} has schema version {version}; open it once with a "
+                "writer (a feed, the collector or `python -m storage info`) to "
+                "migrate it"
+            )
         use_ts = meta.get("timescale") == "1"
         if version == 0:
             use_ts = _enable_timescale(conn) if timescale is not False else False
@@ -300,20 +351,30 @@ def _check_schema(conn: psycopg.Connection, where: str, *, migrate: bool,
         if version == 0 and use_ts:
             for statement in timescale_steps(*keep_ms):
                 conn.execute(statement)
-        for key, value in (("application", APPLICATION), ("schema_version", str(SCHEMA_VERSION)),
-                           ("timescale", "1" if use_ts else "0")):
-            conn.execute("INSERT INTO qd_meta (key, value) VALUES (%s, %s) ON CONFLICT (key) "
-                         "DO UPDATE SET value = excluded.value", (key, value))
+        for key, value in (
+            ("application", APPLICATION),
+            ("schema_version", str(SCHEMA_VERSION)),
+            ("timescale", "1" if use_ts else "0"),
+        ):
+            conn.execute(
+                "INSERT INTO qd_meta (key, value) VALUES (%s, %s) ON CONFLICT (key) "
+                "DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
         if version == 0 and use_ts:
-            conn.execute("INSERT INTO qd_meta (key, value) VALUES ('retention_ms', %s)",
-                         (json.dumps(list(keep_ms)),))
+            conn.execute(
+                "INSERT INTO qd_meta (key, value) VALUES ('retention_ms', %s)",
+                (json.dumps(list(keep_ms)),),
+            )
         return use_ts
 
 
 def timescale_available(conn: psycopg.Connection) -> bool:
     """Whether the server offers the TimescaleDB extension (installed or installable)."""
-    return conn.execute(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone() is not None
+    return (
+        conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+        is not None
+    )
 
 
 def _enable_timescale(conn: psycopg.Connection) -> bool:
@@ -324,8 +385,10 @@ def _enable_timescale(conn: psycopg.Connection) -> bool:
         with conn.transaction():  # a savepoint: a failure leaves the outer transaction usable
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     except psycopg.Error as exc:
-        log.warning("TimescaleDB is available but cannot be created (%s); using plain tables",
-                    str(exc).strip().splitlines()[0])
+        log.warning(
+            "TimescaleDB is available but cannot be created (%s); using plain tables",
+            str(exc).strip().splitlines()[0],
+        )
         return False
     return True
 
@@ -348,19 +411,29 @@ class Writer:
         is created there (``prune`` updates them); unused on plain PostgreSQL.
     """
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 10.0,
-                 timescale: bool | None = None, ticks_keep_s: float | None = 48 * 3600.0,
-                 bars_1s_keep_s: float | None = 7 * 86400.0, busy_timeout_s: float | None = None):
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout_s: float = 10.0,
+        timescale: bool | None = None,
+        ticks_keep_s: float | None = 48 * 3600.0,
+        bars_1s_keep_s: float | None = 7 * 86400.0,
+        busy_timeout_s: float | None = None,
+    ):
         del busy_timeout_s  # SQLite's option; accepted so callers can pass either backend's
         self.url = url
         self.path = redact_url(url)  # what messages name, like the SQLite writer's path
         self._connect_timeout_s = connect_timeout_s
         self._conn = self._open_connection()
         try:
-            keep = (None if ticks_keep_s is None else int(ticks_keep_s * 1000),
-                    None if bars_1s_keep_s is None else int(bars_1s_keep_s * 1000))
-            self.timescale = _check_schema(self._conn, self.path, migrate=True,
-                                           timescale=timescale, keep_ms=keep)
+            keep = (
+                None if ticks_keep_s is None else int(ticks_keep_s * 1000),
+                None if bars_1s_keep_s is None else int(bars_1s_keep_s * 1000),
+            )
+            self.timescale = _check_schema(
+                self._conn, self.path, migrate=True, timescale=timescale, keep_ms=keep
+            )
         except BaseException:
             self._conn.close()
             raise
@@ -495,16 +568,19 @@ class Writer:
     def _sym_id(self, conn: psycopg.Connection, symbol: str, kind: str) -> int:
         cached = self._sym_cache.get(symbol)
         if cached is None:
-            row = conn.execute("SELECT sym_id, id_kind FROM symbols WHERE symbol = %s",
-                               (symbol,)).fetchone()
+            row = conn.execute(
+                "SELECT sym_id, id_kind FROM symbols WHERE symbol = %s", (symbol,)
+            ).fetchone()
             if row is None:
                 row = conn.execute(
                     "INSERT INTO symbols (symbol, id_kind) VALUES (%s, %s) "
                     "ON CONFLICT (symbol) DO NOTHING RETURNING sym_id, id_kind",
-                    (symbol, kind)).fetchone()
+                    (symbol, kind),
+                ).fetchone()
             if row is None:  # another writer created it since our SELECT
-                row = conn.execute("SELECT sym_id, id_kind FROM symbols WHERE symbol = %s",
-                                   (symbol,)).fetchone()
+                row = conn.execute(
+                    "SELECT sym_id, id_kind FROM symbols WHERE symbol = %s", (symbol,)
+                ).fetchone()
             cached = (int(row[0]), str(row[1]))
             self._sym_cache[symbol] = cached
         sym_id, stored_kind = cached
@@ -526,7 +602,8 @@ class Writer:
         return conn.execute(
             "SELECT EXISTS (SELECT 1 FROM ticks WHERE sym_id = %(s)s) "
             "OR EXISTS (SELECT 1 FROM bars WHERE sym_id = %(s)s AND src = 0) "
-            "OR EXISTS (SELECT 1 FROM bars_1s WHERE sym_id = %(s)s)", {"s": sym_id}
+            "OR EXISTS (SELECT 1 FROM bars_1s WHERE sym_id = %(s)s)",
+            {"s": sym_id},
         ).fetchone()[0]
 
     def _sym_id_any(self, conn: psycopg.Connection, symbol: str) -> int:
@@ -548,9 +625,12 @@ class Writer:
         """
         if not ticks:
             return 0
-        arrays = [(symbol, kind, *cols)  # sorted: one lock order for every writer
-                  for (symbol, kind), cols in sorted(tick_batches(ticks).items(),
-                                                     key=lambda item: item[0])]
+        arrays = [
+            (symbol, kind, *cols)  # sorted: one lock order for every writer
+            for (symbol, kind), cols in sorted(
+                tick_batches(ticks).items(), key=lambda item: item[0]
+            )
+        ]
         return self._run(lambda conn: sum(self._insert_arrays(conn, *a) for a in arrays))
 
     def write_tick_arrays(
@@ -581,15 +661,20 @@ class Writer:
         self._lock_symbol(conn, sym_id)
         # Ids whose ticks retention deleted are counted in the bars already: skip them.
         for r_lo, r_hi in conn.execute(
-                "SELECT lo_id, hi_id FROM pruned_ranges WHERE sym_id = %s AND hi_id >= %s "
-                "AND lo_id <= %s", (sym_id, int(ids.min()), int(ids.max()))).fetchall():
+            "SELECT lo_id, hi_id FROM pruned_ranges WHERE sym_id = %s AND hi_id >= %s "
+            "AND lo_id <= %s",
+            (sym_id, int(ids.min()), int(ids.max())),
+        ).fetchall():
             keep = ~((ids >= r_lo) & (ids <= r_hi))
             ids, ts, px, qty, bm = ids[keep], ts[keep], px[keep], qty[keep], bm[keep]
         if len(ids) == 0:
             return 0
         self._begin_unit(conn)
-        self._stage(conn, "_qd_stage_ticks", _copy_buffer(
-            [(ids, "i8"), (ts, "i8"), (px, "f8"), (qty, "f8"), (bm, "bool")]))
+        self._stage(
+            conn,
+            "_qd_stage_ticks",
+            _copy_buffer([(ids, "i8"), (ts, "i8"), (px, "f8"), (qty, "f8"), (bm, "bool")]),
+        )
         cur = conn.execute(_INSERT_TICKS_SQL, (sym_id,), binary=True)
         new = np.fromiter((r[0] for r in cur.fetchall()), np.int64)
         if len(new) == 0:
@@ -598,8 +683,13 @@ class Writer:
             keep = np.isin(ids, new)
             ids, ts, px, qty, bm = ids[keep], ts[keep], px[keep], qty[keep], bm[keep]
         partials = {tf_s: aggregate_ticks(ts, ids, px, qty, bm, tf_s * 1000) for tf_s in (1, 60)}
-        self._stage(conn, "_qd_stage_bars", _copy_buffer(
-            _concat_columns(_bar_columns(1, partials[1]), _bar_columns(60, partials[60]))))
+        self._stage(
+            conn,
+            "_qd_stage_bars",
+            _copy_buffer(
+                _concat_columns(_bar_columns(1, partials[1]), _bar_columns(60, partials[60]))
+            ),
+        )
         for tf_s in (1, 60):
             conn.execute(_MERGE_SQL[tf_s], (sym_id, tf_s))
         self._derive_5m(conn, sym_id, int(ts.min()), int(ts.max()))
@@ -613,16 +703,32 @@ class Writer:
             "SELECT open_time_ms, open, high, low, close, volume, quote_volume, trades, "
             "buy_volume, first_ts_ms, first_id, last_ts_ms, last_id, src FROM bars "
             "WHERE sym_id = %s AND tf_s = 60 AND open_time_ms >= %s AND open_time_ms < %s "
-            "ORDER BY open_time_ms", (sym_id, lo, hi), binary=True).fetchall()
+            "ORDER BY open_time_ms",
+            (sym_id, lo, hi),
+            binary=True,
+        ).fetchall()
         if not rows:
             return
         m = merge_bars(np.asarray(rows, dtype=np.float64), 300_000)
         n = len(m[0])
         i8 = [c.astype(np.int64) for c in m]
-        cols = [(np.full(n, 300), "i4"), (i8[0], "i8"), (m[1], "f8"), (m[2], "f8"),
-                (m[3], "f8"), (m[4], "f8"), (m[5], "f8"), (m[6], "f8"), (i8[7], "i8"),
-                (m[8], "f8"), (i8[9], "i8"), (i8[10], "i8"), (i8[11], "i8"), (i8[12], "i8"),
-                (i8[13], "i2")]
+        cols = [
+            (np.full(n, 300), "i4"),
+            (i8[0], "i8"),
+            (m[1], "f8"),
+            (m[2], "f8"),
+            (m[3], "f8"),
+            (m[4], "f8"),
+            (m[5], "f8"),
+            (m[6], "f8"),
+            (i8[7], "i8"),
+            (m[8], "f8"),
+            (i8[9], "i8"),
+            (i8[10], "i8"),
+            (i8[11], "i8"),
+            (i8[12], "i8"),
+            (i8[13], "i2"),
+        ]
         self._stage(conn, "_qd_stage_bars", _copy_buffer(cols))
         conn.execute(_REPLACE_SQL[300], (sym_id, 300))
 
@@ -639,14 +745,27 @@ class Writer:
             return 0
         symbol, rows, ot = checked
         n = len(rows)
-        f = {c: rows[c].astype(float).to_numpy() for c in
-             ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume")}
-        cols = [(np.full(n, 60), "i4"), (ot, "i8"), (f["open"], "f8"), (f["high"], "f8"),
-                (f["low"], "f8"), (f["close"], "f8"), (f["volume"], "f8"),
-                (f["quote_volume"], "f8"), (rows["count"].to_numpy(np.int64), "i8"),
-                (f["taker_buy_volume"], "f8"), (ot, "i8"), (np.full(n, -1), "i8"),
-                (rows["close_time"].to_numpy(np.int64), "i8"), (np.full(n, -1), "i8"),
-                (np.ones(n), "i2")]
+        f = {
+            c: rows[c].astype(float).to_numpy()
+            for c in ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume")
+        }
+        cols = [
+            (np.full(n, 60), "i4"),
+            (ot, "i8"),
+            (f["open"], "f8"),
+            (f["high"], "f8"),
+            (f["low"], "f8"),
+            (f["close"], "f8"),
+            (f["volume"], "f8"),
+            (f["quote_volume"], "f8"),
+            (rows["count"].to_numpy(np.int64), "i8"),
+            (f["taker_buy_volume"], "f8"),
+            (ot, "i8"),
+            (np.full(n, -1), "i8"),
+            (rows["close_time"].to_numpy(np.int64), "i8"),
+            (np.full(n, -1), "i8"),
+            (np.ones(n), "i2"),
+        ]
 
         def work(conn: psycopg.Connection) -> int:
             sym_id = self._sym_id_any(conn, symbol)
@@ -661,15 +780,22 @@ class Writer:
 
     # ----------------------------------------------------------------- gaps
     def last_trade_id(self, symbol: str) -> int | None:
-        row = self._read(lambda conn: conn.execute(
-            "SELECT max(trade_id) FROM ticks WHERE sym_id = "
-            "(SELECT sym_id FROM symbols WHERE symbol = %s)", (symbol.upper(),)).fetchone())
+        row = self._read(
+            lambda conn: conn.execute(
+                "SELECT max(trade_id) FROM ticks WHERE sym_id = "
+                "(SELECT sym_id FROM symbols WHERE symbol = %s)",
+                (symbol.upper(),),
+            ).fetchone()
+        )
         return None if row is None or row[0] is None else int(row[0])
 
     def id_kind(self, symbol: str) -> str | None:
         """The id space a symbol's ticks use (``agg``/``trade``/``synthetic``), None if unknown."""
-        row = self._read(lambda conn: conn.execute(
-            "SELECT id_kind FROM symbols WHERE symbol = %s", (symbol.upper(),)).fetchone())
+        row = self._read(
+            lambda conn: conn.execute(
+                "SELECT id_kind FROM symbols WHERE symbol = %s", (symbol.upper(),)
+            ).fetchone()
+        )
         return None if row is None else str(row[0])
 
     def record_gap(self, gap: Gap) -> int:
@@ -678,24 +804,37 @@ class Writer:
 
         def work(conn: psycopg.Connection) -> int:
             sym_id = self._sym_id_any(conn, gap.symbol.upper())
-            return int(conn.execute(
-                "INSERT INTO gaps (sym_id, first_missing_id, last_missing_id, found_ts_ms, "
-                "status, repaired_count, detail, updated_ts_ms) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
-                "RETURNING gap_id",
-                (sym_id, gap.first_missing_id, gap.last_missing_id, gap.found_ts_ms,
-                 gap.status, gap.repaired_count, gap.detail, now_ms())).fetchone()[0])
+            return int(
+                conn.execute(
+                    "INSERT INTO gaps (sym_id, first_missing_id, last_missing_id, found_ts_ms, "
+                    "status, repaired_count, detail, updated_ts_ms) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s) RETURNING gap_id",
+                    (
+                        sym_id,
+                        gap.first_missing_id,
+                        gap.last_missing_id,
+                        gap.found_ts_ms,
+                        gap.status,
+                        gap.repaired_count,
+                        gap.detail,
+                        now_ms(),
+                    ),
+                ).fetchone()[0]
+            )
 
         return self._run(work)
 
-    def update_gap(self, gap_id: int, *, status: str, repaired_count: int,
-                   detail: str = "") -> None:
+    def update_gap(
+        self, gap_id: int, *, status: str, repaired_count: int, detail: str = ""
+    ) -> None:
         check_gap_status(status)
 
         def work(conn: psycopg.Connection) -> None:
             cur = conn.execute(
                 "UPDATE gaps SET status = %s, repaired_count = %s, detail = %s, "
                 "updated_ts_ms = %s WHERE gap_id = %s",
-                (status, repaired_count, detail, now_ms(), gap_id))
+                (status, repaired_count, detail, now_ms(), gap_id),
+            )
             if cur.rowcount == 0:
                 raise ValueError(f"no gap with id {gap_id}")
 
@@ -706,56 +845,127 @@ class Writer:
 
         The rules of :meth:`storage.sqlite.Writer.open_gaps`.
         """
-        rows = self._read(lambda conn: conn.execute(
-            "SELECT gap_id, first_missing_id, last_missing_id, found_ts_ms, status, "
-            "repaired_count, detail FROM gaps JOIN symbols USING (sym_id) "
-            "WHERE symbol = %s AND status IN ('open', 'failed') "
-            "ORDER BY first_missing_id, gap_id", (symbol.upper(),)).fetchall())
-        return [Gap(symbol.upper(), int(first), int(last), int(found), str(status), int(count),
-                    str(detail), int(gap_id))
-                for gap_id, first, last, found, status, count, detail in rows]
+        rows = self._read(
+            lambda conn: conn.execute(
+                "SELECT gap_id, first_missing_id, last_missing_id, found_ts_ms, status, "
+                "repaired_count, detail FROM gaps JOIN symbols USING (sym_id) "
+                "WHERE symbol = %s AND status IN ('open', 'failed') "
+                "ORDER BY first_missing_id, gap_id",
+                (symbol.upper(),),
+            ).fetchall()
+        )
+        return [
+            Gap(
+                symbol.upper(),
+                int(first),
+                int(last),
+                int(found),
+                str(status),
+                int(count),
+                str(detail),
+                int(gap_id),
+            )
+            for gap_id, first, last, found, status, count, detail in rows
+        ]
 
     # ----------------------------------------------------------------- feed status
     def save_feed_status(self, collector_id: str, symbol: str, status: dict[str, Any]) -> None:
         """Publish one symbol's feed health for readers in any process (and on any machine)."""
-        self._run(lambda conn: conn.execute(
-            "INSERT INTO feed_status (collector_id, symbol, status, updated_ts_ms) "
-            "VALUES (%s,%s,%s,%s) ON CONFLICT (collector_id, symbol) DO UPDATE SET "
-            "status = excluded.status, updated_ts_ms = excluded.updated_ts_ms",
-            (collector_id, symbol.upper(), json.dumps(status, default=str), now_ms())))
+        self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO feed_status (collector_id, symbol, status, updated_ts_ms) "
+                "VALUES (%s,%s,%s,%s) ON CONFLICT (collector_id, symbol) DO UPDATE SET "
+                "status = excluded.status, updated_ts_ms = excluded.updated_ts_ms",
+                (collector_id, symbol.upper(), json.dumps(status, default=str), now_ms()),
+            )
+        )
 
     # ----------------------------------------------------------------- alerts
-    def add_alert_rule(self, *, name: str, x: str, y: str, tf: str, metric: str, op: str,
-                       threshold: float, cooldown_s: float, params: dict | None = None) -> int:
+    def add_alert_rule(
+        self,
+        *,
+        name: str,
+        x: str,
+        y: str,
+        tf: str,
+        metric: str,
+        op: str,
+        threshold: float,
+        cooldown_s: float,
+        params: dict | None = None,
+    ) -> int:
         timeframe_s(tf)
-        return self._run(lambda conn: int(conn.execute(
-            "INSERT INTO alert_rules (name, x, y, tf, metric, op, threshold, cooldown_s, "
-            "enabled, params, created_ts_ms) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,1,%s,%s) "
-            "RETURNING rule_id",
-            (name, x.upper(), y.upper(), tf, metric, op, float(threshold), float(cooldown_s),
-             json.dumps(params or {}), now_ms())).fetchone()[0]))
+        return self._run(
+            lambda conn: int(
+                conn.execute(
+                    "INSERT INTO alert_rules (name, x, y, tf, metric, op, threshold, cooldown_s, "
+                    "enabled, params, created_ts_ms) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,1,%s,%s) "
+                    "RETURNING rule_id",
+                    (
+                        name,
+                        x.upper(),
+                        y.upper(),
+                        tf,
+                        metric,
+                        op,
+                        float(threshold),
+                        float(cooldown_s),
+                        json.dumps(params or {}),
+                        now_ms(),
+                    ),
+                ).fetchone()[0]
+            )
+        )
 
     def set_alert_rule_enabled(self, rule_id: int, enabled: bool) -> None:
-        self._run(lambda conn: conn.execute(
-            "UPDATE alert_rules SET enabled = %s WHERE rule_id = %s", (int(enabled), rule_id)))
+        self._run(
+            lambda conn: conn.execute(
+                "UPDATE alert_rules SET enabled = %s WHERE rule_id = %s", (int(enabled), rule_id)
+            )
+        )
 
     def delete_alert_rule(self, rule_id: int) -> None:
-        self._run(lambda conn: conn.execute(
-            "DELETE FROM alert_rules WHERE rule_id = %s", (rule_id,)))
+        self._run(
+            lambda conn: conn.execute("DELETE FROM alert_rules WHERE rule_id = %s", (rule_id,))
+        )
 
-    def record_alert(self, *, rule_id: int, bar_time_ms: int, value: float, message: str,
-                     fired_ts_ms: int | None = None) -> bool:
+    def record_alert(
+        self,
+        *,
+        rule_id: int,
+        bar_time_ms: int,
+        value: float,
+        message: str,
+        fired_ts_ms: int | None = None,
+    ) -> bool:
         """Store a fired alert; False if this rule already fired for this bar."""
-        return self._run(lambda conn: conn.execute(
-            "INSERT INTO alert_events (rule_id, fired_ts_ms, bar_time_ms, value, message) "
-            "VALUES (%s,%s,%s,%s,%s) ON CONFLICT (rule_id, bar_time_ms) DO NOTHING",
-            (rule_id, fired_ts_ms if fired_ts_ms is not None else now_ms(), bar_time_ms,
-             float(value), message)).rowcount == 1)
+        return self._run(
+            lambda conn: (
+                conn.execute(
+                    "INSERT INTO alert_events (rule_id, fired_ts_ms, bar_time_ms, value, message) "
+                    "VALUES (%s,%s,%s,%s,%s) ON CONFLICT (rule_id, bar_time_ms) DO NOTHING",
+                    (
+                        rule_id,
+                        fired_ts_ms if fired_ts_ms is not None else now_ms(),
+                        bar_time_ms,
+                        float(value),
+                        message,
+                    ),
+                ).rowcount
+                == 1
+            )
+        )
 
     # ----------------------------------------------------------------- retention
-    def prune(self, *, now_ms_: int | None = None, ticks_keep_s: float | None = 48 * 3600,
-              bars_1s_keep_s: float | None = 7 * 86400, chunk_rows: int = 20_000,
-              should_stop: Callable[[], bool] = lambda: False) -> dict[str, int]:
+    def prune(
+        self,
+        *,
+        now_ms_: int | None = None,
+        ticks_keep_s: float | None = 48 * 3600,
+        bars_1s_keep_s: float | None = 7 * 86400,
+        chunk_rows: int = 20_000,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> dict[str, int]:
         """Delete ticks and 1s bars older than their retention, in short transactions.
 
         The contract of :meth:`storage.sqlite.Writer.prune`. With TimescaleDB, whole chunks
@@ -764,33 +974,46 @@ class Writer:
         """
         now = now_ms() if now_ms_ is None else now_ms_
         deleted = {"ticks": 0, "bars_1s": 0}
-        sym_ids = self._read(lambda conn: [
-            r[0] for r in conn.execute("SELECT sym_id FROM symbols ORDER BY 1")])
+        sym_ids = self._read(
+            lambda conn: [r[0] for r in conn.execute("SELECT sym_id FROM symbols ORDER BY 1")]
+        )
         jobs = []
         if ticks_keep_s is not None:
-            jobs.append(("ticks", "ticks", "trade_id", "ts_ms",
-                         now - int(ticks_keep_s * 1000)))
+            jobs.append(("ticks", "ticks", "trade_id", "ts_ms", now - int(ticks_keep_s * 1000)))
         if bars_1s_keep_s is not None:
-            jobs.append(("bars_1s", "bars_1s", "open_time_ms", "open_time_ms",
-                         now - int(bars_1s_keep_s * 1000)))
+            jobs.append(
+                (
+                    "bars_1s",
+                    "bars_1s",
+                    "open_time_ms",
+                    "open_time_ms",
+                    now - int(bars_1s_keep_s * 1000),
+                )
+            )
         if self.timescale:
             self._timescale_retention(ticks_keep_s, bars_1s_keep_s, jobs)
         for key, table, pk, col, cutoff in jobs:
-            sql = (f"DELETE FROM {table} WHERE sym_id = %s AND {pk} IN (SELECT {pk} FROM {table} "
-                   f"WHERE sym_id = %s AND {col} < %s ORDER BY {col} LIMIT %s) "
-                   f"RETURNING {pk}")
+            sql = (
+                f"DELETE FROM {table} WHERE sym_id = %s AND {pk} IN (SELECT {pk} FROM {table} "
+                f"WHERE sym_id = %s AND {col} < %s ORDER BY {col} LIMIT %s) "
+                f"RETURNING {pk}"
+            )
             for sym_id in sym_ids:
                 while not should_stop():
-                    n = self._run(lambda conn, sql=sql, sym_id=sym_id, cutoff=cutoff, key=key:
-                                  self._prune_chunk(conn, sql, key, sym_id, cutoff, chunk_rows))
+                    n = self._run(
+                        lambda conn, sql=sql, sym_id=sym_id, cutoff=cutoff, key=key: (
+                            self._prune_chunk(conn, sql, key, sym_id, cutoff, chunk_rows)
+                        )
+                    )
                     deleted[key] += n
                     if n < chunk_rows:
                         break
         return deleted
 
     @staticmethod
-    def _prune_chunk(conn: psycopg.Connection, sql: str, key: str, sym_id: int, cutoff: int,
-                     chunk_rows: int) -> int:
+    def _prune_chunk(
+        conn: psycopg.Connection, sql: str, key: str, sym_id: int, cutoff: int, chunk_rows: int
+    ) -> int:
         """Delete one chunk; for ticks, remember the deleted id range (merged with neighbours)."""
         ids = [r[0] for r in conn.execute(sql, (sym_id, sym_id, cutoff, chunk_rows)).fetchall()]
         if ids and key == "ticks":
@@ -802,22 +1025,28 @@ class Writer:
 
         Only runs where TimescaleDB is installed; this project's CI has no TimescaleDB.
         """
-        keep = [None if ticks_keep_s is None else int(ticks_keep_s * 1000),
-                None if bars_1s_keep_s is None else int(bars_1s_keep_s * 1000)]
+        keep = [
+            None if ticks_keep_s is None else int(ticks_keep_s * 1000),
+            None if bars_1s_keep_s is None else int(bars_1s_keep_s * 1000),
+        ]
 
         def policies(conn: psycopg.Connection) -> None:
             row = conn.execute("SELECT value FROM qd_meta WHERE key = 'retention_ms'").fetchone()
             if row is None or json.loads(row[0]) != keep:
                 for statement in retention_policy_steps(*keep):
                     conn.execute(statement)
-                conn.execute("INSERT INTO qd_meta (key, value) VALUES ('retention_ms', %s) "
-                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                             (json.dumps(keep),))
+                conn.execute(
+                    "INSERT INTO qd_meta (key, value) VALUES ('retention_ms', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (json.dumps(keep),),
+                )
             for key, table, _, _, cutoff in jobs:
                 if key == "ticks":  # remember what the dropped chunks held (see pruned_ranges)
                     for sym_id, lo, hi in conn.execute(
-                            "SELECT sym_id, min(trade_id), max(trade_id) FROM ticks "
-                            "WHERE ts_ms < %s GROUP BY sym_id", (cutoff,)).fetchall():
+                        "SELECT sym_id, min(trade_id), max(trade_id) FROM ticks "
+                        "WHERE ts_ms < %s GROUP BY sym_id",
+                        (cutoff,),
+                    ).fetchall():
                         _add_pruned_range(conn, sym_id, lo, hi)
                 conn.execute("SELECT drop_chunks(%s, older_than => %s::BIGINT)", (table, cutoff))
 
@@ -827,17 +1056,22 @@ class Writer:
 def _add_pruned_range(conn: psycopg.Connection, sym_id: int, lo: int, hi: int) -> None:
     """Add ``[lo, hi]`` to the symbol's pruned id ranges, merging ranges it touches."""
     for r_lo, r_hi in conn.execute(
-            "SELECT lo_id, hi_id FROM pruned_ranges WHERE sym_id = %s AND hi_id >= %s "
-            "AND lo_id <= %s", (sym_id, lo - 1, hi + 1)).fetchall():
+        "SELECT lo_id, hi_id FROM pruned_ranges WHERE sym_id = %s AND hi_id >= %s AND lo_id <= %s",
+        (sym_id, lo - 1, hi + 1),
+    ).fetchall():
         lo, hi = min(lo, r_lo), max(hi, r_hi)
-    conn.execute("DELETE FROM pruned_ranges WHERE sym_id = %s AND hi_id >= %s AND lo_id <= %s",
-                 (sym_id, lo, hi))
-    conn.execute("INSERT INTO pruned_ranges (sym_id, lo_id, hi_id) VALUES (%s, %s, %s)",
-                 (sym_id, lo, hi))
+    conn.execute(
+        "DELETE FROM pruned_ranges WHERE sym_id = %s AND hi_id >= %s AND lo_id <= %s",
+        (sym_id, lo, hi),
+    )
+    conn.execute(
+        "INSERT INTO pruned_ranges (sym_id, lo_id, hi_id) VALUES (%s, %s, %s)", (sym_id, lo, hi)
+    )
 
 
-def _concat_columns(a: list[tuple[np.ndarray, str]],
-                    b: list[tuple[np.ndarray, str]]) -> list[tuple[np.ndarray, str]]:
+def _concat_columns(
+    a: list[tuple[np.ndarray, str]], b: list[tuple[np.ndarray, str]]
+) -> list[tuple[np.ndarray, str]]:
     return [(np.concatenate([x, y]), kind) for (x, kind), (y, _) in zip(a, b, strict=True)]
 
 
@@ -861,10 +1095,18 @@ def _pool(url: str, max_size: int, timeout_s: float, where: str) -> ConnectionPo
         # no such database) where the pool would retry in the background until its timeout.
         _connect(url, where, timeout_s, "qd-reader").close()
         pool = ConnectionPool(
-            url, min_size=1, max_size=max_size, open=False, timeout=timeout_s,
-            kwargs={"autocommit": True, "application_name": "qd-reader",
-                    "connect_timeout": max(1, int(timeout_s))},
-            configure=_configure_reader, name=f"qd-readers-{len(_POOLS)}",
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=timeout_s,
+            kwargs={
+                "autocommit": True,
+                "application_name": "qd-reader",
+                "connect_timeout": max(1, int(timeout_s)),
+            },
+            configure=_configure_reader,
+            name=f"qd-readers-{len(_POOLS)}",
             reconnect_timeout=timeout_s * 6,
         )
         try:
@@ -904,8 +1146,14 @@ class Reader(ReaderBase):
     connect_timeout_s : how long to wait for the server or a free pooled connection, seconds.
     """
 
-    def __init__(self, url: str, *, pool_max_size: int = 8, connect_timeout_s: float = 10.0,
-                 busy_timeout_s: float | None = None):
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_max_size: int = 8,
+        connect_timeout_s: float = 10.0,
+        busy_timeout_s: float | None = None,
+    ):
         del busy_timeout_s  # SQLite's option
         self.url = url
         self.path = redact_url(url)
@@ -953,18 +1201,30 @@ class Reader(ReaderBase):
 
     def data_version(self) -> int:
         """Changes after every committed write by any writer: a cheap cache key for readers."""
-        return int(self._q("SELECT CASE WHEN is_called THEN last_value ELSE 0 END "
-                           "FROM qd_data_version")[0][0])
+        return int(
+            self._q("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM qd_data_version")[
+                0
+            ][0]
+        )
 
-    def pair_frame(self, x: str, y: str, tf: str, start_ms: int | None = None,
-                   end_ms: int | None = None, limit: int | None = None) -> pd.DataFrame:
+    def pair_frame(
+        self,
+        x: str,
+        y: str,
+        tf: str,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
         """Two legs on one regular grid of ``tf`` bars: :meth:`storage.sqlite.Reader.pair_frame`.
 
         Read in one snapshot, so both legs are of the same moment even while a writer commits.
         """
         sx, sy, tf_s = self._pair_legs(x, y, tf, start_ms, end_ms, limit)
-        return self._call(lambda conn: self._pair_frame(_query_on(conn), sx, sy, tf_s, start_ms,
-                                                        end_ms, limit), snapshot=True)
+        return self._call(
+            lambda conn: self._pair_frame(_query_on(conn), sx, sy, tf_s, start_ms, end_ms, limit),
+            snapshot=True,
+        )
 
     def info(self) -> dict[str, Any]:
         """Everything ``python -m storage info`` prints, as plain data (one snapshot)."""
@@ -972,8 +1232,14 @@ class Reader(ReaderBase):
         def read(conn: psycopg.Connection) -> dict[str, Any]:
             symbols = self._symbol_info(_query_on(conn))
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-            return {"path": self.path, "size_bytes": int(size), "schema_version": SCHEMA_VERSION,
-                    "backend": "postgresql", "timescale": self.timescale, "symbols": symbols}
+            return {
+                "path": self.path,
+                "size_bytes": int(size),
+                "schema_version": SCHEMA_VERSION,
+                "backend": "postgresql",
+                "timescale": self.timescale,
+                "symbols": symbols,
+            }
 
         return self._call(read, snapshot=True)
 

@@ -21,16 +21,56 @@ from storage.errors import UnknownSymbolError
 from storage.records import timeframe_s
 from storage.timefmt import now_ms
 
-BAR_COLUMNS = ["open_time_ms", "open", "high", "low", "close", "volume", "trades", "vwap",
-               "buy_volume"]
-PAIR_COLUMNS = ["open_time_ms", "x", "y", "x_filled", "y_filled", "x_volume", "y_volume",
-                "x_trades", "y_trades"]
+BAR_COLUMNS = [
+    "open_time_ms",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "trades",
+    "vwap",
+    "buy_volume",
+]
+PAIR_COLUMNS = [
+    "open_time_ms",
+    "x",
+    "y",
+    "x_filled",
+    "y_filled",
+    "x_volume",
+    "y_volume",
+    "x_trades",
+    "y_trades",
+]
 TICK_COLUMNS = ["trade_id", "ts_ms", "price", "qty", "is_buyer_maker"]
-GAP_COLUMNS = ["gap_id", "symbol", "first_missing_id", "last_missing_id", "missing",
-               "found_ts_ms", "status", "repaired_count", "detail", "updated_ts_ms"]
+GAP_COLUMNS = [
+    "gap_id",
+    "symbol",
+    "first_missing_id",
+    "last_missing_id",
+    "missing",
+    "found_ts_ms",
+    "status",
+    "repaired_count",
+    "detail",
+    "updated_ts_ms",
+]
 FEED_STATUS_COLUMNS = ["collector_id", "symbol", "status", "updated_ts_ms"]
-ALERT_RULE_COLUMNS = ["rule_id", "name", "x", "y", "tf", "metric", "op", "threshold",
-                      "cooldown_s", "enabled", "params", "created_ts_ms"]
+ALERT_RULE_COLUMNS = [
+    "rule_id",
+    "name",
+    "x",
+    "y",
+    "tf",
+    "metric",
+    "op",
+    "threshold",
+    "cooldown_s",
+    "enabled",
+    "params",
+    "created_ts_ms",
+]
 ALERT_EVENT_COLUMNS = ["event_id", "rule_id", "fired_ts_ms", "bar_time_ms", "value", "message"]
 
 #: Runs one statement written with ``?`` placeholders and returns all its rows.
@@ -55,17 +95,29 @@ def _check_range(start_ms: int | None, end_ms: int | None, limit: int | None) ->
 
 
 def _empty_pair() -> pd.DataFrame:
-    return pd.DataFrame({
-        "open_time_ms": pd.Series([], dtype="int64"), "x": pd.Series([], dtype="float64"),
-        "y": pd.Series([], dtype="float64"), "x_filled": pd.Series([], dtype="bool"),
-        "y_filled": pd.Series([], dtype="bool"), "x_volume": pd.Series([], dtype="float64"),
-        "y_volume": pd.Series([], dtype="float64"), "x_trades": pd.Series([], dtype="int64"),
-        "y_trades": pd.Series([], dtype="int64"),
-    })
+    return pd.DataFrame(
+        {
+            "open_time_ms": pd.Series([], dtype="int64"),
+            "x": pd.Series([], dtype="float64"),
+            "y": pd.Series([], dtype="float64"),
+            "x_filled": pd.Series([], dtype="bool"),
+            "y_filled": pd.Series([], dtype="bool"),
+            "x_volume": pd.Series([], dtype="float64"),
+            "y_volume": pd.Series([], dtype="float64"),
+            "x_trades": pd.Series([], dtype="int64"),
+            "y_trades": pd.Series([], dtype="int64"),
+        }
+    )
 
 
-def pair_span(rx: tuple[int, int], ry: tuple[int, int], tf_ms: int, start_ms: int | None,
-              end_ms: int | None, limit: int | None) -> tuple[int, int] | None:
+def pair_span(
+    rx: tuple[int, int],
+    ry: tuple[int, int],
+    tf_ms: int,
+    start_ms: int | None,
+    end_ms: int | None,
+    limit: int | None,
+) -> tuple[int, int] | None:
     """First and last grid time of a pair frame from the legs' bar ranges; None if empty.
 
     From the first bar where both legs traded (not before ``start_ms``) to the last bar of
@@ -82,8 +134,9 @@ def pair_span(rx: tuple[int, int], ry: tuple[int, int], tf_ms: int, start_ms: in
     return None if last < first else (first, last)
 
 
-def leg_columns(grid: np.ndarray, tf_ms: int, rows: Sequence[tuple],
-                prev_close: Callable[[], float | None]) -> tuple[np.ndarray, ...]:
+def leg_columns(
+    grid: np.ndarray, tf_ms: int, rows: Sequence[tuple], prev_close: Callable[[], float | None]
+) -> tuple[np.ndarray, ...]:
     """One leg on the grid: (close, filled, volume, trades), closes carried forward.
 
     ``rows`` are the leg's ``(open_time_ms, close, volume, trades)`` bars within the grid, in
@@ -139,8 +192,14 @@ class ReaderBase:
         return sid
 
     # ----------------------------------------------------------------- bars
-    def bars(self, symbol: str, tf: str, start_ms: int | None = None, end_ms: int | None = None,
-             limit: int | None = None) -> pd.DataFrame:
+    def bars(
+        self,
+        symbol: str,
+        tf: str,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
         """Bars with at least one trade, oldest first, open time in ``[start_ms, end_ms]``.
 
         With ``limit``, the last ``limit`` such bars of the range.
@@ -150,10 +209,13 @@ class ReaderBase:
         sid = self._sym_id(symbol)
         lo = _LO if start_ms is None else int(start_ms)
         hi = _HI if end_ms is None else int(end_ms)
-        sql = ("SELECT open_time_ms, open, high, low, close, volume, trades, "
-               "quote_volume / NULLIF(volume, 0), buy_volume FROM " + self._bars_table(tf_s) +
-               " WHERE sym_id = ? AND tf_s = ? AND open_time_ms BETWEEN ? AND ? "
-               "ORDER BY open_time_ms")
+        sql = (
+            "SELECT open_time_ms, open, high, low, close, volume, trades, "
+            "quote_volume / NULLIF(volume, 0), buy_volume FROM "
+            + self._bars_table(tf_s)
+            + " WHERE sym_id = ? AND tf_s = ? AND open_time_ms BETWEEN ? AND ? "
+            "ORDER BY open_time_ms"
+        )
         params: list[Any] = [sid, tf_s, lo, hi]
         if limit is not None:
             sql = sql.replace("ORDER BY open_time_ms", "ORDER BY open_time_ms DESC LIMIT ?")
@@ -162,9 +224,19 @@ class ReaderBase:
         if limit is not None:
             rows.reverse()
         df = pd.DataFrame(rows, columns=BAR_COLUMNS)
-        return df.astype({"open_time_ms": "int64", "trades": "int64", "open": "float64",
-                          "high": "float64", "low": "float64", "close": "float64",
-                          "volume": "float64", "vwap": "float64", "buy_volume": "float64"})
+        return df.astype(
+            {
+                "open_time_ms": "int64",
+                "trades": "int64",
+                "open": "float64",
+                "high": "float64",
+                "low": "float64",
+                "close": "float64",
+                "volume": "float64",
+                "vwap": "float64",
+                "buy_volume": "float64",
+            }
+        )
 
     def bar_range(self, symbol: str, tf: str) -> tuple[int, int] | None:
         """(first, last) bar open time of a symbol, or None if it has no bars."""
@@ -174,13 +246,16 @@ class ReaderBase:
         # Two single-aggregate subqueries: SQLite answers each from the index in O(log n);
         # min() and max() in one SELECT would scan every bar of the symbol.
         table = self._bars_table(tf_s)
-        row = q(f"SELECT (SELECT min(open_time_ms) FROM {table} WHERE sym_id = ? AND tf_s = ?),"
-                f" (SELECT max(open_time_ms) FROM {table} WHERE sym_id = ? AND tf_s = ?)",
-                (sid, tf_s, sid, tf_s))[0]
+        row = q(
+            f"SELECT (SELECT min(open_time_ms) FROM {table} WHERE sym_id = ? AND tf_s = ?),"
+            f" (SELECT max(open_time_ms) FROM {table} WHERE sym_id = ? AND tf_s = ?)",
+            (sid, tf_s, sid, tf_s),
+        )[0]
         return None if row[0] is None else (int(row[0]), int(row[1]))
 
-    def _pair_legs(self, x: str, y: str, tf: str, start_ms: int | None, end_ms: int | None,
-                   limit: int | None) -> tuple[int, int, int]:
+    def _pair_legs(
+        self, x: str, y: str, tf: str, start_ms: int | None, end_ms: int | None, limit: int | None
+    ) -> tuple[int, int, int]:
         """Check a pair frame's arguments; the legs' symbol ids and ``tf`` in seconds."""
         tf_s = timeframe_s(tf)
         _check_range(start_ms, end_ms, limit)
@@ -188,8 +263,16 @@ class ReaderBase:
             raise ValueError(f"the two legs must differ (both are {x.upper()})")
         return self._sym_id(x), self._sym_id(y), tf_s
 
-    def _pair_frame(self, q: Query, sx: int, sy: int, tf_s: int, start_ms: int | None,
-                    end_ms: int | None, limit: int | None) -> pd.DataFrame:
+    def _pair_frame(
+        self,
+        q: Query,
+        sx: int,
+        sy: int,
+        tf_s: int,
+        start_ms: int | None,
+        end_ms: int | None,
+        limit: int | None,
+    ) -> pd.DataFrame:
         """The body of ``pair_frame``: every query through ``q`` (the backend's snapshot)."""
         tf_ms = tf_s * 1000
         table = self._bars_table(tf_s)
@@ -203,92 +286,139 @@ class ReaderBase:
         grid = np.arange(first, last + tf_ms, tf_ms, dtype=np.int64)
         out: dict[str, Any] = {"open_time_ms": grid}
         for leg, sid in (("x", sx), ("y", sy)):
-            rows = q(f"SELECT open_time_ms, close, volume, trades FROM {table} WHERE sym_id = ? "
-                     "AND tf_s = ? AND open_time_ms BETWEEN ? AND ? ORDER BY open_time_ms",
-                     (sid, tf_s, first, last))
+            rows = q(
+                f"SELECT open_time_ms, close, volume, trades FROM {table} WHERE sym_id = ? "
+                "AND tf_s = ? AND open_time_ms BETWEEN ? AND ? ORDER BY open_time_ms",
+                (sid, tf_s, first, last),
+            )
 
             def prev_close(sid: int = sid) -> float | None:
-                prev = q(f"SELECT close FROM {table} WHERE sym_id = ? AND tf_s = ? "
-                         "AND open_time_ms < ? ORDER BY open_time_ms DESC LIMIT 1",
-                         (sid, tf_s, first))
+                prev = q(
+                    f"SELECT close FROM {table} WHERE sym_id = ? AND tf_s = ? "
+                    "AND open_time_ms < ? ORDER BY open_time_ms DESC LIMIT 1",
+                    (sid, tf_s, first),
+                )
                 return prev[0][0] if prev else None
 
-            (out[leg], out[f"{leg}_filled"], out[f"{leg}_volume"],
-             out[f"{leg}_trades"]) = leg_columns(grid, tf_ms, rows, prev_close)
+            (out[leg], out[f"{leg}_filled"], out[f"{leg}_volume"], out[f"{leg}_trades"]) = (
+                leg_columns(grid, tf_ms, rows, prev_close)
+            )
         return pd.DataFrame(out, columns=PAIR_COLUMNS)
 
     # ----------------------------------------------------------------- ticks
-    def ticks(self, symbol: str, start_ms: int | None = None,
-              end_ms: int | None = None) -> pd.DataFrame:
+    def ticks(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> pd.DataFrame:
         """Ticks by exchange time in ``[start_ms, end_ms]``, ordered by (ts_ms, trade_id)."""
         _check_range(start_ms, end_ms, None)
         lo = _LO if start_ms is None else int(start_ms)
         hi = _HI if end_ms is None else int(end_ms)
         rows = self._q(
             "SELECT trade_id, ts_ms, price, qty, is_buyer_maker FROM ticks WHERE sym_id = ? "
-            "AND ts_ms BETWEEN ? AND ? ORDER BY ts_ms, trade_id", (self._sym_id(symbol), lo, hi))
+            "AND ts_ms BETWEEN ? AND ? ORDER BY ts_ms, trade_id",
+            (self._sym_id(symbol), lo, hi),
+        )
         df = pd.DataFrame(rows, columns=TICK_COLUMNS)
-        return df.astype({"trade_id": "int64", "ts_ms": "int64", "price": "float64",
-                          "qty": "float64", "is_buyer_maker": "bool"})
+        return df.astype(
+            {
+                "trade_id": "int64",
+                "ts_ms": "int64",
+                "price": "float64",
+                "qty": "float64",
+                "is_buyer_maker": "bool",
+            }
+        )
 
     def last_trade_id(self, symbol: str) -> int | None:
-        row = self._q("SELECT max(trade_id) FROM ticks WHERE sym_id = ?",
-                      (self._sym_id(symbol),))[0]
+        row = self._q("SELECT max(trade_id) FROM ticks WHERE sym_id = ?", (self._sym_id(symbol),))[
+            0
+        ]
         return None if row[0] is None else int(row[0])
 
     def id_kind(self, symbol: str) -> str:
-        return self._q("SELECT id_kind FROM symbols WHERE sym_id = ?",
-                       (self._sym_id(symbol),))[0][0]
+        return self._q("SELECT id_kind FROM symbols WHERE sym_id = ?", (self._sym_id(symbol),))[0][
+            0
+        ]
 
     # ----------------------------------------------------------------- gaps, status, alerts
     def gaps(self, symbol: str | None = None) -> pd.DataFrame:
-        sql = ("SELECT gap_id, symbol, first_missing_id, last_missing_id, "
-               "last_missing_id - first_missing_id + 1, found_ts_ms, status, repaired_count, "
-               "detail, updated_ts_ms FROM gaps JOIN symbols USING (sym_id)")
+        sql = (
+            "SELECT gap_id, symbol, first_missing_id, last_missing_id, "
+            "last_missing_id - first_missing_id + 1, found_ts_ms, status, repaired_count, "
+            "detail, updated_ts_ms FROM gaps JOIN symbols USING (sym_id)"
+        )
         params: tuple = ()
         if symbol is not None:
             sql += " WHERE sym_id = ?"
             params = (self._sym_id(symbol),)
-        return pd.DataFrame(self._q(sql + " ORDER BY found_ts_ms, gap_id", params),
-                            columns=GAP_COLUMNS)
+        return pd.DataFrame(
+            self._q(sql + " ORDER BY found_ts_ms, gap_id", params), columns=GAP_COLUMNS
+        )
 
     def feed_status(self, max_age_s: float | None = None) -> pd.DataFrame:
         """Published feed health: one row per (collector, symbol), newest first."""
         cutoff = _LO if max_age_s is None else now_ms() - int(max_age_s * 1000)
-        rows = self._q("SELECT collector_id, symbol, status, updated_ts_ms FROM feed_status "
-                       "WHERE updated_ts_ms >= ? ORDER BY updated_ts_ms DESC", (cutoff,))
-        return pd.DataFrame([(c, s, json.loads(st), u) for c, s, st, u in rows],
-                            columns=FEED_STATUS_COLUMNS)
+        rows = self._q(
+            "SELECT collector_id, symbol, status, updated_ts_ms FROM feed_status "
+            "WHERE updated_ts_ms >= ? ORDER BY updated_ts_ms DESC",
+            (cutoff,),
+        )
+        return pd.DataFrame(
+            [(c, s, json.loads(st), u) for c, s, st, u in rows], columns=FEED_STATUS_COLUMNS
+        )
 
     def alert_rules(self) -> pd.DataFrame:
         return pd.DataFrame(
             self._q(f"SELECT {', '.join(ALERT_RULE_COLUMNS)} FROM alert_rules ORDER BY rule_id"),
-            columns=ALERT_RULE_COLUMNS)
+            columns=ALERT_RULE_COLUMNS,
+        )
 
     def alert_events(self, since_ms: int | None = None, limit: int = 1000) -> pd.DataFrame:
         rows = self._q(
             f"SELECT {', '.join(ALERT_EVENT_COLUMNS)} FROM alert_events WHERE fired_ts_ms >= ? "
-            "ORDER BY event_id DESC LIMIT ?", (since_ms or 0, limit))
+            "ORDER BY event_id DESC LIMIT ?",
+            (since_ms or 0, limit),
+        )
         return pd.DataFrame(rows, columns=ALERT_EVENT_COLUMNS)
 
     # ----------------------------------------------------------------- info
     def _symbol_info(self, q: Query) -> list[dict[str, Any]]:
         """Per symbol: ticks, bars per timeframe and gaps by status (``info()["symbols"]``)."""
         symbols = []
-        for sym_id, symbol, kind in q("SELECT sym_id, symbol, id_kind FROM symbols "
-                                      "ORDER BY symbol", ()):
+        for sym_id, symbol, kind in q(
+            "SELECT sym_id, symbol, id_kind FROM symbols ORDER BY symbol", ()
+        ):
             n, t0, t1, i0, i1 = q(
                 "SELECT count(*), min(ts_ms), max(ts_ms), min(trade_id), max(trade_id) "
-                "FROM ticks WHERE sym_id = ?", (sym_id,))[0]
+                "FROM ticks WHERE sym_id = ?",
+                (sym_id,),
+            )[0]
             bars = {}
             for tf, tf_s in (("1s", 1), ("1m", 60), ("5m", 300)):
                 bn, b0, b1 = q(
                     "SELECT count(*), min(open_time_ms), max(open_time_ms) FROM "
-                    f"{self._bars_table(tf_s)} WHERE sym_id = ? AND tf_s = ?", (sym_id, tf_s))[0]
+                    f"{self._bars_table(tf_s)} WHERE sym_id = ? AND tf_s = ?",
+                    (sym_id, tf_s),
+                )[0]
                 bars[tf] = {"count": bn, "first_ms": b0, "last_ms": b1}
-            gaps = dict(q("SELECT status, count(*) FROM gaps WHERE sym_id = ? "
-                          "GROUP BY status ORDER BY status", (sym_id,)))
-            symbols.append({"symbol": symbol, "id_kind": kind, "ticks": n, "first_tick_ms": t0,
-                            "last_tick_ms": t1, "first_id": i0, "last_id": i1, "bars": bars,
-                            "gaps": gaps})
+            gaps = dict(
+                q(
+                    "SELECT status, count(*) FROM gaps WHERE sym_id = ? "
+                    "GROUP BY status ORDER BY status",
+                    (sym_id,),
+                )
+            )
+            symbols.append(
+                {
+                    "symbol": symbol,
+                    "id_kind": kind,
+                    "ticks": n,
+                    "first_tick_ms": t0,
+                    "last_tick_ms": t1,
+                    "first_id": i0,
+                    "last_id": i1,
+                    "bars": bars,
+                    "gaps": gaps,
+                }
+            )
         return symbols

@@ -95,20 +95,24 @@ def _insert_rows(conn: sqlite3.Connection, head: str, tail: str, rows: list[tupl
     width = len(rows[0])
     per = _MAX_VARIABLES // width
     for i in range(0, len(rows), per):
-        chunk = rows[i:i + per]
+        chunk = rows[i : i + per]
         group = "(" + ",".join("?" * width) + ")"
-        conn.execute(head + ",".join([group] * len(chunk)) + tail,
-                     [v for r in chunk for v in r])
+        conn.execute(head + ",".join([group] * len(chunk)) + tail, [v for r in chunk for v in r])
 
-_BAR_MERGE_COLUMNS = ("open_time_ms, open, high, low, close, volume, quote_volume, trades, "
-                      "buy_volume, first_ts_ms, first_id, last_ts_ms, last_id, src")
+
+_BAR_MERGE_COLUMNS = (
+    "open_time_ms, open, high, low, close, volume, quote_volume, trades, "
+    "buy_volume, first_ts_ms, first_id, last_ts_ms, last_id, src"
+)
 
 
 def _describe(path: Path, exc: sqlite3.Error) -> str:
     msg = str(exc)
     if "disk is full" in msg or "database or disk is full" in msg:
-        return (f"disk full while writing {path}: the last batch was rolled back; "
-                "everything committed before it is intact")
+        return (
+            f"disk full while writing {path}: the last batch was rolled back; "
+            "everything committed before it is intact"
+        )
     if "not a database" in msg:
         return f"{path} is not a SQLite database (or is encrypted/corrupt)"
     if "malformed" in msg:
@@ -338,10 +342,14 @@ class Writer:
     @staticmethod
     def _has_tick_data(conn: sqlite3.Connection, sym_id: int) -> bool:
         """True once the symbol has ticks or bars built from ticks (even if ticks were pruned)."""
-        return conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM ticks WHERE sym_id = ?1) "
-            "OR EXISTS (SELECT 1 FROM bars WHERE sym_id = ?1 AND src = 0)", (sym_id,)
-        ).fetchone()[0] == 1
+        return (
+            conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM ticks WHERE sym_id = ?1) "
+                "OR EXISTS (SELECT 1 FROM bars WHERE sym_id = ?1 AND src = 0)",
+                (sym_id,),
+            ).fetchone()[0]
+            == 1
+        )
 
     # ----------------------------------------------------------------- ticks
     def write_ticks(self, ticks: Sequence[Tick]) -> int:
@@ -386,19 +394,23 @@ class Writer:
             # Dense ids (a live stream, a dump): one range scan of the batch's span.
             cur = conn.execute(
                 "SELECT trade_id FROM ticks WHERE sym_id = ? AND trade_id BETWEEN ? AND ?",
-                (sym_id, lo, hi))
+                (sym_id, lo, hi),
+            )
         else:
             # Sparse ids (an old backfilled id beside current ones): one lookup per id, so
             # the cost stays that of the batch, not of the history between its ids.
             cur = conn.execute(
                 "SELECT trade_id FROM ticks WHERE sym_id = ? AND trade_id IN "
-                "(SELECT value FROM json_each(?))", (sym_id, json.dumps(ids.tolist())))
+                "(SELECT value FROM json_each(?))",
+                (sym_id, json.dumps(ids.tolist())),
+            )
         stored = np.fromiter((r[0] for r in cur), np.int64)
         if len(stored):
             keep &= ~np.isin(ids, stored)
         for r_lo, r_hi in conn.execute(
-                "SELECT lo_id, hi_id FROM pruned_ranges WHERE sym_id = ? AND hi_id >= ? "
-                "AND lo_id <= ?", (sym_id, lo, hi)):
+            "SELECT lo_id, hi_id FROM pruned_ranges WHERE sym_id = ? AND hi_id >= ? AND lo_id <= ?",
+            (sym_id, lo, hi),
+        ):
             keep &= ~((ids >= r_lo) & (ids <= r_hi))
         if not keep.all():
             ids, ts, px, qty, bm = ids[keep], ts[keep], px[keep], qty[keep], bm[keep]
@@ -409,13 +421,23 @@ class Writer:
             conn,
             "INSERT INTO ticks (sym_id, trade_id, ts_ms, price, qty, is_buyer_maker) VALUES ",
             "",
-            list(zip([sym_id] * n, ids.tolist(), ts.tolist(), px.tolist(), qty.tolist(),
-                     bm.astype(np.int8).tolist(), strict=True)),
+            list(
+                zip(
+                    [sym_id] * n,
+                    ids.tolist(),
+                    ts.tolist(),
+                    px.tolist(),
+                    qty.tolist(),
+                    bm.astype(np.int8).tolist(),
+                    strict=True,
+                )
+            ),
         )
         for tf_s in (1, 60):
             partial = aggregate_ticks(ts, ids, px, qty, bm, tf_s * 1000)
-            _insert_rows(conn, _UPSERT_HEAD, _UPSERT_TAIL,
-                         [(*r, 0) for r in partial.rows(sym_id, tf_s)])
+            _insert_rows(
+                conn, _UPSERT_HEAD, _UPSERT_TAIL, [(*r, 0) for r in partial.rows(sym_id, tf_s)]
+            )
         self._derive_5m(conn, sym_id, int(ts.min()), int(ts.max()))
         return n
 
@@ -433,9 +455,12 @@ class Writer:
         merged = merge_bars(np.asarray(rows, dtype=np.float64), 300_000)
         n = len(merged[0])
         out = zip(
-            [sym_id] * n, [300] * n,
-            *[col.astype(np.int64).tolist() if i in (0, 7, 9, 10, 11, 12, 13) else col.tolist()
-              for i, col in enumerate(merged)],
+            [sym_id] * n,
+            [300] * n,
+            *[
+                col.astype(np.int64).tolist() if i in (0, 7, 9, 10, 11, 12, 13) else col.tolist()
+                for i, col in enumerate(merged)
+            ],
             strict=True,
         )
         _insert_rows(conn, _REPLACE_HEAD, "", list(out))
@@ -456,16 +481,25 @@ class Writer:
             return 0
         symbol, rows, ot = checked
         n = len(rows)
-        out = list(zip(
-            [0] * n, [60] * n, ot.tolist(),
-            *[rows[c].astype(float).tolist() for c in
-              ("open", "high", "low", "close", "volume", "quote_volume")],
-            rows["count"].astype(np.int64).tolist(),
-            rows["taker_buy_volume"].astype(float).tolist(),
-            ot.tolist(), [-1] * n, rows["close_time"].astype(np.int64).tolist(), [-1] * n,
-            [1] * n,
-            strict=True,
-        ))
+        out = list(
+            zip(
+                [0] * n,
+                [60] * n,
+                ot.tolist(),
+                *[
+                    rows[c].astype(float).tolist()
+                    for c in ("open", "high", "low", "close", "volume", "quote_volume")
+                ],
+                rows["count"].astype(np.int64).tolist(),
+                rows["taker_buy_volume"].astype(float).tolist(),
+                ot.tolist(),
+                [-1] * n,
+                rows["close_time"].astype(np.int64).tolist(),
+                [-1] * n,
+                [1] * n,
+                strict=True,
+            )
+        )
         with self._tx() as conn:
             sym_id = self._sym_id_any(conn, symbol)
             _insert_rows(conn, _REPLACE_HEAD, "", [(sym_id, *r[1:]) for r in out])
@@ -491,8 +525,9 @@ class Writer:
     def id_kind(self, symbol: str) -> str | None:
         """The id space a symbol's ticks use (``agg``/``trade``/``synthetic``), None if unknown."""
         with self._lock, _translated(self.path):
-            row = self._conn.execute("SELECT id_kind FROM symbols WHERE symbol = ?",
-                                     (symbol.upper(),)).fetchone()
+            row = self._conn.execute(
+                "SELECT id_kind FROM symbols WHERE symbol = ?", (symbol.upper(),)
+            ).fetchone()
         return None if row is None else str(row[0])
 
     def record_gap(self, gap: Gap) -> int:
@@ -503,18 +538,28 @@ class Writer:
             cur = conn.execute(
                 "INSERT INTO gaps (sym_id, first_missing_id, last_missing_id, found_ts_ms, "
                 "status, repaired_count, detail, updated_ts_ms) VALUES (?,?,?,?,?,?,?,?)",
-                (sym_id, gap.first_missing_id, gap.last_missing_id, gap.found_ts_ms,
-                 gap.status, gap.repaired_count, gap.detail, now_ms()),
+                (
+                    sym_id,
+                    gap.first_missing_id,
+                    gap.last_missing_id,
+                    gap.found_ts_ms,
+                    gap.status,
+                    gap.repaired_count,
+                    gap.detail,
+                    now_ms(),
+                ),
             )
             return int(cur.lastrowid)
 
-    def update_gap(self, gap_id: int, *, status: str, repaired_count: int,
-                   detail: str = "") -> None:
+    def update_gap(
+        self, gap_id: int, *, status: str, repaired_count: int, detail: str = ""
+    ) -> None:
         check_gap_status(status)
         with self._tx() as conn:
             cur = conn.execute(
                 "UPDATE gaps SET status = ?, repaired_count = ?, detail = ?, updated_ts_ms = ? "
-                "WHERE gap_id = ?", (status, repaired_count, detail, now_ms(), gap_id),
+                "WHERE gap_id = ?",
+                (status, repaired_count, detail, now_ms(), gap_id),
             )
             if cur.rowcount == 0:
                 raise ValueError(f"no gap with id {gap_id}")
@@ -530,11 +575,22 @@ class Writer:
                 "SELECT gap_id, first_missing_id, last_missing_id, found_ts_ms, status, "
                 "repaired_count, detail FROM gaps JOIN symbols USING (sym_id) "
                 "WHERE symbol = ? AND status IN ('open', 'failed') "
-                "ORDER BY first_missing_id, gap_id", (symbol.upper(),),
+                "ORDER BY first_missing_id, gap_id",
+                (symbol.upper(),),
             ).fetchall()
-        return [Gap(symbol.upper(), int(first), int(last), int(found), str(status), int(count),
-                    str(detail), int(gap_id))
-                for gap_id, first, last, found, status, count, detail in rows]
+        return [
+            Gap(
+                symbol.upper(),
+                int(first),
+                int(last),
+                int(found),
+                str(status),
+                int(count),
+                str(detail),
+                int(gap_id),
+            )
+            for gap_id, first, last, found, status, count, detail in rows
+        ]
 
     # ----------------------------------------------------------------- feed status
     def save_feed_status(self, collector_id: str, symbol: str, status: dict[str, Any]) -> None:
@@ -547,43 +603,83 @@ class Writer:
             )
 
     # ----------------------------------------------------------------- alerts
-    def add_alert_rule(self, *, name: str, x: str, y: str, tf: str, metric: str, op: str,
-                       threshold: float, cooldown_s: float, params: dict | None = None) -> int:
+    def add_alert_rule(
+        self,
+        *,
+        name: str,
+        x: str,
+        y: str,
+        tf: str,
+        metric: str,
+        op: str,
+        threshold: float,
+        cooldown_s: float,
+        params: dict | None = None,
+    ) -> int:
         timeframe_s(tf)
         with self._tx() as conn:
             cur = conn.execute(
                 "INSERT INTO alert_rules (name, x, y, tf, metric, op, threshold, cooldown_s, "
                 "enabled, params, created_ts_ms) VALUES (?,?,?,?,?,?,?,?,1,?,?)",
-                (name, x.upper(), y.upper(), tf, metric, op, float(threshold), float(cooldown_s),
-                 json.dumps(params or {}), now_ms()),
+                (
+                    name,
+                    x.upper(),
+                    y.upper(),
+                    tf,
+                    metric,
+                    op,
+                    float(threshold),
+                    float(cooldown_s),
+                    json.dumps(params or {}),
+                    now_ms(),
+                ),
             )
             return int(cur.lastrowid)
 
     def set_alert_rule_enabled(self, rule_id: int, enabled: bool) -> None:
         with self._tx() as conn:
-            conn.execute("UPDATE alert_rules SET enabled = ? WHERE rule_id = ?",
-                         (int(enabled), rule_id))
+            conn.execute(
+                "UPDATE alert_rules SET enabled = ? WHERE rule_id = ?", (int(enabled), rule_id)
+            )
 
     def delete_alert_rule(self, rule_id: int) -> None:
         with self._tx() as conn:
             conn.execute("DELETE FROM alert_rules WHERE rule_id = ?", (rule_id,))
 
-    def record_alert(self, *, rule_id: int, bar_time_ms: int, value: float, message: str,
-                     fired_ts_ms: int | None = None) -> bool:
+    def record_alert(
+        self,
+        *,
+        rule_id: int,
+        bar_time_ms: int,
+        value: float,
+        message: str,
+        fired_ts_ms: int | None = None,
+    ) -> bool:
         """Store a fired alert; False if this rule already fired for this bar."""
         with self._tx() as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO alert_events (rule_id, fired_ts_ms, bar_time_ms, value, "
                 "message) VALUES (?,?,?,?,?)",
-                (rule_id, fired_ts_ms if fired_ts_ms is not None else now_ms(), bar_time_ms,
-                 float(value), message),
+                (
+                    rule_id,
+                    fired_ts_ms if fired_ts_ms is not None else now_ms(),
+                    bar_time_ms,
+                    float(value),
+                    message,
+                ),
             )
             return cur.rowcount == 1
 
     # ----------------------------------------------------------------- retention
-    def prune(self, *, now_ms_: int | None = None, ticks_keep_s: float | None = 48 * 3600,
-              bars_1s_keep_s: float | None = 7 * 86400, chunk_rows: int = 20_000,
-              should_stop: Callable[[], bool] = lambda: False) -> dict[str, int]:
+    def prune(
+        self,
+        *,
+        now_ms_: int | None = None,
+        ticks_keep_s: float | None = 48 * 3600,
+        bars_1s_keep_s: float | None = 7 * 86400,
+        chunk_rows: int = 20_000,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> dict[str, int]:
         """Delete ticks and 1s bars older than their retention, in short transactions.
 
         Each chunk of ``chunk_rows`` rows is its own transaction, so the writer is never held
@@ -604,9 +700,11 @@ class Writer:
                         break
         if bars_1s_keep_s is not None:
             cutoff = now - int(bars_1s_keep_s * 1000)
-            sql = ("DELETE FROM bars WHERE sym_id = ? AND tf_s = 1 AND open_time_ms IN "
-                   "(SELECT open_time_ms FROM bars WHERE sym_id = ? AND tf_s = 1 "
-                   "AND open_time_ms < ? LIMIT ?)")
+            sql = (
+                "DELETE FROM bars WHERE sym_id = ? AND tf_s = 1 AND open_time_ms IN "
+                "(SELECT open_time_ms FROM bars WHERE sym_id = ? AND tf_s = 1 "
+                "AND open_time_ms < ? LIMIT ?)"
+            )
             for sym_id in sym_ids:
                 while not should_stop():
                     with self._tx() as conn:
@@ -617,31 +715,42 @@ class Writer:
         return deleted
 
     @staticmethod
-    def _prune_ticks_chunk(conn: sqlite3.Connection, sym_id: int, cutoff: int,
-                           chunk_rows: int) -> int:
+    def _prune_ticks_chunk(
+        conn: sqlite3.Connection, sym_id: int, cutoff: int, chunk_rows: int
+    ) -> int:
         """Delete up to ``chunk_rows`` of the oldest ticks before ``cutoff``; remember their ids.
 
         The id range deleted joins ``pruned_ranges`` (merged with ranges it touches), so a
         later write of one of those ids is recognised as already counted in the bars.
         """
-        ids = [r[0] for r in conn.execute(
-            "SELECT trade_id FROM ticks WHERE sym_id = ? AND ts_ms < ? ORDER BY ts_ms LIMIT ?",
-            (sym_id, cutoff, chunk_rows))]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT trade_id FROM ticks WHERE sym_id = ? AND ts_ms < ? ORDER BY ts_ms LIMIT ?",
+                (sym_id, cutoff, chunk_rows),
+            )
+        ]
         if not ids:
             return 0
         lo, hi = min(ids), max(ids)
         n = conn.execute(
             "DELETE FROM ticks WHERE sym_id = ? AND trade_id IN (SELECT value FROM json_each(?))",
-            (sym_id, json.dumps(ids))).rowcount
+            (sym_id, json.dumps(ids)),
+        ).rowcount
         touching = conn.execute(
             "SELECT lo_id, hi_id FROM pruned_ranges WHERE sym_id = ? AND hi_id >= ? - 1 "
-            "AND lo_id <= ? + 1", (sym_id, lo, hi)).fetchall()
+            "AND lo_id <= ? + 1",
+            (sym_id, lo, hi),
+        ).fetchall()
         for r_lo, r_hi in touching:
             lo, hi = min(lo, r_lo), max(hi, r_hi)
-        conn.execute("DELETE FROM pruned_ranges WHERE sym_id = ? AND hi_id >= ? AND lo_id <= ?",
-                     (sym_id, lo, hi))
-        conn.execute("INSERT INTO pruned_ranges (sym_id, lo_id, hi_id) VALUES (?, ?, ?)",
-                     (sym_id, lo, hi))
+        conn.execute(
+            "DELETE FROM pruned_ranges WHERE sym_id = ? AND hi_id >= ? AND lo_id <= ?",
+            (sym_id, lo, hi),
+        )
+        conn.execute(
+            "INSERT INTO pruned_ranges (sym_id, lo_id, hi_id) VALUES (?, ?, ?)", (sym_id, lo, hi)
+        )
         return n
 
 
@@ -654,9 +763,7 @@ class Reader(ReaderBase):
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 10.0):
         self.path = Path(path)
         if not self.path.exists():
-            raise StorageError(
-                f"no database at {self.path}: start a feed or import a file first"
-            )
+            raise StorageError(f"no database at {self.path}: start a feed or import a file first")
         if self.path.is_dir():
             raise StorageError(f"{self.path} is a directory, not a database file")
         self._conn = _connect(self.path, busy_timeout_s)
@@ -701,8 +808,15 @@ class Reader(ReaderBase):
         return int(self._q("PRAGMA data_version")[0][0])
 
     # ----------------------------------------------------------------- bars
-    def pair_frame(self, x: str, y: str, tf: str, start_ms: int | None = None,
-                   end_ms: int | None = None, limit: int | None = None) -> pd.DataFrame:
+    def pair_frame(
+        self,
+        x: str,
+        y: str,
+        tf: str,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
         """Two legs on one regular grid of ``tf`` bars.
 
         The grid starts at the first bar where both legs have traded (and not before
@@ -724,7 +838,14 @@ class Reader(ReaderBase):
 
     def _info(self) -> dict[str, Any]:
         symbols = self._symbol_info(self._q)
-        size = sum(p.stat().st_size for p in
-                   (self.path, self.path.with_name(self.path.name + "-wal")) if p.exists())
-        return {"path": str(self.path), "size_bytes": size, "schema_version": SCHEMA_VERSION,
-                "symbols": symbols}
+        size = sum(
+            p.stat().st_size
+            for p in (self.path, self.path.with_name(self.path.name + "-wal"))
+            if p.exists()
+        )
+        return {
+            "path": str(self.path),
+            "size_bytes": size,
+            "schema_version": SCHEMA_VERSION,
+            "symbols": symbols,
+        }

@@ -35,8 +35,17 @@ def ms_to_iso(ms: np.ndarray | pd.Series | list[int]) -> pd.Series:
 
 
 #: Columns of a bars export (``python -m storage export`` and the dashboard's CSV).
-BAR_EXPORT_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "trades", "vwap",
-                      "buy_volume"]
+BAR_EXPORT_COLUMNS = [
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "trades",
+    "vwap",
+    "buy_volume",
+]
 
 
 def bars_for_export(bars: pd.DataFrame) -> pd.DataFrame:

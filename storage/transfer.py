@@ -19,10 +19,11 @@ from storage.backend import describe, is_postgres, open_reader, open_writer
 from storage.errors import StorageError
 
 CHUNK_ROWS = 200_000
-_BAR_FIELDS = ("open_time_ms, open, high, low, close, volume, quote_volume, trades, buy_volume, "
-               "first_ts_ms, first_id, last_ts_ms, last_id, src")
-_RULE_FIELDS = ("name, x, y, tf, metric, op, threshold, cooldown_s, enabled, params, "
-                "created_ts_ms")
+_BAR_FIELDS = (
+    "open_time_ms, open, high, low, close, volume, quote_volume, trades, buy_volume, "
+    "first_ts_ms, first_id, last_ts_ms, last_id, src"
+)
+_RULE_FIELDS = "name, x, y, tf, metric, op, threshold, cooldown_s, enabled, params, created_ts_ms"
 
 
 @dataclass
@@ -50,15 +51,19 @@ class _Source:
         return "bars_1s" if self.pg and tf_s == 1 else "bars"
 
     def symbols(self) -> list[tuple[int, str, str]]:
-        return [(int(a), b, c) for a, b, c in
-                self.q("SELECT sym_id, symbol, id_kind FROM symbols ORDER BY symbol")]
+        return [
+            (int(a), b, c)
+            for a, b, c in self.q("SELECT sym_id, symbol, id_kind FROM symbols ORDER BY symbol")
+        ]
 
     def ticks(self, sym_id: int, chunk: int) -> Iterator[list[tuple]]:
         last = -(2**63)
         while True:
-            rows = self.q("SELECT trade_id, ts_ms, price, qty, is_buyer_maker FROM ticks "
-                          "WHERE sym_id = ? AND trade_id > ? ORDER BY trade_id LIMIT ?",
-                          (sym_id, last, chunk))
+            rows = self.q(
+                "SELECT trade_id, ts_ms, price, qty, is_buyer_maker FROM ticks "
+                "WHERE sym_id = ? AND trade_id > ? ORDER BY trade_id LIMIT ?",
+                (sym_id, last, chunk),
+            )
             if not rows:
                 return
             yield rows
@@ -68,9 +73,11 @@ class _Source:
         last = -(2**63)
         table = self.bars_table(tf_s)
         while True:
-            rows = self.q(f"SELECT {_BAR_FIELDS} FROM {table} WHERE sym_id = ? AND tf_s = ? "
-                          "AND open_time_ms > ? ORDER BY open_time_ms LIMIT ?",
-                          (sym_id, tf_s, last, chunk))
+            rows = self.q(
+                f"SELECT {_BAR_FIELDS} FROM {table} WHERE sym_id = ? AND tf_s = ? "
+                "AND open_time_ms > ? ORDER BY open_time_ms LIMIT ?",
+                (sym_id, tf_s, last, chunk),
+            )
             if not rows:
                 return
             yield rows
@@ -105,9 +112,11 @@ class _Sink:
             return False
         sid = row[0][0]
         bars_1s = "bars_1s" if self.pg else "bars"
-        return bool(self.q("SELECT 1 FROM ticks WHERE sym_id = ? LIMIT 1", (sid,))
-                    or self.q("SELECT 1 FROM bars WHERE sym_id = ? LIMIT 1", (sid,))
-                    or self.q(f"SELECT 1 FROM {bars_1s} WHERE sym_id = ? LIMIT 1", (sid,)))
+        return bool(
+            self.q("SELECT 1 FROM ticks WHERE sym_id = ? LIMIT 1", (sid,))
+            or self.q("SELECT 1 FROM bars WHERE sym_id = ? LIMIT 1", (sid,))
+            or self.q(f"SELECT 1 FROM {bars_1s} WHERE sym_id = ? LIMIT 1", (sid,))
+        )
 
     def sym_id(self, symbol: str, kind: str) -> int:
         with self._conn() as conn:
@@ -123,19 +132,31 @@ class _Sink:
                 cur = conn.executemany(
                     "INSERT OR IGNORE INTO ticks (sym_id, trade_id, ts_ms, price, qty, "
                     "is_buyer_maker) VALUES (?,?,?,?,?,?)",
-                    [(sid, *r[:4], int(bool(r[4]))) for r in rows])
+                    [(sid, *r[:4], int(bool(r[4]))) for r in rows],
+                )
                 return cur.rowcount
             from storage.postgres import _copy_buffer
 
             self.writer._begin_unit(conn)
-            self.writer._stage(conn, "_qd_stage_ticks", _copy_buffer([
-                (np.asarray(cols[0], np.int64), "i8"), (np.asarray(cols[1], np.int64), "i8"),
-                (np.asarray(cols[2], np.float64), "f8"), (np.asarray(cols[3], np.float64), "f8"),
-                (np.asarray(cols[4], np.bool_), "bool")]))
+            self.writer._stage(
+                conn,
+                "_qd_stage_ticks",
+                _copy_buffer(
+                    [
+                        (np.asarray(cols[0], np.int64), "i8"),
+                        (np.asarray(cols[1], np.int64), "i8"),
+                        (np.asarray(cols[2], np.float64), "f8"),
+                        (np.asarray(cols[3], np.float64), "f8"),
+                        (np.asarray(cols[4], np.bool_), "bool"),
+                    ]
+                ),
+            )
             return conn.execute(
                 "INSERT INTO ticks (sym_id, trade_id, ts_ms, price, qty, is_buyer_maker) "
                 "SELECT %s, trade_id, ts_ms, price, qty, is_buyer_maker FROM _qd_stage_ticks "
-                "ON CONFLICT DO NOTHING", (sid,)).rowcount
+                "ON CONFLICT DO NOTHING",
+                (sid,),
+            ).rowcount
 
     def put_bars(self, sid: int, tf_s: int, rows: list[tuple]) -> int:
         with self._conn() as conn:
@@ -143,31 +164,54 @@ class _Sink:
                 cur = conn.executemany(
                     f"INSERT OR IGNORE INTO bars (sym_id, tf_s, {_BAR_FIELDS}) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [(sid, tf_s, *r) for r in rows])
+                    [(sid, tf_s, *r) for r in rows],
+                )
                 return cur.rowcount
             from storage.postgres import _copy_buffer
 
             c = list(zip(*rows, strict=True))
-            kinds = ["i8", "f8", "f8", "f8", "f8", "f8", "f8", "i8", "f8", "i8", "i8", "i8",
-                     "i8", "i2"]
+            kinds = [
+                "i8",
+                "f8",
+                "f8",
+                "f8",
+                "f8",
+                "f8",
+                "f8",
+                "i8",
+                "f8",
+                "i8",
+                "i8",
+                "i8",
+                "i8",
+                "i2",
+            ]
             arrays = [(np.full(len(rows), tf_s), "i4")] + [
                 (np.asarray(col, np.int64 if k != "f8" else np.float64), k)
-                for col, k in zip(c, kinds, strict=True)]
+                for col, k in zip(c, kinds, strict=True)
+            ]
             self.writer._begin_unit(conn)
             self.writer._stage(conn, "_qd_stage_bars", _copy_buffer(arrays))
             table = "bars_1s" if tf_s == 1 else "bars"
             return conn.execute(
                 f"INSERT INTO {table} (sym_id, tf_s, {_BAR_FIELDS}) SELECT %s, tf_s, "
-                f"{_BAR_FIELDS} FROM _qd_stage_bars ON CONFLICT DO NOTHING", (sid,)).rowcount
+                f"{_BAR_FIELDS} FROM _qd_stage_bars ON CONFLICT DO NOTHING",
+                (sid,),
+            ).rowcount
 
     def close(self) -> None:
         self.writer.close()
 
 
 # ----------------------------------------------------------------------------- the copy
-def copy_database(src: str, dst: str, *, symbols: list[str] | None = None,
-                  chunk_rows: int = CHUNK_ROWS,
-                  progress: Callable[[str], None] | None = None) -> CopyReport:
+def copy_database(
+    src: str,
+    dst: str,
+    *,
+    symbols: list[str] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    progress: Callable[[str], None] | None = None,
+) -> CopyReport:
     """Copy ``src`` into ``dst`` (paths or URLs; the destination is created if missing)."""
     if describe(src) == describe(dst) or src == dst:
         raise StorageError(f"source and destination are the same database ({describe(src)})")
@@ -218,15 +262,23 @@ def copy_database(src: str, dst: str, *, symbols: list[str] | None = None,
 
 def _copy_gaps(source: _Source, sink: _Sink, src_id: int, dst_id: int) -> int:
     n = 0
-    for row in source.q("SELECT first_missing_id, last_missing_id, found_ts_ms, status, "
-                        "repaired_count, detail, updated_ts_ms FROM gaps WHERE sym_id = ? "
-                        "ORDER BY gap_id", (src_id,)):
-        if sink.q("SELECT 1 FROM gaps WHERE sym_id = ? AND first_missing_id = ? AND "
-                  "last_missing_id = ? AND found_ts_ms = ?", (dst_id, *row[:3])):
+    for row in source.q(
+        "SELECT first_missing_id, last_missing_id, found_ts_ms, status, "
+        "repaired_count, detail, updated_ts_ms FROM gaps WHERE sym_id = ? "
+        "ORDER BY gap_id",
+        (src_id,),
+    ):
+        if sink.q(
+            "SELECT 1 FROM gaps WHERE sym_id = ? AND first_missing_id = ? AND "
+            "last_missing_id = ? AND found_ts_ms = ?",
+            (dst_id, *row[:3]),
+        ):
             continue
-        sink.q("INSERT INTO gaps (sym_id, first_missing_id, last_missing_id, found_ts_ms, "
-               "status, repaired_count, detail, updated_ts_ms) VALUES (?,?,?,?,?,?,?,?)",
-               (dst_id, *row))
+        sink.q(
+            "INSERT INTO gaps (sym_id, first_missing_id, last_missing_id, found_ts_ms, "
+            "status, repaired_count, detail, updated_ts_ms) VALUES (?,?,?,?,?,?,?,?)",
+            (dst_id, *row),
+        )
         n += 1
     return n
 
@@ -235,27 +287,34 @@ def _copy_alerts(source: _Source, sink: _Sink) -> tuple[int, int]:
     """Rules (matched by content, so a second copy adds none) and their events."""
     rule_map: dict[int, int] = {}
     new_rules = 0
-    for rule_id, *rule in source.q(f"SELECT rule_id, {_RULE_FIELDS} FROM alert_rules "
-                                   "ORDER BY rule_id"):
+    for rule_id, *rule in source.q(
+        f"SELECT rule_id, {_RULE_FIELDS} FROM alert_rules ORDER BY rule_id"
+    ):
         where = " AND ".join(f"{c} = ?" for c in _RULE_FIELDS.split(", "))
         found = sink.q(f"SELECT rule_id FROM alert_rules WHERE {where}", tuple(rule))
         if found:
             rule_map[rule_id] = int(found[0][0])
             continue
         values = ", ".join("?" for _ in rule)
-        new_id = sink.q(f"INSERT INTO alert_rules ({_RULE_FIELDS}) VALUES ({values}) "
-                        "RETURNING rule_id", tuple(rule))[0][0]
+        new_id = sink.q(
+            f"INSERT INTO alert_rules ({_RULE_FIELDS}) VALUES ({values}) RETURNING rule_id",
+            tuple(rule),
+        )[0][0]
         rule_map[rule_id] = int(new_id)
         new_rules += 1
     new_events = 0
     for rule_id, fired, bar_time, value, message in source.q(
-            "SELECT rule_id, fired_ts_ms, bar_time_ms, value, message FROM alert_events "
-            "ORDER BY event_id"):
+        "SELECT rule_id, fired_ts_ms, bar_time_ms, value, message FROM alert_events "
+        "ORDER BY event_id"
+    ):
         if rule_id not in rule_map:  # the event of a deleted rule
             continue
-        new_events += len(sink.q(
-            "INSERT INTO alert_events (rule_id, fired_ts_ms, bar_time_ms, value, message) "
-            "VALUES (?,?,?,?,?) ON CONFLICT (rule_id, bar_time_ms) DO NOTHING RETURNING event_id",
-            (rule_map[rule_id], fired, bar_time, value, message)))
+        new_events += len(
+            sink.q(
+                "INSERT INTO alert_events (rule_id, fired_ts_ms, bar_time_ms, value, message) "
+                "VALUES (?,?,?,?,?) ON CONFLICT (rule_id, bar_time_ms) DO NOTHING "
+                "RETURNING event_id",
+                (rule_map[rule_id], fired, bar_time, value, message),
+            )
+        )
     return new_rules, new_events
-

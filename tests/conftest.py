@@ -87,8 +87,10 @@ def pg_server() -> str:
 
     url = os.environ.get("TEST_DATABASE_URL", "")
     if not url:
-        _pg_unavailable("TEST_DATABASE_URL is not set (`bash .ci/postgres` starts a local "
-                        "server and prints one)")
+        _pg_unavailable(
+            "TEST_DATABASE_URL is not set (`bash .ci/postgres` starts a local "
+            "server and prints one)"
+        )
     try:
         psycopg.connect(url, connect_timeout=5).close()
     except psycopg.Error as exc:

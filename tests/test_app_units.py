@@ -268,7 +268,16 @@ def test_exports_have_the_documented_columns(real_db):
     p = PairParams(window=60)
     # The columns the README documents for a bars export.
     assert header(exports.bars_csv(real_db, "BTCUSDT", "1s")) == [
-        "open_time", "open", "high", "low", "close", "volume", "trades", "vwap", "buy_volume"]
+        "open_time",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "trades",
+        "vwap",
+        "buy_volume",
+    ]
     assert header(exports.analytics_csv(real_db, p)) == [*TABLE_COLUMNS, "r2"]
     stats = header(exports.bar_stats_csv(real_db, p))
     assert stats[:8] == TABLE_COLUMNS and "BTCUSDT_volume" in stats

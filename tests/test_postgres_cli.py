@@ -33,11 +33,19 @@ def cli(capsys, *argv) -> tuple[int, str, list[str]]:
 def everything(db) -> dict:
     """All a reader sees, per symbol: id kind, ticks, bars of every timeframe, gaps."""
     with open_reader(db) as r:
-        out = {s: (r.id_kind(s), r.ticks(s), {tf: r.bars(s, tf) for tf in ("1s", "1m", "5m")},
-                   r.gaps(s).drop(columns=["gap_id"]))
-               for s in r.symbols()}
-        out["_alerts"] = (r.alert_rules().drop(columns=["rule_id"]),
-                          r.alert_events()[["fired_ts_ms", "bar_time_ms", "value", "message"]])
+        out = {
+            s: (
+                r.id_kind(s),
+                r.ticks(s),
+                {tf: r.bars(s, tf) for tf in ("1s", "1m", "5m")},
+                r.gaps(s).drop(columns=["gap_id"]),
+            )
+            for s in r.symbols()
+        }
+        out["_alerts"] = (
+            r.alert_rules().drop(columns=["rule_id"]),
+            r.alert_events()[["fired_ts_ms", "bar_time_ms", "value", "message"]],
+        )
     return out
 
 
@@ -57,13 +65,16 @@ def assert_same(a: dict, b: dict) -> None:
 
 @pytest.fixture
 def real_files(storage_real_dir: Path) -> list[Path]:
-    return [storage_real_dir / HFT / "btcusdt_20240808.gz",
-            storage_real_dir / HFT / "ethusdt_20240808.gz",
-            storage_real_dir / KLINES / "ALGOUSDT-1m-2024-02.csv"]
+    return [
+        storage_real_dir / HFT / "btcusdt_20240808.gz",
+        storage_real_dir / HFT / "ethusdt_20240808.gz",
+        storage_real_dir / KLINES / "ALGOUSDT-1m-2024-02.csv",
+    ]
 
 
-def test_import_export_info_prune_match_sqlite(pg_url: str, tmp_path: Path, real_files,
-                                               capsys, monkeypatch) -> None:
+def test_import_export_info_prune_match_sqlite(
+    pg_url: str, tmp_path: Path, real_files, capsys, monkeypatch
+) -> None:
     lite = tmp_path / "ref.db"
     for db in (lite, pg_url):
         status, out, err = cli(capsys, "import", *real_files, "--db", db)
@@ -74,10 +85,13 @@ def test_import_export_info_prune_match_sqlite(pg_url: str, tmp_path: Path, real
     assert status == 0 and "0 new ticks" in out  # idempotent
     for symbol, tf in (("BTCUSDT", "1s"), ("ETHUSDT", "5m"), ("ALGOUSDT", "1m")):
         a, b = tmp_path / f"a-{tf}.csv", tmp_path / f"b-{tf}.csv"
-        assert cli(capsys, "export", "--db", lite, "--symbol", symbol, "--tf", tf,
-                   "--out", a)[0] == 0
-        assert cli(capsys, "export", "--db", pg_url, "--symbol", symbol, "--tf", tf,
-                   "--out", b)[0] == 0
+        assert (
+            cli(capsys, "export", "--db", lite, "--symbol", symbol, "--tf", tf, "--out", a)[0] == 0
+        )
+        assert (
+            cli(capsys, "export", "--db", pg_url, "--symbol", symbol, "--tf", tf, "--out", b)[0]
+            == 0
+        )
         assert a.read_bytes() == b.read_bytes(), (symbol, tf)
     status, out, _ = cli(capsys, "info", "--db", lite, "--json")
     ref = json.loads(out)
@@ -98,15 +112,28 @@ def test_import_export_info_prune_match_sqlite(pg_url: str, tmp_path: Path, real
     assert "deleted" in lite_pruned
 
 
-def test_copy_sqlite_to_postgres_and_back_keeps_everything(pg_url: str, tmp_path: Path,
-                                                           real_files, capsys) -> None:
+def test_copy_sqlite_to_postgres_and_back_keeps_everything(
+    pg_url: str, tmp_path: Path, real_files, capsys
+) -> None:
     src = tmp_path / "src.db"
     assert cli(capsys, "import", *real_files, "--db", src)[0] == 0
     with open_writer(src) as w:
-        w.record_gap(Gap("BTCUSDT", 10, 19, 1_723_161_300_000, status="partial",
-                         repaired_count=3, detail="d"))
-        rid = w.add_alert_rule(name="z", x="BTCUSDT", y="ETHUSDT", tf="1m", metric="zscore",
-                               op=">", threshold=2.0, cooldown_s=60, params={"w": 3})
+        w.record_gap(
+            Gap(
+                "BTCUSDT", 10, 19, 1_723_161_300_000, status="partial", repaired_count=3, detail="d"
+            )
+        )
+        rid = w.add_alert_rule(
+            name="z",
+            x="BTCUSDT",
+            y="ETHUSDT",
+            tf="1m",
+            metric="zscore",
+            op=">",
+            threshold=2.0,
+            cooldown_s=60,
+            params={"w": 3},
+        )
         w.record_alert(rule_id=rid, bar_time_ms=60_000, value=2.5, message="m", fired_ts_ms=7)
         w.save_feed_status("c1", "BTCUSDT", {"state": "live"})
         # Bars that outlived their ticks must move as they are, not be rebuilt from ticks.
@@ -129,12 +156,14 @@ def test_copy_sqlite_to_postgres_and_back_keeps_everything(pg_url: str, tmp_path
 
 
 def test_copy_skips_symbols_the_destination_has_and_takes_only_those_asked(
-        pg_url: str, tmp_path: Path) -> None:
+    pg_url: str, tmp_path: Path
+) -> None:
     src = tmp_path / "s.db"
     with open_writer(src) as w:
         for sym in ("AAAUSDT", "BBBUSDT", "CCCUSDT"):
-            w.write_ticks([Tick(sym, i, i * 1_000, 1.0 + i, 1.0, False, IdKind.AGG)
-                           for i in range(10)])
+            w.write_ticks(
+                [Tick(sym, i, i * 1_000, 1.0 + i, 1.0, False, IdKind.AGG) for i in range(10)]
+            )
     with open_writer(pg_url) as w:
         w.write_ticks([Tick("BBBUSDT", 99, 5, 7.0, 1.0, False, IdKind.AGG)])
     report = copy_database(str(src), pg_url, symbols=["aaausdt", "BBBUSDT"])
@@ -151,13 +180,25 @@ def test_copy_skips_symbols_the_destination_has_and_takes_only_those_asked(
 
 def test_real_command_line_with_a_url(pg_url: str, pg_server: str, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": pg_url}
-    run = subprocess.run([sys.executable, "-m", "storage", "info"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "storage", "info"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2
     assert run.stderr.startswith("error: no data in postgresql://qd:***@")
     assert len(run.stderr.splitlines()) == 1
     bad = "postgresql://qd:secret@127.0.0.1:1/none"
-    run = subprocess.run([sys.executable, "-m", "storage", "info", "--db", bad], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "storage", "info", "--db", bad],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2 and "cannot reach" in run.stderr and "secret" not in run.stderr
     assert len(run.stderr.splitlines()) == 1

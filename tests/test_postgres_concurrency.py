@@ -25,9 +25,12 @@ DEADLINE_S = 60.0
 def _real(storage_hft_trades) -> list[Tick]:
     out = []
     for symbol, df in storage_hft_trades.items():
-        out += [Tick(symbol, int(t), int(ts), float(p), float(q), bool(m), IdKind.TRADE)
-                for t, ts, p, q, m in df[["trade_id", "ts_ms", "price", "qty",
-                                          "is_buyer_maker"]].itertuples(index=False)]
+        out += [
+            Tick(symbol, int(t), int(ts), float(p), float(q), bool(m), IdKind.TRADE)
+            for t, ts, p, q, m in df[
+                ["trade_id", "ts_ms", "price", "qty", "is_buyer_maker"]
+            ].itertuples(index=False)
+        ]
     out.sort(key=lambda t: t.ts_ms)
     return out
 
@@ -42,7 +45,8 @@ def _terminate(admin_url: str, pid: int) -> None:
 
 
 def test_two_writers_of_the_same_trades_store_and_count_each_once(
-        pg_url: str, tmp_path: Path, storage_hft_trades) -> None:
+    pg_url: str, tmp_path: Path, storage_hft_trades
+) -> None:
     """Two collectors receive the same trades in different batches at the same time."""
     ticks = _real(storage_hft_trades)
     rng = np.random.default_rng(3)
@@ -50,7 +54,7 @@ def test_two_writers_of_the_same_trades_store_and_count_each_once(
     for size in (97, 250):  # different batch edges, so partial bars of one bar interleave
         order = np.arange(len(ticks))
         order[: len(order) // 2] = rng.permutation(order[: len(order) // 2])  # some disorder
-        plans.append([[ticks[i] for i in order[k:k + size]] for k in range(0, len(order), size)])
+        plans.append([[ticks[i] for i in order[k : k + size]] for k in range(0, len(order), size)])
     open_writer(pg_url).close()  # schema first, so both threads start writing at once
     inserted = [0, 0]
     errors: list[BaseException] = []
@@ -94,8 +98,9 @@ def test_writers_of_two_symbols_in_opposite_orders_do_not_deadlock(pg_url: str) 
         try:
             with open_writer(pg_url) as w:
                 for i in range(60):
-                    w.write_ticks([Tick(s, i * 10 + k, 1_000 * i, 1.0, 1.0, False, IdKind.AGG)
-                                   for s in syms])
+                    w.write_ticks(
+                        [Tick(s, i * 10 + k, 1_000 * i, 1.0, 1.0, False, IdKind.AGG) for s in syms]
+                    )
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -112,7 +117,7 @@ def test_writers_of_two_symbols_in_opposite_orders_do_not_deadlock(pg_url: str) 
 
 def test_many_readers_while_the_writer_writes(pg_url: str, storage_hft_trades) -> None:
     ticks = _real(storage_hft_trades)
-    batches = [ticks[i:i + 500] for i in range(0, len(ticks), 500)]
+    batches = [ticks[i : i + 500] for i in range(0, len(ticks), 500)]
     total = len(storage_hft_trades["BTCUSDT"])
     writer = open_writer(pg_url)
     writer.write_ticks([next(t for t in ticks if t.symbol == s) for s in storage_hft_trades])
@@ -157,21 +162,29 @@ def test_many_readers_while_the_writer_writes(pg_url: str, storage_hft_trades) -
 
 
 def test_a_dropped_writer_connection_is_retried_and_nothing_is_lost(
-        pg_url: str, pg_database: str) -> None:
+    pg_url: str, pg_database: str
+) -> None:
     w = open_writer(pg_url)
     try:
         w.write_ticks([Tick("BTCUSDT", 1, 1_000, 10.0, 1.0, False, IdKind.AGG)])
         _terminate(pg_database, w._conn.info.backend_pid)
-        batch = [Tick("BTCUSDT", i, 1_000 + i, 10.0 + i, 1.0, False, IdKind.AGG)
-                 for i in range(2, 50)]
+        batch = [
+            Tick("BTCUSDT", i, 1_000 + i, 10.0 + i, 1.0, False, IdKind.AGG) for i in range(2, 50)
+        ]
         with pytest.raises(ConnectionLostError, match="connection to the database lost"):
             w.write_ticks(batch)
         # The next call reconnects by itself; writing the same batch again is harmless.
         assert w.write_ticks(batch[:1]) == 1
         retries: list[float] = []
         _terminate(pg_database, w._conn.info.backend_pid)
-        assert write_with_retry(lambda: w.write_ticks(batch), itertools.repeat(0.0),
-                                on_retry=lambda exc, d: retries.append(d)) == 47
+        assert (
+            write_with_retry(
+                lambda: w.write_ticks(batch),
+                itertools.repeat(0.0),
+                on_retry=lambda exc, d: retries.append(d),
+            )
+            == 47
+        )
         assert retries == [0.0]
         assert w.write_ticks(batch) == 0
         # A drop inside a grouped transaction rolls back the whole group.
@@ -181,8 +194,14 @@ def test_a_dropped_writer_connection_is_retried_and_nothing_is_lost(
             w.write_ticks([Tick("BTCUSDT", 101, 5_001, 1.0, 1.0, False, IdKind.AGG)])
         stop = threading.Event()
         stop.set()
-        assert write_with_retry(lambda: (_ for _ in ()).throw(ConnectionLostError("down")),
-                                iter([5.0]), should_stop=stop.is_set) is None
+        assert (
+            write_with_retry(
+                lambda: (_ for _ in ()).throw(ConnectionLostError("down")),
+                iter([5.0]),
+                should_stop=stop.is_set,
+            )
+            is None
+        )
     finally:
         w.close()
     with open_reader(pg_url) as r:
@@ -191,7 +210,8 @@ def test_a_dropped_writer_connection_is_retried_and_nothing_is_lost(
 
 
 def test_a_dropped_reader_connection_is_replaced_transparently(
-        pg_url: str, pg_database: str) -> None:
+    pg_url: str, pg_database: str
+) -> None:
     with open_writer(pg_url) as w:
         w.write_ticks([Tick("BTCUSDT", 1, 1_000, 10.0, 1.0, False, IdKind.AGG)])
     r = PgReader(pg_url, pool_max_size=1)
@@ -200,5 +220,8 @@ def test_a_dropped_reader_connection_is_replaced_transparently(
         pid = conn.info.backend_pid
     _terminate(pg_database, pid)
     assert len(r.bars("BTCUSDT", "1s")) == 1
-    assert len(r.pair_frame("BTCUSDT", "ETHUSDT", "1s")) == 0 if "ETHUSDT" in r.symbols() \
+    assert (
+        len(r.pair_frame("BTCUSDT", "ETHUSDT", "1s")) == 0
+        if "ETHUSDT" in r.symbols()
         else r.symbols() == ["BTCUSDT"]
+    )

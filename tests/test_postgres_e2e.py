@@ -30,19 +30,56 @@ def _env() -> dict[str, str]:
 
 def _analytics(pg_url: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "analytics", "--db", pg_url, "--x", "BTCUSDT", "--y", "ETHUSDT",
-         "--tf", "1s", "--window", "30"],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "analytics",
+            "--db",
+            pg_url,
+            "--x",
+            "BTCUSDT",
+            "--y",
+            "ETHUSDT",
+            "--tf",
+            "1s",
+            "--window",
+            "30",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
 def test_collector_writes_postgres_while_another_process_reads(pg_url: str) -> None:
     server = start_replay_server(None, speed=4.0, loop=False, preroll_s=30)
     collector = subprocess.Popen(
-        [sys.executable, "-m", "ingestion", "--symbols", "btcusdt,ethusdt", "--db", pg_url,
-         "--ws-base", server.ws_base, "--rest-base", server.rest_base,
-         "--status-interval", "0.5", "--history-klines", "0", "--duration", "120"],
-        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ingestion",
+            "--symbols",
+            "btcusdt,ethusdt",
+            "--db",
+            pg_url,
+            "--ws-base",
+            server.ws_base,
+            "--rest-base",
+            server.rest_base,
+            "--status-interval",
+            "0.5",
+            "--history-klines",
+            "0",
+            "--duration",
+            "120",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     summaries = []
     try:
@@ -88,10 +125,30 @@ def test_collector_writes_postgres_while_another_process_reads(pg_url: str) -> N
 
 def _collector(pg_url: str, server, symbols: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "ingestion", "--symbols", symbols, "--db", pg_url,
-         "--ws-base", server.ws_base, "--rest-base", server.rest_base,
-         "--status-interval", "0.5", "--history-klines", "0", "--duration", "120"],
-        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ingestion",
+            "--symbols",
+            symbols,
+            "--db",
+            pg_url,
+            "--ws-base",
+            server.ws_base,
+            "--rest-base",
+            server.rest_base,
+            "--status-interval",
+            "0.5",
+            "--history-klines",
+            "0",
+            "--duration",
+            "120",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -111,8 +168,9 @@ def _live_rows(pg_url: str) -> list[tuple[str, str]]:
             status = reader.feed_status(max_age_s=20)
     except StorageError:  # the collector has not created the schema yet
         return []
-    return sorted((r.collector_id, r.symbol) for r in status.itertuples()
-                  if r.status.get("state") == "live")
+    return sorted(
+        (r.collector_id, r.symbol) for r in status.itertuples() if r.status.get("state") == "live"
+    )
 
 
 def test_dashboard_defers_to_live_collectors_and_two_collectors_coexist(pg_url, monkeypatch):
@@ -128,25 +186,42 @@ def test_dashboard_defers_to_live_collectors_and_two_collectors_coexist(pg_url, 
     first = _collector(pg_url, server, "btcusdt")
     second = svc = None
     try:
-        _poll(lambda: any(sym == "BTCUSDT" for _, sym in _live_rows(pg_url)),
-              "the collector's live status")
-        settings = AppSettings(db_path=pg_url, replay_db_path="unused.replay.db",
-                               ws_base=server.ws_base, rest_base=server.rest_base,
-                               autostart=False, probe_timeout_s=2.0)
+        _poll(
+            lambda: any(sym == "BTCUSDT" for _, sym in _live_rows(pg_url)),
+            "the collector's live status",
+        )
+        settings = AppSettings(
+            db_path=pg_url,
+            replay_db_path="unused.replay.db",
+            ws_base=server.ws_base,
+            rest_base=server.rest_base,
+            autostart=False,
+            probe_timeout_s=2.0,
+        )
         svc = DashboardService(settings)
         assert svc.read_only is None  # PostgreSQL takes several writers
         svc.start_feed()
         status = svc.status()
         assert list(status.collected_elsewhere) == ["BTCUSDT"]
-        _poll(lambda: [s.symbol for s in svc.feed_status()] == ["ETHUSDT"]
-              and svc.feed_status()[0].state.value == "live", "the dashboard's own ETHUSDT feed")
+        _poll(
+            lambda: (
+                [s.symbol for s in svc.feed_status()] == ["ETHUSDT"]
+                and svc.feed_status()[0].state.value == "live"
+            ),
+            "the dashboard's own ETHUSDT feed",
+        )
 
         second = _collector(pg_url, server, "btcusdt")
         # Published every few seconds: the dashboard's ETHUSDT and two BTCUSDT collectors.
-        rows = _poll(lambda: (r := _live_rows(pg_url)) and
-                     sum(sym == "BTCUSDT" for _, sym in r) == 2 and
-                     (COLLECTOR_ID, "ETHUSDT") in r and r,
-                     "two BTCUSDT collectors and the dashboard's ETHUSDT feed published")
+        rows = _poll(
+            lambda: (
+                (r := _live_rows(pg_url))
+                and sum(sym == "BTCUSDT" for _, sym in r) == 2
+                and (COLLECTOR_ID, "ETHUSDT") in r
+                and r
+            ),
+            "two BTCUSDT collectors and the dashboard's ETHUSDT feed published",
+        )
         assert len({c for c, sym in rows if sym == "BTCUSDT"}) == 2
     finally:
         if svc is not None:
@@ -167,4 +242,5 @@ def test_dashboard_defers_to_live_collectors_and_two_collectors_coexist(pg_url, 
             ids = ticks["trade_id"].tolist()
             assert ids == sorted(set(ids)), f"{symbol}: a trade stored twice"
             assert int(reader.bars(symbol, "1s")["trades"].sum()) == len(ticks), (
-                f"{symbol}: bars count a trade twice or miss one")
+                f"{symbol}: bars count a trade twice or miss one"
+            )

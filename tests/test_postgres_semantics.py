@@ -43,12 +43,22 @@ def _db_only(fn) -> bool:
 
 #: The SQLite suite's tests that need nothing but a database: found by signature, so tests the
 #: suite gains later run here too.
-BAR_CASES = {name: fn for name, fn in vars(bars_suite).items()
-             if name.startswith("test_") and callable(fn) and _db_only(fn)}
+BAR_CASES = {
+    name: fn
+    for name, fn in vars(bars_suite).items()
+    if name.startswith("test_") and callable(fn) and _db_only(fn)
+}
 
 
-def tick(tid: int, ts_ms: int, price: float, qty: float = 1.0, buyer_maker: bool = False,
-         symbol: str = "BTCUSDT", kind: IdKind = IdKind.TRADE) -> Tick:
+def tick(
+    tid: int,
+    ts_ms: int,
+    price: float,
+    qty: float = 1.0,
+    buyer_maker: bool = False,
+    symbol: str = "BTCUSDT",
+    kind: IdKind = IdKind.TRADE,
+) -> Tick:
     return Tick(symbol, tid, ts_ms, price, qty, buyer_maker, kind)
 
 
@@ -68,8 +78,13 @@ def test_bar_semantics_known_answers(name: str, pg_url: str, on_postgres) -> Non
     BAR_CASES[name](pg_url)
 
 
-@pytest.mark.parametrize("name", ["test_invariants_volume_trades_ohlc_and_5m_merge",
-                                  "test_any_batch_split_and_order_gives_identical_bars"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "test_invariants_volume_trades_ohlc_and_5m_merge",
+        "test_any_batch_split_and_order_gives_identical_bars",
+    ],
+)
 def test_bar_properties(name: str, pg_url: str, monkeypatch) -> None:
     """The suite's hypothesis properties on PostgreSQL; each example starts from empty tables."""
     if not hasattr(bars_suite, name) or not hasattr(bars_suite, "_bars_after_writing"):
@@ -94,14 +109,18 @@ def test_bar_properties(name: str, pg_url: str, monkeypatch) -> None:
 def _real(storage_hft_trades) -> list[Tick]:
     out = []
     for symbol, df in storage_hft_trades.items():
-        out += [Tick(symbol, int(t), int(ts), float(p), float(q), bool(m), IdKind.TRADE)
-                for t, ts, p, q, m in df[["trade_id", "ts_ms", "price", "qty",
-                                          "is_buyer_maker"]].itertuples(index=False)]
+        out += [
+            Tick(symbol, int(t), int(ts), float(p), float(q), bool(m), IdKind.TRADE)
+            for t, ts, p, q, m in df[
+                ["trade_id", "ts_ms", "price", "qty", "is_buyer_maker"]
+            ].itertuples(index=False)
+        ]
     return out
 
 
 def test_real_capture_in_shuffled_batches_gives_bars_identical_to_sqlite(
-        pg_url: str, tmp_path: Path, storage_hft_trades) -> None:
+    pg_url: str, tmp_path: Path, storage_hft_trades
+) -> None:
     rng = np.random.default_rng(8)
     ticks = _real(storage_hft_trades)
     stream = [ticks[i] for i in rng.permutation(len(ticks))]
@@ -116,14 +135,17 @@ def test_real_capture_in_shuffled_batches_gives_bars_identical_to_sqlite(
         for symbol in ("BTCUSDT", "ETHUSDT"):
             for tf in ("1s", "1m", "5m"):
                 # Same numpy aggregation, same merge order: equal to the last bit.
-                pd.testing.assert_frame_equal(pr.bars(symbol, tf), sr.bars(symbol, tf),
-                                              check_exact=True)
+                pd.testing.assert_frame_equal(
+                    pr.bars(symbol, tf), sr.bars(symbol, tf), check_exact=True
+                )
             pd.testing.assert_frame_equal(pr.ticks(symbol), sr.ticks(symbol), check_exact=True)
             assert pr.last_trade_id(symbol) == sr.last_trade_id(symbol)
         for tf in ("1s", "1m"):
-            pd.testing.assert_frame_equal(pr.pair_frame("BTCUSDT", "ETHUSDT", tf, limit=500),
-                                          sr.pair_frame("BTCUSDT", "ETHUSDT", tf, limit=500),
-                                          check_exact=True)
+            pd.testing.assert_frame_equal(
+                pr.pair_frame("BTCUSDT", "ETHUSDT", tf, limit=500),
+                sr.pair_frame("BTCUSDT", "ETHUSDT", tf, limit=500),
+                check_exact=True,
+            )
         a, b = pr.info(), sr.info()
         assert a["symbols"] == b["symbols"]
         assert a["backend"] == "postgresql" and "***" in a["path"]
@@ -143,38 +165,64 @@ def test_gaps_are_recorded_and_updated(pg_url: str) -> None:
             w.record_gap(Gap("BTCUSDT", 2, 9, 5_000, status="weird"))
     with open_reader(pg_url) as r:
         g = r.gaps()
-        assert g[["symbol", "first_missing_id", "last_missing_id", "missing", "status",
-                  "repaired_count", "detail"]].values.tolist() == [
+        assert g[
+            [
+                "symbol",
+                "first_missing_id",
+                "last_missing_id",
+                "missing",
+                "status",
+                "repaired_count",
+                "detail",
+            ]
+        ].values.tolist() == [
             ["BTCUSDT", 2, 9, 8, "partial", 5, "REST had 5"],
-            ["ETHUSDT", 100, 100, 1, "unrepairable", 0, "too old"]]
+            ["ETHUSDT", 100, 100, 1, "unrepairable", 0, "too old"],
+        ]
         assert r.gaps("ethusdt")["gap_id"].tolist() == [g["gap_id"].iloc[1]]
         assert r.info()["symbols"][0]["gaps"] == {"partial": 1}
 
 
 def test_alert_rules_and_a_log_that_fires_once_per_bar(pg_url: str) -> None:
     with open_writer(pg_url) as w:
-        rid = w.add_alert_rule(name="z", x="btcusdt", y="ethusdt", tf="1m", metric="zscore",
-                               op=">", threshold=2.0, cooldown_s=60, params={"window": 120})
-        other = w.add_alert_rule(name="c", x="A", y="B", tf="5m", metric="corr", op="<",
-                                 threshold=0.5, cooldown_s=0)
+        rid = w.add_alert_rule(
+            name="z",
+            x="btcusdt",
+            y="ethusdt",
+            tf="1m",
+            metric="zscore",
+            op=">",
+            threshold=2.0,
+            cooldown_s=60,
+            params={"window": 120},
+        )
+        other = w.add_alert_rule(
+            name="c", x="A", y="B", tf="5m", metric="corr", op="<", threshold=0.5, cooldown_s=0
+        )
         with pytest.raises(ValueError, match="unknown timeframe"):
-            w.add_alert_rule(name="bad", x="A", y="B", tf="2m", metric="z", op=">",
-                             threshold=1, cooldown_s=0)
-        assert w.record_alert(rule_id=rid, bar_time_ms=60_000, value=2.5, message="z 2.5",
-                              fired_ts_ms=1_000)
+            w.add_alert_rule(
+                name="bad", x="A", y="B", tf="2m", metric="z", op=">", threshold=1, cooldown_s=0
+            )
+        assert w.record_alert(
+            rule_id=rid, bar_time_ms=60_000, value=2.5, message="z 2.5", fired_ts_ms=1_000
+        )
         assert not w.record_alert(rule_id=rid, bar_time_ms=60_000, value=2.7, message="again")
-        assert w.record_alert(rule_id=rid, bar_time_ms=120_000, value=3.0, message="z 3",
-                              fired_ts_ms=2_000)
+        assert w.record_alert(
+            rule_id=rid, bar_time_ms=120_000, value=3.0, message="z 3", fired_ts_ms=2_000
+        )
         w.set_alert_rule_enabled(rid, False)
         w.delete_alert_rule(other)
     with open_reader(pg_url) as r:
         rules = r.alert_rules()
         assert rules[["rule_id", "x", "y", "enabled"]].values.tolist() == [
-            [rid, "BTCUSDT", "ETHUSDT", 0]]
+            [rid, "BTCUSDT", "ETHUSDT", 0]
+        ]
         assert json.loads(rules["params"].iloc[0]) == {"window": 120}
         ev = r.alert_events()
         assert ev[["bar_time_ms", "value", "message"]].values.tolist() == [
-            [120_000, 3.0, "z 3"], [60_000, 2.5, "z 2.5"]]
+            [120_000, 3.0, "z 3"],
+            [60_000, 2.5, "z 2.5"],
+        ]
         assert r.alert_events(since_ms=1_500)["bar_time_ms"].tolist() == [120_000]
         assert len(r.alert_events(limit=1)) == 1
 
@@ -185,12 +233,16 @@ def test_feed_status_of_two_collectors_and_its_age_filter(pg_url: str) -> None:
         b.save_feed_status("collector-b", "BTCUSDT", {"state": "reconnecting"})
         a.save_feed_status("collector-a", "BTCUSDT", {"state": "live", "lag_ms": 7})
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute("UPDATE feed_status SET updated_ts_ms = updated_ts_ms - 600000 "
-                         "WHERE collector_id = 'collector-b'")
+            conn.execute(
+                "UPDATE feed_status SET updated_ts_ms = updated_ts_ms - 600000 "
+                "WHERE collector_id = 'collector-b'"
+            )
     with open_reader(pg_url) as r:
         st = r.feed_status()
         assert st[["collector_id", "symbol"]].values.tolist() == [
-            ["collector-a", "BTCUSDT"], ["collector-b", "BTCUSDT"]]
+            ["collector-a", "BTCUSDT"],
+            ["collector-b", "BTCUSDT"],
+        ]
         assert st["status"].iloc[0] == {"state": "live", "lag_ms": 7}
         assert r.feed_status(max_age_s=60)["collector_id"].tolist() == ["collector-a"]
 
@@ -219,8 +271,12 @@ NOW = 30 * DAY_MS
 def test_prune_deletes_old_ticks_and_1s_bars_and_keeps_1m_5m(pg_url: str) -> None:
     ages_ms = [8 * DAY_MS + 5_000, 6 * DAY_MS, 48 * HOUR_MS + 1, 48 * HOUR_MS, HOUR_MS]
     with open_writer(pg_url) as w, open_reader(pg_url) as r:
-        w.write_ticks([Tick("BTCUSDT", i, NOW - age, 10.0 + i, 1.0, False, IdKind.TRADE)
-                       for i, age in enumerate(ages_ms)])
+        w.write_ticks(
+            [
+                Tick("BTCUSDT", i, NOW - age, 10.0 + i, 1.0, False, IdKind.TRADE)
+                for i, age in enumerate(ages_ms)
+            ]
+        )
         w.write_ticks([Tick("ETHUSDT", 1, NOW - 9 * DAY_MS, 5.0, 1.0, True, IdKind.AGG)])
         kept = {tf: r.bars("BTCUSDT", tf) for tf in ("1m", "5m")}
         one_s = r.bars("BTCUSDT", "1s")
@@ -229,13 +285,16 @@ def test_prune_deletes_old_ticks_and_1s_bars_and_keeps_1m_5m(pg_url: str) -> Non
         assert r.ticks("ETHUSDT").empty
         pd.testing.assert_frame_equal(
             r.bars("BTCUSDT", "1s"),
-            one_s[one_s["open_time_ms"] >= NOW - 7 * DAY_MS].reset_index(drop=True))
+            one_s[one_s["open_time_ms"] >= NOW - 7 * DAY_MS].reset_index(drop=True),
+        )
         assert r.bars("ETHUSDT", "1s").empty and len(r.bars("ETHUSDT", "1m")) == 1
         for tf, df in kept.items():
             pd.testing.assert_frame_equal(r.bars("BTCUSDT", tf), df)
         assert w.prune(now_ms_=NOW) == {"ticks": 0, "bars_1s": 0}
-        assert w.prune(now_ms_=NOW + 10 * DAY_MS, ticks_keep_s=None,
-                       bars_1s_keep_s=None) == {"ticks": 0, "bars_1s": 0}
+        assert w.prune(now_ms_=NOW + 10 * DAY_MS, ticks_keep_s=None, bars_1s_keep_s=None) == {
+            "ticks": 0,
+            "bars_1s": 0,
+        }
 
 
 def test_prune_in_chunks_and_the_background_job(pg_url: str) -> None:
@@ -243,8 +302,15 @@ def test_prune_in_chunks_and_the_background_job(pg_url: str) -> None:
     ids = np.arange(n, dtype=np.int64)
     now = now_ms()
     with open_writer(pg_url) as w, open_reader(pg_url) as r:
-        w.write_tick_arrays("BTCUSDT", "trade", ids, now - 3 * DAY_MS + ids, np.full(n, 100.0),
-                            np.full(n, 0.5), ids % 2 == 0)
+        w.write_tick_arrays(
+            "BTCUSDT",
+            "trade",
+            ids,
+            now - 3 * DAY_MS + ids,
+            np.full(n, 100.0),
+            np.full(n, 0.5),
+            ids % 2 == 0,
+        )
         w.write_ticks([tick(n + 1, now - 60_000, 1.0)])
         stops = [0]
 
@@ -252,12 +318,23 @@ def test_prune_in_chunks_and_the_background_job(pg_url: str) -> None:
             stops[0] += 1
             return False
 
-        assert w.prune(chunk_rows=1_000, should_stop=should_stop, ticks_keep_s=2 * 86_400,
-                       bars_1s_keep_s=None)["ticks"] == n
+        assert (
+            w.prune(
+                chunk_rows=1_000,
+                should_stop=should_stop,
+                ticks_keep_s=2 * 86_400,
+                bars_1s_keep_s=None,
+            )["ticks"]
+            == n
+        )
         assert stops[0] >= 5  # one check before each chunk
         w.write_ticks([tick(n + 2, now - 3 * DAY_MS, 1.0)])
-        settings = StorageSettings(db_path="unused", database_url=pg_url,
-                                   ticks_keep_s=DAY_MS / 1000, retention_interval_s=0.01)
+        settings = StorageSettings(
+            db_path="unused",
+            database_url=pg_url,
+            ticks_keep_s=DAY_MS / 1000,
+            retention_interval_s=0.01,
+        )
         job = RetentionJob(w, settings).start()
         try:
             deadline = now_ms() + 20_000
@@ -284,7 +361,8 @@ def test_schema_guards_foreign_newer_and_missing(pg_url: str) -> None:
     open_writer(pg_url).close()  # a second open finds the schema and changes nothing
     with psycopg.connect(pg_url, autocommit=True) as conn:
         assert dict(conn.execute("SELECT key, value FROM qd_meta").fetchall())[
-            "schema_version"] == str(SCHEMA_VERSION)
+            "schema_version"
+        ] == str(SCHEMA_VERSION)
         conn.execute("UPDATE qd_meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StorageError, match="schema version 99, newer"):
         open_writer(pg_url)
@@ -312,23 +390,29 @@ def test_two_writers_creating_the_schema_at_once(pg_url: str) -> None:
 def test_unreachable_server_and_bad_credentials_are_one_clear_error(pg_server: str) -> None:
     with pytest.raises(storage.ConnectionLostError, match="cannot reach"):
         open_writer("postgresql://qd:secret@127.0.0.1:1/nowhere", connect_timeout_s=2)
-    bad = pg_server.replace("://", "://nobody_qd:wrong@", 1) if "@" not in pg_server else (
-        "postgresql://nobody_qd:wrong@" + pg_server.split("@", 1)[1])
+    bad = (
+        pg_server.replace("://", "://nobody_qd:wrong@", 1)
+        if "@" not in pg_server
+        else ("postgresql://nobody_qd:wrong@" + pg_server.split("@", 1)[1])
+    )
     with pytest.raises(StorageError) as info:
         open_writer(bad, connect_timeout_s=2)
     assert "wrong" not in str(info.value)
 
 
 def test_backend_is_chosen_by_the_name(tmp_path: Path, monkeypatch) -> None:
-    assert backend_of("data.db") == backend_of("/a/b.db") == backend_of("sqlite:///x.db") \
-        == "sqlite"
+    assert (
+        backend_of("data.db") == backend_of("/a/b.db") == backend_of("sqlite:///x.db") == "sqlite"
+    )
     assert backend_of("postgresql://u@h/d") == backend_of("postgres://u@h/d") == "postgresql"
     with pytest.raises(StorageError, match="unsupported database URL scheme 'mysql'"):
         backend_of("mysql://u:p@h/d")
     assert sqlite_path("sqlite:///rel/x.db") == Path("rel/x.db")
     assert sqlite_path("sqlite:////abs/x.db") == Path("/abs/x.db")
-    assert describe("postgresql://u:hunter2@h:5/d?sslmode=require") == \
-        "postgresql://u:***@h:5/d?sslmode=require"
+    assert (
+        describe("postgresql://u:hunter2@h:5/d?sslmode=require")
+        == "postgresql://u:***@h:5/d?sslmode=require"
+    )
     assert redact_url("postgresql://h/d?password=hunter2") == "postgresql://h/d?password=***"
     with open_writer(f"sqlite:///{tmp_path}/via_url.db") as w:
         assert type(w).__module__ == "storage.sqlite"
@@ -351,5 +435,6 @@ def test_open_gaps_lists_what_is_left_to_repair(pg_url: str) -> None:
         w.record_gap(Gap("ETHUSDT", 3, 4, 7_000))
         assert w.open_gaps("btcusdt") == [
             Gap("BTCUSDT", 2, 9, 5_000, "open", 0, "", early),
-            Gap("BTCUSDT", 50, 60, 9_000, "failed", 0, "REST 500", late)]
+            Gap("BTCUSDT", 50, 60, 9_000, "failed", 0, "REST 500", late),
+        ]
         assert w.open_gaps("DOGEUSDT") == []

@@ -586,8 +586,12 @@ def test_a_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None
 
 def test_open_gaps_lists_what_is_left_to_repair(tmp_path: Path) -> None:
     with Writer(tmp_path / "gaps.db") as w:
-        w.write_ticks([Tick("BTCUSDT", 1, 1_000, 1.0, 1.0, False),
-                       Tick("BTCUSDT", 100, 2_000, 1.0, 1.0, False)])
+        w.write_ticks(
+            [
+                Tick("BTCUSDT", 1, 1_000, 1.0, 1.0, False),
+                Tick("BTCUSDT", 100, 2_000, 1.0, 1.0, False),
+            ]
+        )
         late = w.record_gap(Gap("BTCUSDT", 50, 60, 9_000, status="failed", detail="REST 500"))
         early = w.record_gap(Gap("btcusdt", 2, 9, 5_000))
         done = w.record_gap(Gap("BTCUSDT", 70, 71, 6_000))
@@ -596,5 +600,6 @@ def test_open_gaps_lists_what_is_left_to_repair(tmp_path: Path) -> None:
         w.record_gap(Gap("ETHUSDT", 3, 4, 7_000))
         assert w.open_gaps("btcusdt") == [
             Gap("BTCUSDT", 2, 9, 5_000, "open", 0, "", early),
-            Gap("BTCUSDT", 50, 60, 9_000, "failed", 0, "REST 500", late)]
+            Gap("BTCUSDT", 50, 60, 9_000, "failed", 0, "REST 500", late),
+        ]
         assert w.open_gaps("DOGEUSDT") == []

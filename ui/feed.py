@@ -74,8 +74,9 @@ def start_replay(files: Sequence[str], speed: float) -> Any:
     """Serve ``files`` on a free local port (looping, times shifted to now); return the handle."""
     from ingestion.replay import start_replay_server
 
-    return start_replay_server(list(files), port=0, speed=speed, loop=True,
-                               preroll_s=REPLAY_PREROLL_S)
+    return start_replay_server(
+        list(files), port=0, speed=speed, loop=True, preroll_s=REPLAY_PREROLL_S
+    )
 
 
 def feed_settings(*, ws_base: str, rest_base: str, replay: bool) -> FeedSettings:
@@ -83,8 +84,7 @@ def feed_settings(*, ws_base: str, rest_base: str, replay: bool) -> FeedSettings
     (recent trades only: the replay's derived klines would add nothing)."""
     settings = FeedSettings(ws_base=ws_base, rest_base=rest_base)
     if replay:
-        settings = settings.replace(history_trades_s=REPLAY_PREROLL_S + 30.0,
-                                    history_klines_s=0.0)
+        settings = settings.replace(history_trades_s=REPLAY_PREROLL_S + 30.0, history_klines_s=0.0)
     return settings
 
 

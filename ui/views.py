@@ -490,16 +490,20 @@ def render_health(service: DashboardService) -> None:
     if status.collected_elsewhere:
         st.info(
             "Collected by another process, so this page reads their data instead of starting "
-            "its own feed: " + "; ".join(
-                f"{sym} by {', '.join(ids)}" for sym, ids in status.collected_elsewhere.items()),
+            "its own feed: "
+            + "; ".join(
+                f"{sym} by {', '.join(ids)}" for sym, ids in status.collected_elsewhere.items()
+            ),
             icon=":material/hub:",
         )
     if statuses:
         table = health_table(statuses)
         styled = table.style.map(_state_style, subset=["state"]).format(precision=1)
         st.dataframe(styled, hide_index=True, width="stretch")
-        st.caption(f"Refreshed {fmt_time(now_ms)} UTC. Rows of other collectors are as they "
-                   "last published (every few seconds).")
+        st.caption(
+            f"Refreshed {fmt_time(now_ms)} UTC. Rows of other collectors are as they "
+            "last published (every few seconds)."
+        )
     else:
         st.info("No feed is running: press Start feed in the sidebar.")
     stats = service.feed_stats()
