@@ -28,7 +28,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -140,8 +140,13 @@ class SymbolFeed:
     limiter : the process's connection-attempt limiter.
     backoff : factory of reconnect delays.
     last_stored_id : the newest id already stored for this symbol (resume point), or None.
+    last_stored_ms : the trade time of ``last_stored_id`` if known
+        (``storage.Writer.trade_time_ms``): bounds the gap after a restart for the kline
+        fallback.
     retry_gaps : gaps an earlier run left ``open`` or ``failed`` (``storage.Writer.open_gaps``);
         repaired by the repair thread after start-up, updating their records.
+    retry_gap_times : per ``gap_id`` of ``retry_gaps``, the stored trade times of the ids
+        just before and just after the gap (None where not stored), for the kline fallback.
     """
 
     def __init__(
@@ -154,7 +159,9 @@ class SymbolFeed:
         limiter: ConnectLimiter,
         backoff: BackoffFactory,
         last_stored_id: int | None = None,
+        last_stored_ms: int | None = None,
         retry_gaps: Sequence[Gap] = (),
+        retry_gap_times: Mapping[int, tuple[int | None, int | None]] | None = None,
     ) -> None:
         self.symbol = symbol.upper()
         self.settings = settings
@@ -180,7 +187,8 @@ class SymbolFeed:
         self._dup_run = 0
         self._backfill_todo = 0  # ids still to fetch in the running REST job
         self._last_id: int | None = last_stored_id
-        self._last_id_ms: int | None = None  # trade time of ``_last_id``, when known
+        # Trade time of ``_last_id``, when known.
+        self._last_id_ms: int | None = last_stored_ms if last_stored_id is not None else None
         self._pending_kind: str | None = "gap" if last_stored_id is not None else None
         self._last_trade_ms: int | None = None
         self._trade_seen = False
@@ -200,6 +208,7 @@ class SymbolFeed:
         self._history_loaded = not settings.history
         self._history_ready = threading.Event()
         self._retry_gaps = [g for g in retry_gaps if g.gap_id is not None]
+        self._retry_gap_times = dict(retry_gap_times or {})
         self._last_error = ""
         self._last_error_ms: int | None = None
         self._lock = threading.Lock()
@@ -571,10 +580,12 @@ class SymbolFeed:
     def _queue_retries(self) -> None:
         """Queue the repair of gaps an earlier run left open or failed, updating their records.
 
-        After start-up, so the resume point is set; the live stream runs meanwhile. Their
-        trade times are unknown here, so a kline fallback does not apply to them.
+        After start-up, so the resume point is set; the live stream runs meanwhile. The
+        stored trade times around a gap (``retry_gap_times``) let the kline fallback cover
+        ids REST no longer has; without them its detail says the times are unknown.
         """
         for gap in self._retry_gaps:
+            before_ms, after_ms = self._retry_gap_times.get(gap.gap_id or 0, (None, None))
             where = gap.detail.split(";", 1)[0] or "found earlier"
             ref = _GapRef(gap, gap.gap_id)
             self._c.gaps_found += 1
@@ -593,6 +604,8 @@ class SymbolFeed:
                     "gap",
                     ref,
                     f"{where}; retried on start (was {gap.status})",
+                    before_ms=before_ms,
+                    after_ms=after_ms,
                 )
             )
         self._retry_gaps = []

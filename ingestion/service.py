@@ -303,12 +303,25 @@ class FeedService:
         """A feed for ``symbol`` resuming from storage (not started); ``ConfigError`` if the
         database holds the symbol with other ids than the stream's."""
         assert self._storage is not None and self._writer is not None
+        storage = self._storage
+        last_stored_ms: int | None = None
         try:
-            last_stored = self._storage.last_trade_id(symbol)
+            last_stored = storage.last_trade_id(symbol)
             if last_stored is not None:
-                stored_kind = self._storage.id_kind(symbol)
-            # Gaps an earlier run could not finish: the new feed retries them.
-            retry_gaps = self._storage.open_gaps(symbol)
+                stored_kind = storage.id_kind(symbol)
+                # The time before the gap a restart leaves (kline fallback).
+                last_stored_ms = storage.trade_time_ms(symbol, last_stored)
+            # Gaps an earlier run could not finish: the new feed retries them, knowing the
+            # stored trade times around each (None where not stored, e.g. pruned).
+            retry_gaps = storage.open_gaps(symbol)
+            retry_gap_times = {
+                g.gap_id: (
+                    storage.trade_time_ms(symbol, g.first_missing_id - 1),
+                    storage.trade_time_ms(symbol, g.last_missing_id + 1),
+                )
+                for g in retry_gaps
+                if g.gap_id is not None
+            }
         except StorageError as exc:
             raise ConfigError(str(exc)) from None
         wanted = self.settings.stream.id_kind.value
@@ -325,7 +338,9 @@ class FeedService:
             limiter=self._limiter,
             backoff=self._backoff,
             last_stored_id=last_stored,
+            last_stored_ms=last_stored_ms,
             retry_gaps=retry_gaps,
+            retry_gap_times=retry_gap_times,
         )
 
     def _symbol_failed(self, symbol: str, exc: Exception) -> None:

@@ -789,6 +789,17 @@ class Writer:
         )
         return None if row is None or row[0] is None else int(row[0])
 
+    def trade_time_ms(self, symbol: str, trade_id: int) -> int | None:
+        """The rules of :meth:`storage.sqlite.Writer.trade_time_ms`."""
+        row = self._read(
+            lambda conn: conn.execute(
+                "SELECT ts_ms FROM ticks WHERE sym_id = "
+                "(SELECT sym_id FROM symbols WHERE symbol = %s) AND trade_id = %s LIMIT 1",
+                (symbol.upper(), int(trade_id)),
+            ).fetchone()
+        )
+        return None if row is None else int(row[0])
+
     def id_kind(self, symbol: str) -> str | None:
         """The id space a symbol's ticks use (``agg``/``trade``/``synthetic``), None if unknown."""
         row = self._read(

@@ -522,6 +522,17 @@ class Writer:
             ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
+    def trade_time_ms(self, symbol: str, trade_id: int) -> int | None:
+        """The stored tick ``trade_id``'s trade time (``ts_ms``); None if it is not stored
+        (never was, or pruned). For a feed starting up: the time before a gap."""
+        with self._lock, _translated(self.path):
+            row = self._conn.execute(
+                "SELECT ts_ms FROM ticks WHERE sym_id = "
+                "(SELECT sym_id FROM symbols WHERE symbol = ?) AND trade_id = ? LIMIT 1",
+                (symbol.upper(), int(trade_id)),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
     def id_kind(self, symbol: str) -> str | None:
         """The id space a symbol's ticks use (``agg``/``trade``/``synthetic``), None if unknown."""
         with self._lock, _translated(self.path):

@@ -662,6 +662,100 @@ def test_gaps_rest_cannot_fill_fall_back_to_1m_klines(recording, tmp_path, fallb
         assert not kline_requests and not found["detail"].str.contains("kline").any()
 
 
+@pytest.fixture(scope="module")
+def first_half(short_recording, tmp_path_factory):
+    """The first half of the short recording: the same ids and times, up to an earlier id."""
+    with gzip.open(short_recording, "rt", encoding="utf-8") as fh:
+        lines = fh.readlines()[:1500]
+    path = tmp_path_factory.mktemp("rec") / "half.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.writelines(lines)
+    return load_recording([path])
+
+
+def test_gaps_after_a_restart_fall_back_to_1m_klines(recording, first_half, database):
+    """Run 1 stores ids up to L and leaves gap 50..59 ``failed``; the outage outlasts REST's
+    memory: on restart REST no longer has ids 50..59 nor L+1..L+39 (the first live id is
+    L+40). The trade times before both gaps come from storage, so both still get the
+    exchange's 1m klines, and their records name the minutes."""
+    settings = dict(history=False, kline_fallback=True, rest_max_retries=0)
+    faults = Faults(skip_ids=set(range(50, 60)), rest_429=1)
+    with FakeBinance(first_half, speed=0, rebase_time=False, faults=faults) as server:
+        run1_ids = [i for i in server.source_ids("BTCUSDT") if not 50 <= i < 60]
+        storage = open_writer(database)
+        try:
+            first = start(storage, ["BTCUSDT"], fast_settings(server, **settings))
+            _wait_for(lambda: _ids_of(database, "BTCUSDT") == run1_ids, 20, "run 1's ids")
+            _wait_for(lambda: list(_gaps_of(database)["status"]) == ["failed"], 20, "failed gap")
+            assert first.stop()
+        finally:
+            storage.close()
+    last = run1_ids[-1]
+    lost = set(range(50, 60)) | set(range(last + 1, last + 40))
+    faults = Faults(skip_ids=set(range(last + 1, last + 40)), rest_min_id={"BTCUSDT": last + 40})
+    with FakeBinance(recording, speed=0, rebase_time=False, faults=faults) as server:
+        all_ids = server.source_ids("BTCUSDT")
+        assert all_ids[: len(run1_ids) + 10] == list(range(all_ids[0], last + 1))
+        storage = open_writer(database)
+        try:
+            second = start(storage, ["BTCUSDT"], fast_settings(server, **settings))
+            wanted = [i for i in all_ids if i not in lost]
+            _wait_for(lambda: _ids_of(database, "BTCUSDT") == wanted, 20, "every id REST has")
+            _wait_for(
+                lambda: list(_gaps_of(database)["status"]) == ["unrepairable"] * 2,
+                20,
+                "both gaps resolved",
+            )
+            assert second.stop()
+        finally:
+            storage.close()
+        with open_reader(database) as reader:
+            ticks = reader.ticks("BTCUSDT").set_index("trade_id")
+            bars_1m = reader.bars("BTCUSDT", "1m").set_index("open_time_ms")
+        found = _gaps_of(database)
+        assert list(found["last_missing_id"]) == [59, last + 39]
+        for _, gap in found.iterrows():
+            # The minutes from the trade before the gap to the trade after it.
+            lo = int(ticks.loc[gap["first_missing_id"] - 1, "ts_ms"]) // 60_000 * 60_000
+            hi = int(ticks.loc[gap["last_missing_id"] + 1, "ts_ms"]) // 60_000 * 60_000
+            minutes = range(lo, hi + 60_000, 60_000)
+            traded = [m for m in minutes if m in bars_1m.index]
+            assert traded
+            for m in traded:
+                kline = _kline_bar(server, "BTCUSDT", m)
+                bar = bars_1m.loc[m]
+                assert [bar["open"], bar["high"], bar["low"], bar["close"]] == [
+                    kline["open"],
+                    kline["high"],
+                    kline["low"],
+                    kline["close"],
+                ]
+                assert bar["volume"] == pytest.approx(kline["volume"])
+                assert bar["trades"] == kline["count"]
+            stamp = datetime.fromtimestamp(traded[0] / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
+            assert f"1m klines {stamp}" in gap["detail"], gap["detail"]
+            assert "trade times are unknown" not in gap["detail"]
+        assert "retried on start (was failed)" in found.loc[0, "detail"]
+
+
+def test_retried_gap_without_stored_neighbours_says_its_times_are_unknown(recording, tmp_path):
+    """A left-over gap whose neighbouring ticks are not stored (pruned, or never): REST no
+    longer has its ids and the fallback cannot place them in minutes, and says so."""
+    db = tmp_path / "unknown.db"
+    with Writer(db) as storage:
+        storage.record_gap(Gap("BTCUSDT", 50, 59, 1, status="open", detail="found earlier"))
+    faults = Faults(rest_min_id={"BTCUSDT": 70})
+    with FakeBinance(recording, speed=0, rebase_time=False, faults=faults) as server:
+        service = start(db, ["BTCUSDT"], fast_settings(server, history=False))
+        _wait_for(
+            lambda: list(gaps(db)["status"]) == ["unrepairable"], 20, "the retried gap resolved"
+        )
+        assert service.stop()
+    detail = gaps(db).loc[0, "detail"]
+    assert "no 1m kline fallback for 10 ids: their trade times are unknown" in detail, detail
+    assert "1m klines" not in detail
+
+
 # --------------------------------------------------------------------------- stop during start
 def test_stop_while_start_waits_for_rest_wins_at_once(recording, tmp_path):
     """exchangeInfo is rate limited (Retry-After up to a minute): ``start()`` in another thread

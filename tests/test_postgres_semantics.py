@@ -438,3 +438,15 @@ def test_open_gaps_lists_what_is_left_to_repair(pg_url: str) -> None:
             Gap("BTCUSDT", 50, 60, 9_000, "failed", 0, "REST 500", late),
         ]
         assert w.open_gaps("DOGEUSDT") == []
+
+
+def test_trade_time_ms_is_the_stored_ticks_time(pg_url: str) -> None:
+    """The rules of SQLite's ``trade_time_ms``: the stored tick's time, None if not stored."""
+    with open_writer(pg_url) as w:
+        w.write_ticks([tick(1, 1_000, 1.0), tick(100, 2_000, 1.0)])
+        w.write_ticks([tick(50, 3_000, 1.0, symbol="ETHUSDT")])
+        assert w.trade_time_ms("btcusdt", 100) == 2_000
+        assert w.trade_time_ms("BTCUSDT", 1) == 1_000
+        assert w.trade_time_ms("BTCUSDT", 50) is None  # another symbol's id
+        assert w.trade_time_ms("ETHUSDT", 50) == 3_000
+        assert w.trade_time_ms("DOGEUSDT", 1) is None

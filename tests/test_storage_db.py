@@ -603,3 +603,20 @@ def test_open_gaps_lists_what_is_left_to_repair(tmp_path: Path) -> None:
             Gap("BTCUSDT", 50, 60, 9_000, "failed", 0, "REST 500", late),
         ]
         assert w.open_gaps("DOGEUSDT") == []
+
+
+def test_trade_time_ms_is_the_stored_ticks_time(tmp_path: Path) -> None:
+    """The time before a gap, for the kline fallback after a restart: None if not stored."""
+    with Writer(tmp_path / "times.db") as w:
+        w.write_ticks(
+            [
+                Tick("BTCUSDT", 1, 1_000, 1.0, 1.0, False),
+                Tick("BTCUSDT", 100, 2_000, 1.0, 1.0, False),
+                Tick("ETHUSDT", 50, 3_000, 1.0, 1.0, False),
+            ]
+        )
+        assert w.trade_time_ms("btcusdt", 100) == 2_000
+        assert w.trade_time_ms("BTCUSDT", 1) == 1_000
+        assert w.trade_time_ms("BTCUSDT", 50) is None  # another symbol's id
+        assert w.trade_time_ms("ETHUSDT", 50) == 3_000
+        assert w.trade_time_ms("DOGEUSDT", 1) is None
