@@ -18,8 +18,9 @@ from storage.backend import default_db, describe, open_reader, open_writer
 from storage.config import StorageSettings
 from storage.errors import StorageError, UnknownSymbolError
 from storage.formats import FileFormatError, KlineChunk, ReadStats, read_file
+from storage.readbase import BAR_EXPORT_COLUMNS, bars_for_export
 from storage.records import TIMEFRAMES_S
-from storage.timefmt import BAR_EXPORT_COLUMNS, bars_for_export, ms_to_iso, parse_iso_ms
+from storage.timefmt import ms_to_iso, parse_iso_ms
 
 EXPORT_COLUMNS = BAR_EXPORT_COLUMNS
 

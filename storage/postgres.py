@@ -67,6 +67,7 @@ from storage.readbase import Query, ReaderBase, pyformat
 from storage.records import Gap, IdKind, Tick, timeframe_s
 from storage.timefmt import now_ms
 from storage.writebase import (
+    WriterReads,
     check_gap_status,
     check_ticks,
     tick_arrays,
@@ -394,7 +395,7 @@ def _enable_timescale(conn: psycopg.Connection) -> bool:
 
 
 # ----------------------------------------------------------------------------- writer
-class Writer:
+class Writer(WriterReads):
     """A writer of a PostgreSQL database: the API of :class:`storage.sqlite.Writer`.
 
     Thread-safe: an internal lock serialises calls on its one connection. Several writers (in
@@ -779,35 +780,10 @@ class Writer:
         return self._run(work)
 
     # ----------------------------------------------------------------- gaps
-    def last_trade_id(self, symbol: str) -> int | None:
-        row = self._read(
-            lambda conn: conn.execute(
-                "SELECT max(trade_id) FROM ticks WHERE sym_id = "
-                "(SELECT sym_id FROM symbols WHERE symbol = %s)",
-                (symbol.upper(),),
-            ).fetchone()
-        )
-        return None if row is None or row[0] is None else int(row[0])
-
-    def trade_time_ms(self, symbol: str, trade_id: int) -> int | None:
-        """The rules of :meth:`storage.sqlite.Writer.trade_time_ms`."""
-        row = self._read(
-            lambda conn: conn.execute(
-                "SELECT ts_ms FROM ticks WHERE sym_id = "
-                "(SELECT sym_id FROM symbols WHERE symbol = %s) AND trade_id = %s LIMIT 1",
-                (symbol.upper(), int(trade_id)),
-            ).fetchone()
-        )
-        return None if row is None else int(row[0])
-
-    def id_kind(self, symbol: str) -> str | None:
-        """The id space a symbol's ticks use (``agg``/``trade``/``synthetic``), None if unknown."""
-        row = self._read(
-            lambda conn: conn.execute(
-                "SELECT id_kind FROM symbols WHERE symbol = %s", (symbol.upper(),)
-            ).fetchone()
-        )
-        return None if row is None else str(row[0])
+    def _fetch(self, sql: str, params: tuple) -> list[tuple]:
+        """Run ``?`` SQL for :class:`WriterReads` (last_trade_id, trade_time_ms, id_kind,
+        open_gaps)."""
+        return self._read(lambda conn: conn.execute(pyformat(sql), params).fetchall())
 
     def record_gap(self, gap: Gap) -> int:
         """Record a hole in a symbol's id sequence; returns its ``gap_id``."""
@@ -851,35 +827,6 @@ class Writer:
 
         self._run(work)
 
-    def open_gaps(self, symbol: str) -> list[Gap]:
-        """``symbol``'s gaps still to repair (status ``open`` or ``failed``), oldest ids first.
-
-        The rules of :meth:`storage.sqlite.Writer.open_gaps`.
-        """
-        rows = self._read(
-            lambda conn: conn.execute(
-                "SELECT gap_id, first_missing_id, last_missing_id, found_ts_ms, status, "
-                "repaired_count, detail FROM gaps JOIN symbols USING (sym_id) "
-                "WHERE symbol = %s AND status IN ('open', 'failed') "
-                "ORDER BY first_missing_id, gap_id",
-                (symbol.upper(),),
-            ).fetchall()
-        )
-        return [
-            Gap(
-                symbol.upper(),
-                int(first),
-                int(last),
-                int(found),
-                str(status),
-                int(count),
-                str(detail),
-                int(gap_id),
-            )
-            for gap_id, first, last, found, status, count, detail in rows
-        ]
-
-    # ----------------------------------------------------------------- feed status
     def save_feed_status(self, collector_id: str, symbol: str, status: dict[str, Any]) -> None:
         """Publish one symbol's feed health for readers in any process (and on any machine)."""
         self._run(

@@ -19,7 +19,7 @@ import pandas as pd
 
 from storage.errors import UnknownSymbolError
 from storage.records import timeframe_s
-from storage.timefmt import now_ms
+from storage.timefmt import ms_to_iso, now_ms
 
 BAR_COLUMNS = [
     "open_time_ms",
@@ -32,6 +32,18 @@ BAR_COLUMNS = [
     "vwap",
     "buy_volume",
 ]
+#: Columns of a bars export (``python -m storage export`` and the dashboard's CSV): the bar
+#: columns with ``open_time`` as ISO-8601 UTC.
+BAR_EXPORT_COLUMNS = ["open_time", *BAR_COLUMNS[1:]]
+
+
+def bars_for_export(bars: pd.DataFrame) -> pd.DataFrame:
+    """``Reader.bars`` output → export rows: ``open_time`` as ISO-8601 UTC, documented order."""
+    out = bars.rename(columns={"open_time_ms": "open_time"})
+    out["open_time"] = ms_to_iso(bars["open_time_ms"]).to_numpy()
+    return out[BAR_EXPORT_COLUMNS]
+
+
 PAIR_COLUMNS = [
     "open_time_ms",
     "x",

@@ -37,6 +37,7 @@ from storage.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from storage.timefmt import now_ms
 from storage.writebase import GAP_STATUSES as GAP_STATUSES  # re-exported
 from storage.writebase import (
+    WriterReads,
     check_gap_status,
     check_ticks,
     tick_arrays,
@@ -195,7 +196,7 @@ class WriteResult:
     duplicates: int
 
 
-class Writer:
+class Writer(WriterReads):
     """The one writer of a database file.
 
     Thread-safe: an internal lock serialises calls, so the ingestion writer thread, the alert
@@ -514,32 +515,11 @@ class Writer:
         return self._sym_id(conn, symbol, IdKind.AGG.value)
 
     # ----------------------------------------------------------------- gaps
-    def last_trade_id(self, symbol: str) -> int | None:
+    def _fetch(self, sql: str, params: tuple) -> list[tuple]:
+        """Run ``?`` SQL for :class:`WriterReads` (last_trade_id, trade_time_ms, id_kind,
+        open_gaps)."""
         with self._lock, _translated(self.path):
-            row = self._conn.execute(
-                "SELECT max(trade_id) FROM ticks JOIN symbols USING (sym_id) WHERE symbol = ?",
-                (symbol.upper(),),
-            ).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
-
-    def trade_time_ms(self, symbol: str, trade_id: int) -> int | None:
-        """The stored tick ``trade_id``'s trade time (``ts_ms``); None if it is not stored
-        (never was, or pruned). For a feed starting up: the time before a gap."""
-        with self._lock, _translated(self.path):
-            row = self._conn.execute(
-                "SELECT ts_ms FROM ticks WHERE sym_id = "
-                "(SELECT sym_id FROM symbols WHERE symbol = ?) AND trade_id = ? LIMIT 1",
-                (symbol.upper(), int(trade_id)),
-            ).fetchone()
-        return None if row is None else int(row[0])
-
-    def id_kind(self, symbol: str) -> str | None:
-        """The id space a symbol's ticks use (``agg``/``trade``/``synthetic``), None if unknown."""
-        with self._lock, _translated(self.path):
-            row = self._conn.execute(
-                "SELECT id_kind FROM symbols WHERE symbol = ?", (symbol.upper(),)
-            ).fetchone()
-        return None if row is None else str(row[0])
+            return self._conn.execute(sql, params).fetchall()
 
     def record_gap(self, gap: Gap) -> int:
         """Record a hole in a symbol's id sequence; returns its ``gap_id``."""
@@ -575,35 +555,6 @@ class Writer:
             if cur.rowcount == 0:
                 raise ValueError(f"no gap with id {gap_id}")
 
-    def open_gaps(self, symbol: str) -> list[Gap]:
-        """``symbol``'s gaps still to repair (status ``open`` or ``failed``), oldest ids first.
-
-        For a feed starting up: gaps an earlier run found but could not finish (it stopped,
-        or REST errored) are retried and updated in place (``update_gap(gap.gap_id, ...)``).
-        """
-        with self._lock, _translated(self.path):
-            rows = self._conn.execute(
-                "SELECT gap_id, first_missing_id, last_missing_id, found_ts_ms, status, "
-                "repaired_count, detail FROM gaps JOIN symbols USING (sym_id) "
-                "WHERE symbol = ? AND status IN ('open', 'failed') "
-                "ORDER BY first_missing_id, gap_id",
-                (symbol.upper(),),
-            ).fetchall()
-        return [
-            Gap(
-                symbol.upper(),
-                int(first),
-                int(last),
-                int(found),
-                str(status),
-                int(count),
-                str(detail),
-                int(gap_id),
-            )
-            for gap_id, first, last, found, status, count, detail in rows
-        ]
-
-    # ----------------------------------------------------------------- feed status
     def save_feed_status(self, collector_id: str, symbol: str, status: dict[str, Any]) -> None:
         """Publish one symbol's feed health for readers in any process."""
         with self._tx() as conn:

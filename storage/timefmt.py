@@ -32,24 +32,3 @@ def ms_to_iso(ms: np.ndarray | pd.Series | list[int]) -> pd.Series:
     """UTC ms → ISO-8601 strings with milliseconds and a ``Z``."""
     ts = pd.to_datetime(np.asarray(ms, dtype=np.int64), unit="ms", utc=True)
     return pd.Series(ts.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z")
-
-
-#: Columns of a bars export (``python -m storage export`` and the dashboard's CSV).
-BAR_EXPORT_COLUMNS = [
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "trades",
-    "vwap",
-    "buy_volume",
-]
-
-
-def bars_for_export(bars: pd.DataFrame) -> pd.DataFrame:
-    """``Reader.bars`` output → export rows: ``open_time`` as ISO-8601 UTC, documented order."""
-    out = bars.rename(columns={"open_time_ms": "open_time"})
-    out["open_time"] = ms_to_iso(bars["open_time_ms"]).to_numpy()
-    return out[BAR_EXPORT_COLUMNS]

@@ -6,25 +6,17 @@ Pure functions only: transactions, locking and the SQL stay with each backend.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from storage.records import IdKind, Tick
+from storage.formats import KLINE_COLUMNS as DUMP_KLINE_COLUMNS
+from storage.records import Gap, IdKind, Tick
 
 GAP_STATUSES = ("open", "repaired", "partial", "unrepairable", "failed")
-KLINE_COLUMNS = [
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "count",
-    "taker_buy_volume",
-]
+#: Kline columns a write needs: Binance's, without the taker-buy quote volume and "ignore".
+KLINE_COLUMNS = DUMP_KLINE_COLUMNS[:10]
 
 #: One symbol's tick columns: trade_id, ts_ms (int64), price, qty (float64), is_buyer_maker.
 TickArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -111,3 +103,70 @@ def traded_klines(symbol: str, rows: pd.DataFrame) -> tuple[str, pd.DataFrame, n
     if rows.empty:
         return None
     return symbol, rows, ot
+
+
+class WriterReads:
+    """The few reads a writer answers for the feed, written once for both backends.
+
+    A backend provides ``_fetch(sql, params) -> list[tuple]`` running ``?``-placeholder SQL on
+    the writer's own connection (SQLite under its lock; PostgreSQL outside a transaction).
+    """
+
+    def _fetch(self, sql: str, params: tuple) -> list[tuple]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _one(self, sql: str, params: tuple) -> Any:
+        rows = self._fetch(sql, params)
+        return None if not rows else rows[0][0]
+
+    def last_trade_id(self, symbol: str) -> int | None:
+        """The highest stored trade id of ``symbol``; None if it has no ticks."""
+        v = self._one(
+            "SELECT max(trade_id) FROM ticks WHERE sym_id = "
+            "(SELECT sym_id FROM symbols WHERE symbol = ?)",
+            (symbol.upper(),),
+        )
+        return None if v is None else int(v)
+
+    def trade_time_ms(self, symbol: str, trade_id: int) -> int | None:
+        """The stored tick ``trade_id``'s trade time (``ts_ms``); None if it is not stored
+        (never was, or pruned). For a feed starting up: the time before a gap."""
+        v = self._one(
+            "SELECT ts_ms FROM ticks WHERE sym_id = "
+            "(SELECT sym_id FROM symbols WHERE symbol = ?) AND trade_id = ? LIMIT 1",
+            (symbol.upper(), int(trade_id)),
+        )
+        return None if v is None else int(v)
+
+    def id_kind(self, symbol: str) -> str | None:
+        """The id space a symbol's ticks use (``agg``/``trade``/``synthetic``), None if unknown."""
+        v = self._one("SELECT id_kind FROM symbols WHERE symbol = ?", (symbol.upper(),))
+        return None if v is None else str(v)
+
+    def open_gaps(self, symbol: str) -> list[Gap]:
+        """``symbol``'s gaps still to repair (status ``open`` or ``failed``), oldest ids first.
+
+        For a feed starting up: gaps an earlier run found but could not finish (it stopped,
+        or REST errored) are retried and updated in place (``update_gap(gap.gap_id, ...)``).
+        """
+        rows = self._fetch(
+            "SELECT gap_id, first_missing_id, last_missing_id, found_ts_ms, status, "
+            "repaired_count, detail FROM gaps JOIN symbols USING (sym_id) "
+            "WHERE symbol = ? AND status IN ('open', 'failed') "
+            "ORDER BY first_missing_id, gap_id",
+            (symbol.upper(),),
+        )
+        sym = symbol.upper()
+        return [
+            Gap(
+                sym,
+                int(first),
+                int(last),
+                int(found),
+                str(status),
+                int(count),
+                str(detail),
+                int(gap_id),
+            )
+            for gap_id, first, last, found, status, count, detail in rows
+        ]

@@ -53,15 +53,14 @@ def _analytics(pg_url: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_collector_writes_postgres_while_another_process_reads(pg_url: str) -> None:
-    server = start_replay_server(None, speed=4.0, loop=False, preroll_s=30)
-    collector = subprocess.Popen(
+def _collector(pg_url: str, server, symbols: str) -> subprocess.Popen:
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "ingestion",
             "--symbols",
-            "btcusdt,ethusdt",
+            symbols,
             "--db",
             pg_url,
             "--ws-base",
@@ -81,6 +80,11 @@ def test_collector_writes_postgres_while_another_process_reads(pg_url: str) -> N
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_collector_writes_postgres_while_another_process_reads(pg_url: str) -> None:
+    server = start_replay_server(None, speed=4.0, loop=False, preroll_s=30)
+    collector = _collector(pg_url, server, "btcusdt,ethusdt")
     summaries = []
     try:
         # Poll the second process until it sees the analytics defined and then growing.
@@ -121,35 +125,6 @@ def test_collector_writes_postgres_while_another_process_reads(pg_url: str) -> N
             assert ids == list(range(ids[0], ids[-1] + 1)), f"{symbol}: ids not contiguous"
             bars = reader.bars(symbol, "1s")
             assert int(bars["trades"].sum()) == len(ticks)
-
-
-def _collector(pg_url: str, server, symbols: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ingestion",
-            "--symbols",
-            symbols,
-            "--db",
-            pg_url,
-            "--ws-base",
-            server.ws_base,
-            "--rest-base",
-            server.rest_base,
-            "--status-interval",
-            "0.5",
-            "--history-klines",
-            "0",
-            "--duration",
-            "120",
-        ],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _poll(condition, what: str, timeout_s: float = 60.0):

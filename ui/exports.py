@@ -11,7 +11,8 @@ from __future__ import annotations
 import pandas as pd
 
 from storage import Reader, open_reader
-from storage.timefmt import bars_for_export, ms_to_iso
+from storage.readbase import bars_for_export
+from storage.timefmt import ms_to_iso
 from ui.compute import PairParams, bar_stats_table, compute_pair, export_table
 
 #: Columns of the alert log export.
