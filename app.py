@@ -17,8 +17,8 @@ import streamlit as st
 
 from ui.guard import db_label, inject_css, panel
 from ui.live import render_live, render_stationarity, show_new_alerts
-from ui.service import DashboardService, Source, acquire_service
-from ui.settings import SAMPLE_RECORDING, AppSettings, SettingsError
+from service.desk import DashboardService, Source, acquire_service
+from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError
 from ui.sidebar import render_sidebar
 from ui.state import session_reader
 from ui.views import render_alerts, render_backtest, render_exports, render_health, render_multi

@@ -49,10 +49,10 @@ TRADES_PER_S = 2
 PANEL_SCRIPT = textwrap.dedent("""
     import os
     import streamlit as st
-    from ui.compute import PairParams
+    from service.compute import PairParams
     from ui.live import render_live
-    from ui.service import acquire_service
-    from ui.settings import AppSettings
+    from service.desk import acquire_service
+    from service.settings import AppSettings
 
     service = acquire_service(AppSettings.load([]))
     render_live(service, PairParams(window=int(os.environ["BENCH_WINDOW"]),
@@ -308,9 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         results["build_1h_s"] = time.perf_counter() - t
         writer.close()  # the panel's service opens the database's one writer
 
-        from ui import registry
-        from ui.service import acquire_service
-        from ui.settings import AppSettings
+        from service import registry
+        from service.desk import acquire_service
+        from service.settings import AppSettings
 
         svc = acquire_service(AppSettings.load([]))
         results["1h"] = measure_panel(script, svc.writer, state, HOUR_S, args.repeat)

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from storage import IdKind, Writer
 from storage.__main__ import import_file
-from ui import registry
+from service import registry
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"

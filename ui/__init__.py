@@ -1,5 +1,3 @@
-"""The Streamlit dashboard's parts: settings, background service, alerts, data, charts, panels.
-
-Only this package and ``app.py`` import ``streamlit``; ``ui.service`` and ``ui.alerts`` run in
-background threads and never call ``st.*``.
+"""The Streamlit page's parts: sidebar, panels, charts. Only this package and ``app.py`` import
+``streamlit``; the work they show is done by ``service`` (background threads, shared compute).
 """

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui.compute import PairParams
+from service.compute import PairParams
 from ui.guard import db_label
-from ui.service import DashboardService, Source
-from ui.settings import SAMPLE_RECORDING, AppSettings
+from service.desk import DashboardService, Source
+from service.settings import SAMPLE_RECORDING, AppSettings
 
 TIMEFRAMES = ["1s", "1m", "5m"]
 #: Widget options are what the URL carries, so they are short, URL-safe strings.

@@ -32,9 +32,9 @@ from storage import StorageError, Writer, WriterBusyError, open_reader, open_wri
 from storage.backend import backend_of, sqlite_path
 from storage.config import StorageSettings
 from storage.retention import RetentionJob
-from ui import feed as feedlib
-from ui.alerts import AlertMonitor
-from ui.settings import SAMPLE_RECORDING, AppSettings
+from service import feeds as feedlib
+from service.alerts import AlertMonitor
+from service.settings import SAMPLE_RECORDING, AppSettings
 
 log = logging.getLogger(__name__)
 
@@ -536,11 +536,11 @@ def acquire_service(settings: AppSettings) -> DashboardService:
     """The process's one service, created on first use, recreated only if it died.
 
     Called from the ``st.cache_resource`` factory in ``app.py``. The instance is also kept in
-    ``ui.registry`` (a module that never changes, so Streamlit's code reload does not drop
+    ``service.registry`` (a module that never changes, so Streamlit's code reload does not drop
     it): if the cache is rebuilt after a reload, the old service is closed before a new one
     starts, so there is never a second writer or a second set of threads.
     """
-    from ui import registry
+    from service import registry
 
     with _REGISTRY_LOCK:
         current = registry.SERVICE

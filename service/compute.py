@@ -201,7 +201,7 @@ def bar_stats_table(result: PairView) -> pd.DataFrame:
 
 
 def metric_series(result: PairView, metric: str) -> np.ndarray:
-    """One alert metric per bar (see ``ui.alerts.METRICS``)."""
+    """One alert metric per bar (see ``service.alerts.METRICS``)."""
     t = result.table
     if metric == "zscore":
         return t["zscore"].to_numpy()

@@ -27,7 +27,7 @@ import pandas as pd
 
 from storage import Reader, StorageError, UnknownSymbolError, Writer, open_reader
 from storage.timefmt import ms_to_iso
-from ui.compute import METHODS, PairParams, compute_pair, metric_series
+from service.compute import METHODS, PairParams, compute_pair, metric_series
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import pandas as pd
 from storage import Reader, open_reader
 from storage.readbase import bars_for_export
 from storage.timefmt import ms_to_iso
-from ui.compute import PairParams, bar_stats_table, compute_pair, export_table
+from service.compute import PairParams, bar_stats_table, compute_pair, export_table
 
 #: Columns of the alert log export.
 ALERT_EXPORT_COLUMNS = [
