@@ -15,10 +15,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui.guard import db_label, inject_css, panel
-from ui.live import render_live, render_stationarity, show_new_alerts
 from service.desk import DashboardService, Source, acquire_service
 from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError
+from ui.guard import db_label, inject_css, panel
+from ui.live import render_live, render_stationarity, show_new_alerts
 from ui.sidebar import render_sidebar
 from ui.state import session_reader
 from ui.views import render_alerts, render_backtest, render_exports, render_health, render_multi

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from service.compute import METHODS, PairParams, compute_pair, metric_series
 from storage import Reader, StorageError, UnknownSymbolError, Writer, open_reader
 from storage.timefmt import ms_to_iso
-from service.compute import METHODS, PairParams, compute_pair, metric_series
 
 log = logging.getLogger(__name__)
 

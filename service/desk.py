@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from service import feeds as feedlib
+from service.alerts import AlertMonitor
+from service.settings import SAMPLE_RECORDING, AppSettings
 from storage import StorageError, Writer, WriterBusyError, open_reader, open_writer
 from storage.backend import backend_of, sqlite_path
 from storage.config import StorageSettings
 from storage.retention import RetentionJob
-from service import feeds as feedlib
-from service.alerts import AlertMonitor
-from service.settings import SAMPLE_RECORDING, AppSettings
 
 log = logging.getLogger(__name__)
 

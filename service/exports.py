@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from service.compute import PairParams, bar_stats_table, compute_pair, export_table
 from storage import Reader, open_reader
 from storage.readbase import bars_for_export
 from storage.timefmt import ms_to_iso
-from service.compute import PairParams, bar_stats_table, compute_pair, export_table
 
 #: Columns of the alert log export.
 ALERT_EXPORT_COLUMNS = [

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from service import registry
 from storage import IdKind, Writer
 from storage.__main__ import import_file
-from service import registry
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"

@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from storage import IdKind, Reader, StorageError, Tick, Writer
-from storage.__main__ import import_file
 from service import exports
-from ui import charts
 from service.alerts import AlertMonitor, Rule, RuleState, evaluate, validate_rule
 from service.compute import TABLE_COLUMNS, PairParams, compute_pair, export_table
 from service.desk import DashboardService, Source, acquire_service
 from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError, replay_db_path
+from storage import IdKind, Reader, StorageError, Tick, Writer
+from storage.__main__ import import_file
+from ui import charts
 from ui.sidebar import check_recording_path, save_upload
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"

@@ -151,8 +151,8 @@ def _live_rows(pg_url: str) -> list[tuple[str, str]]:
 def test_dashboard_defers_to_live_collectors_and_two_collectors_coexist(pg_url, monkeypatch):
     """A headless collector owns BTCUSDT: the dashboard reads it and feeds only ETHUSDT; a
     second collector of BTCUSDT shows as a second status row and stores nothing twice."""
-    from service.feeds import COLLECTOR_ID
     from service.desk import DashboardService
+    from service.feeds import COLLECTOR_ID
     from service.settings import AppSettings
 
     monkeypatch.setenv("TICKS_KEEP_HOURS", "forever")

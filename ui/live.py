@@ -17,12 +17,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analytics.stationarity import MIN_BARS, stationarity
+from service.compute import METHODS, PairParams, PairView, compute_pair
+from service.desk import DashboardService, ServiceStatus
 from storage import UnknownSymbolError
 from ui import charts
-from service.compute import METHODS, PairParams, PairView, compute_pair
 from ui.guard import WAIT_ICON, fmt_age, fmt_num, fmt_time, panel
 from ui.plot import figure_payload, show_payload
-from service.desk import DashboardService, ServiceStatus
 from ui.state import Lease, cached, session_reader, store
 
 

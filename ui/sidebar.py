@@ -17,9 +17,9 @@ from pathlib import Path
 import streamlit as st
 
 from service.compute import PairParams
-from ui.guard import db_label
 from service.desk import DashboardService, Source
 from service.settings import SAMPLE_RECORDING, AppSettings
+from ui.guard import db_label
 
 TIMEFRAMES = ["1s", "1m", "5m"]
 #: Widget options are what the URL carries, so they are short, URL-safe strings.

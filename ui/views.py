@@ -15,15 +15,15 @@ import streamlit as st
 
 from analytics import backtest, correlation_matrix, scan_pairs
 from analytics.stationarity import MIN_BARS
-from storage import StorageError, timeframe_s
-from storage.timefmt import ms_to_iso
 from service import exports
-from ui import charts
 from service.alerts import METRICS, OPS, rules_from_frame, validate_rule
 from service.compute import METHODS, PairParams, compute_pair
-from service.feeds import COLLECTOR_ID
-from ui.guard import WAIT_ICON, fmt_age, fmt_datetime, fmt_num, fmt_time, panel
 from service.desk import DashboardService
+from service.feeds import COLLECTOR_ID
+from storage import StorageError, timeframe_s
+from storage.timefmt import ms_to_iso
+from ui import charts
+from ui.guard import WAIT_ICON, fmt_age, fmt_datetime, fmt_num, fmt_time, panel
 from ui.state import cached, session_reader, store
 
 PLOT_CONFIG = {"displaylogo": False, "scrollZoom": True}
