@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+# ---------------------------------------------------------------- polling (every test file)
+def wait_for(condition, timeout_s: float = 20.0, what: str = "condition", *, interval_s=0.05):
+    """Poll ``condition`` until it returns a truthy value; return that value.
+
+    The one way tests wait for an outcome: no fixed sleeps. Fails the test naming ``what`` after
+    ``timeout_s`` seconds. ``interval_s`` is the polling interval, not a wait for the outcome.
+    Import it as ``from tests.conftest import wait_for``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
 
 # ---------------------------------------------------------------- storage tests
 # Real recorded Binance data (third-party, read-only): /work/shared/data/real/README.md.

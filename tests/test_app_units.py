@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import wait_for
+
 from service import exports
 from service.alerts import AlertMonitor, Rule, RuleState, evaluate, validate_rule
 from service.compute import TABLE_COLUMNS, PairParams, compute_pair, export_table
@@ -29,17 +31,6 @@ HFT = [
     REAL / "binance_usdm_ws_hftbacktest" / f for f in ("btcusdt_20240808.gz", "ethusdt_20240808.gz")
 ]
 QUIET_ENV = {"TICKS_KEEP_HOURS": "forever", "BARS_1S_KEEP_DAYS": "forever"}
-
-
-def wait_for(cond, timeout_s: float = 20.0, what: str = "condition"):
-    """Poll ``cond`` until it returns a truthy value or the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

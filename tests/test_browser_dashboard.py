@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
+
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "btcusdt_ethusdt_20240808_trades.txt.gz"
@@ -51,16 +53,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _poll(cond, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +102,7 @@ def dashboard(tmp_path_factory) -> Iterator[str]:
             return False
 
     try:
-        _poll(healthy, 30, "the Streamlit server")
+        wait_for(healthy, 30, "the Streamlit server")
         yield url
     finally:
         proc.terminate()
@@ -168,7 +160,7 @@ def test_live_replay_dashboard_end_to_end(dashboard, browser, tmp_path):
             seen.append(now)
         return len(seen) >= 4
 
-    _poll(advanced, 30, "three advances of the last-update time")
+    wait_for(advanced, 30, "three advances of the last-update time")
     no_exception()
 
     # Zoom the z-score chart by dragging; the zoom must survive later refreshes.
@@ -186,8 +178,8 @@ def test_live_replay_dashboard_end_to_end(dashboard, browser, tmp_path):
     page.mouse.move(box["x"] + box["width"] * 0.45, y, steps=8)
     page.mouse.move(box["x"] + box["width"] * 0.65, y, steps=8)
     page.mouse.up()
-    zoomed = _poll(lambda: (a := axis()) and not a["auto"] and a, 10, "the chart to zoom")
-    _poll(lambda: axis()["n"] >= zoomed["n"] + 2, 20, "two refreshes of the zoomed chart")
+    zoomed = wait_for(lambda: (a := axis()) and not a["auto"] and a, 10, "the chart to zoom")
+    wait_for(lambda: axis()["n"] >= zoomed["n"] + 2, 20, "two refreshes of the zoomed chart")
     after = axis()
     assert not after["auto"] and after["range"] == zoomed["range"], (zoomed, after)
     no_exception()

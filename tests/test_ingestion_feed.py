@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
+
 from ingestion.backoff import instant_backoff
 from ingestion.config import ConfigError, FeedSettings
 from ingestion.fakebinance import FakeBinance, Faults
@@ -28,16 +30,6 @@ from storage import Gap, Reader, Tick, UnknownSymbolError, Writer, open_reader, 
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 SPEED = 30.0  # 43 s of recorded trades in about 1.5 s
-
-
-def _wait_for(predicate, timeout_s: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +83,7 @@ def stored_ids(db: Path, symbol: str) -> list[int]:
 
 def wait_complete(server: FakeBinance, db: Path, symbols, kind: str = "agg", timeout_s=30.0):
     """Wait until the replay ended and the database holds exactly the published ids."""
-    _wait_for(server.finished, timeout_s, "the replay to finish")
+    wait_for(server.finished, timeout_s, "the replay to finish")
     expected = {s: server.source_ids(s, kind) for s in symbols}
     deadline = time.monotonic() + timeout_s
     while True:
@@ -124,7 +116,7 @@ def test_clean_stream_stores_exactly_the_source(recording, tmp_path):
     db = tmp_path / "clean.db"
     with FakeBinance(recording, speed=SPEED, preroll_s=5, ping_interval_s=0.2) as server:
         service = start(db, ["btcusdt", "ethusdt"], fast_settings(server))
-        seen_live = _wait_for(
+        seen_live = wait_for(
             lambda: all(s.state is FeedState.LIVE for s in service.status().values()),
             10,
             "both feeds live",
@@ -158,9 +150,9 @@ def test_history_loads_klines_before_the_first_trade(recording, tmp_path):
         service = start(
             db, ["ETHUSDT"], fast_settings(server, history_trades_s=0.5, history_klines_s=3600.0)
         )
-        first = _wait_for(lambda: stored_ids(db, "ETHUSDT"), 10, "ticks")
+        first = wait_for(lambda: stored_ids(db, "ETHUSDT"), 10, "ticks")
         with Reader(db) as reader:
-            bars = _wait_for(lambda: not reader.bars("ETHUSDT", "1m").empty, 10, "kline bars")
+            bars = wait_for(lambda: not reader.bars("ETHUSDT", "1m").empty, 10, "kline bars")
             first_tick_ms = int(reader.ticks("ETHUSDT")["ts_ms"].min())
             one_min = reader.bars("ETHUSDT", "1m")
         assert bars and first
@@ -239,7 +231,7 @@ def test_silent_route_is_detected_and_rest_keeps_the_data_complete(recording, tm
         )
         assert settings.ws_url("BTCUSDT").endswith(f":{server.port}/ws/btcusdt@aggTrade")
         service = start(db, ["BTCUSDT"], settings)
-        stale = _wait_for(
+        stale = wait_for(
             lambda: service.status()["BTCUSDT"].state is FeedState.STALE, 10, "state stale"
         )
         assert stale
@@ -283,7 +275,7 @@ def test_quiet_market_is_not_mistaken_for_a_dead_feed(tmp_path):
             ]
             return FeedState.QUIET in states and len(probes) >= 3
 
-        _wait_for(probed_while_quiet, 15, "quiet state and three REST probes")
+        wait_for(probed_while_quiet, 15, "quiet state and three REST probes")
         published = server.source_ids("CTKUSDT")
         assert service.stop()
     status = service.status()["CTKUSDT"]
@@ -299,11 +291,11 @@ def test_unrepairable_and_partial_gaps_are_recorded_not_hidden(recording, tmp_pa
     faults = Faults(skip_ids=set(range(50, 60)) | set(range(65, 76)), rest_min_id={"BTCUSDT": 70})
     with FakeBinance(recording, speed=SPEED, faults=faults) as server:
         service = start(db, ["BTCUSDT"], fast_settings(server, history=False))
-        _wait_for(lambda: service.status()["BTCUSDT"].gaps_found >= 2, 10, "two gaps")
-        _wait_for(
+        wait_for(lambda: service.status()["BTCUSDT"].gaps_found >= 2, 10, "two gaps")
+        wait_for(
             lambda: len(gaps(db)) == 2 and set(gaps(db)["status"]) != {"open"}, 10, "gap records"
         )
-        _wait_for(lambda: "partial" in set(gaps(db)["status"]), 10, "both gaps resolved")
+        wait_for(lambda: "partial" in set(gaps(db)["status"]), 10, "both gaps resolved")
         assert service.stop()
     found = gaps(db).sort_values("first_missing_id").reset_index(drop=True)
     assert list(found["first_missing_id"]) == [50, 65]
@@ -391,7 +383,7 @@ def test_clean_stop_writes_every_queued_tick(recording, tmp_path):
         service = start(
             db, ["BTCUSDT"], fast_settings(server, batch_latency_s=30.0, batch_size=100_000)
         )
-        _wait_for(lambda: service.status()["BTCUSDT"].messages >= 200, 10, "200 messages")
+        wait_for(lambda: service.status()["BTCUSDT"].messages >= 200, 10, "200 messages")
         assert service.writer_status().queued > 0
         assert service.writer_status().committed == 0  # all of it still in the queue
         started = time.monotonic()
@@ -409,9 +401,9 @@ def test_back_pressure_blocks_the_feed_with_a_bounded_queue(recording, tmp_path)
     try:
         with FakeBinance(recording, speed=SPEED, preroll_s=5) as server:
             service = start(storage, ["BTCUSDT"], fast_settings(server, queue_size=4))
-            _wait_for(lambda: service.status()["BTCUSDT"].messages > 0, 10, "messages")
+            wait_for(lambda: service.status()["BTCUSDT"].messages > 0, 10, "messages")
             with storage.transaction():  # a long import holds the one writer
-                full = _wait_for(
+                full = wait_for(
                     lambda: service.status()["BTCUSDT"].queue_depth == 4, 10, "a full queue"
                 )
                 assert full
@@ -443,7 +435,7 @@ def test_add_and_remove_symbols_while_running(recording, tmp_path):
         service = start(db, ["BTCUSDT"], fast_settings(server))
         service.add_symbol("ethusdt")
         assert set(service.status()) == {"BTCUSDT", "ETHUSDT"}
-        _wait_for(lambda: stored_ids(db, "ETHUSDT"), 10, "ETHUSDT ticks")
+        wait_for(lambda: stored_ids(db, "ETHUSDT"), 10, "ETHUSDT ticks")
         service.remove_symbol("BTCUSDT")
         assert set(service.status()) == {"ETHUSDT"}
         wait_complete(server, db, ["ETHUSDT"])
@@ -479,7 +471,7 @@ def test_backoff_restarts_after_a_healthy_connection(recording, tmp_path):
                 fast_settings(server, history=False, healthy_after_s=healthy_after_s),
                 backoff_factory=factory,
             ).start()
-            _wait_for(lambda s=service: s.status()["BTCUSDT"].reconnects == 3, 10, "3 reconnects")
+            wait_for(lambda s=service: s.status()["BTCUSDT"].reconnects == 3, 10, "3 reconnects")
             assert service.stop()
         assert len(made) == expected
 
@@ -490,7 +482,7 @@ def test_ids_going_backwards_are_reported(tmp_path):
         storage.write_ticks([Tick("BTCUSDT", 10**9, 1_700_000_000_000, 1.0, 1.0, False)])
     with FakeBinance(load_recording([SAMPLE_RECORDING]), speed=0) as server:
         service = start(db, ["BTCUSDT"], fast_settings(server, history=False))
-        _wait_for(
+        wait_for(
             lambda: "went backwards" in service.status()["BTCUSDT"].last_error,
             20,
             "the backwards report",
@@ -534,7 +526,7 @@ def test_open_and_failed_gaps_are_retried_on_the_next_start(recording, database)
             first = start(
                 storage, ["BTCUSDT"], fast_settings(server, history=False, rest_max_retries=0)
             )
-            _wait_for(
+            wait_for(
                 lambda: list(_gaps_of(database)["status"]) == ["failed", "open"],
                 20,
                 "a failed gap and an open one",
@@ -552,14 +544,14 @@ def test_open_and_failed_gaps_are_retried_on_the_next_start(recording, database)
         storage = open_writer(database)
         try:
             second = start(storage, ["BTCUSDT"], fast_settings(server, history=False))
-            _wait_for(
+            wait_for(
                 lambda: list(_gaps_of(database)["status"][:2]) == ["repaired"] * 2,
                 20,
                 "both left-over gaps repaired",
             )
             last = server.source_ids("BTCUSDT")[-1]
             # Run 1 began at its connection's first id; from there on nothing may be missing.
-            _wait_for(
+            wait_for(
                 lambda: (ids := _ids_of(database, "BTCUSDT")) == list(range(ids[0], last + 1)),
                 20,
                 "every id from the first one stored",
@@ -607,8 +599,8 @@ def test_gaps_rest_cannot_fill_fall_back_to_1m_klines(recording, tmp_path, fallb
         )
         lost = set(range(50, 60)) | set(range(65, 70))
         wait_ids = [i for i in server.source_ids("BTCUSDT") if i not in lost]
-        _wait_for(lambda: stored_ids(db, "BTCUSDT") == wait_ids, 20, "every id REST has")
-        _wait_for(
+        wait_for(lambda: stored_ids(db, "BTCUSDT") == wait_ids, 20, "every id REST has")
+        wait_for(
             lambda: (
                 list(gaps(db).sort_values("first_missing_id")["status"])
                 == ["unrepairable", "partial"]
@@ -685,8 +677,8 @@ def test_gaps_after_a_restart_fall_back_to_1m_klines(recording, first_half, data
         storage = open_writer(database)
         try:
             first = start(storage, ["BTCUSDT"], fast_settings(server, **settings))
-            _wait_for(lambda: _ids_of(database, "BTCUSDT") == run1_ids, 20, "run 1's ids")
-            _wait_for(lambda: list(_gaps_of(database)["status"]) == ["failed"], 20, "failed gap")
+            wait_for(lambda: _ids_of(database, "BTCUSDT") == run1_ids, 20, "run 1's ids")
+            wait_for(lambda: list(_gaps_of(database)["status"]) == ["failed"], 20, "failed gap")
             assert first.stop()
         finally:
             storage.close()
@@ -700,8 +692,8 @@ def test_gaps_after_a_restart_fall_back_to_1m_klines(recording, first_half, data
         try:
             second = start(storage, ["BTCUSDT"], fast_settings(server, **settings))
             wanted = [i for i in all_ids if i not in lost]
-            _wait_for(lambda: _ids_of(database, "BTCUSDT") == wanted, 20, "every id REST has")
-            _wait_for(
+            wait_for(lambda: _ids_of(database, "BTCUSDT") == wanted, 20, "every id REST has")
+            wait_for(
                 lambda: list(_gaps_of(database)["status"]) == ["unrepairable"] * 2,
                 20,
                 "both gaps resolved",
@@ -747,7 +739,7 @@ def test_retried_gap_without_stored_neighbours_says_its_times_are_unknown(record
     faults = Faults(rest_min_id={"BTCUSDT": 70})
     with FakeBinance(recording, speed=0, rebase_time=False, faults=faults) as server:
         service = start(db, ["BTCUSDT"], fast_settings(server, history=False))
-        _wait_for(
+        wait_for(
             lambda: list(gaps(db)["status"]) == ["unrepairable"], 20, "the retried gap resolved"
         )
         assert service.stop()
@@ -773,7 +765,7 @@ def test_stop_while_start_waits_for_rest_wins_at_once(recording, tmp_path):
 
         starter = threading.Thread(target=run, daemon=True)
         starter.start()
-        _wait_for(lambda: server.stats.rest_requests, 10, "the exchangeInfo request")
+        wait_for(lambda: server.stats.rest_requests, 10, "the exchangeInfo request")
         assert not service.running
         started = time.monotonic()
         assert service.stop(timeout_s=10)
@@ -795,7 +787,7 @@ def test_stop_while_start_opens_feeds_tears_down_what_it_started(recording, tmp_
             starter = threading.Thread(target=service.start, daemon=True)
             with storage.transaction():  # the start's first storage read waits for this
                 starter.start()
-                _wait_for(lambda: service.writer_status() is not None, 10, "the writer started")
+                wait_for(lambda: service.writer_status() is not None, 10, "the writer started")
                 assert not service.running
                 assert service.stop(timeout_s=10)
                 assert not service.writer_status().running

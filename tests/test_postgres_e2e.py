@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
+
 from ingestion.replay import start_replay_server
 from storage import StorageError, open_reader
 
@@ -127,16 +129,6 @@ def test_collector_writes_postgres_while_another_process_reads(pg_url: str) -> N
             assert int(bars["trades"].sum()) == len(ticks)
 
 
-def _poll(condition, what: str, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)  # polling interval, not a wait for an outcome
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-
-
 def _live_rows(pg_url: str) -> list[tuple[str, str]]:
     try:
         with open_reader(pg_url) as reader:
@@ -161,9 +153,9 @@ def test_dashboard_defers_to_live_collectors_and_two_collectors_coexist(pg_url, 
     first = _collector(pg_url, server, "btcusdt")
     second = svc = None
     try:
-        _poll(
+        wait_for(
             lambda: any(sym == "BTCUSDT" for _, sym in _live_rows(pg_url)),
-            "the collector's live status",
+            60.0, "the collector's live status",
         )
         settings = AppSettings(
             db_path=pg_url,
@@ -178,24 +170,24 @@ def test_dashboard_defers_to_live_collectors_and_two_collectors_coexist(pg_url, 
         svc.start_feed()
         status = svc.status()
         assert list(status.collected_elsewhere) == ["BTCUSDT"]
-        _poll(
+        wait_for(
             lambda: (
                 [s.symbol for s in svc.feed_status()] == ["ETHUSDT"]
                 and svc.feed_status()[0].state.value == "live"
             ),
-            "the dashboard's own ETHUSDT feed",
+            60.0, "the dashboard's own ETHUSDT feed",
         )
 
         second = _collector(pg_url, server, "btcusdt")
         # Published every few seconds: the dashboard's ETHUSDT and two BTCUSDT collectors.
-        rows = _poll(
+        rows = wait_for(
             lambda: (
                 (r := _live_rows(pg_url))
                 and sum(sym == "BTCUSDT" for _, sym in r) == 2
                 and (COLLECTOR_ID, "ETHUSDT") in r
                 and r
             ),
-            "two BTCUSDT collectors and the dashboard's ETHUSDT feed published",
+            60.0, "two BTCUSDT collectors and the dashboard's ETHUSDT feed published",
         )
         assert len({c for c, sym in rows if sym == "BTCUSDT"}) == 2
     finally:

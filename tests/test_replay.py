@@ -19,6 +19,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import wait_for
 from websocket import ABNF, WebSocketTimeoutException, create_connection
 
 from ingestion.fakebinance import FakeBinance, Faults
@@ -44,16 +46,6 @@ def _sample_lines() -> list[str]:
 def _get(url: str):
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read()), response.headers
-
-
-def _wait_for(predicate, timeout_s: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +234,7 @@ def test_client_that_ignores_pings_is_disconnected(sample):
     with FakeBinance(sample, speed=1, ping_interval_s=0.1, pong_timeout_s=0.3) as server:
         ws = create_connection(server.ws_base + "/ws/btcusdt@aggTrade", timeout=5)
         # Never read: pings pile up unanswered, so the server must close within ~0.4 s.
-        _wait_for(lambda: server.live_connections() == 0, 5, "the server to drop the client")
+        wait_for(lambda: server.live_connections() == 0, 5, "the server to drop the client")
         ws.close()
 
 

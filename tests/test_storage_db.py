@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import wait_for
+
 from storage import Gap, IdKind, Reader, StorageError, Tick, Writer, WriterBusyError
 from storage.__main__ import main
 from storage.config import StorageSettings
@@ -30,15 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_S = 20.0  # generous upper bound for anything we poll for; typical waits are ms
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000
 TF = {"1s": 1_000, "1m": 60_000}
-
-
-def wait_for(condition, what: str, timeout_s: float = DEADLINE_S) -> None:
-    """Poll ``condition`` until true; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.005)
 
 
 def digest(path: Path) -> str:
@@ -418,7 +411,7 @@ def test_one_writer_thread_and_three_reader_threads(tmp_path: Path, storage_hft_
         for b in batches[:half]:
             writer.write_ticks(b)
         # Make sure every reader has run against a half-written database before going on.
-        wait_for(lambda: all(e.is_set() for e in first_read), "every reader's first read")
+        wait_for(lambda: all(e.is_set() for e in first_read), what="every reader's first read")
         for b in batches[half:]:
             writer.write_ticks(b)
     finally:
@@ -533,7 +526,7 @@ def test_retention_job_prunes_in_the_background_and_stops(tmp_path: Path) -> Non
         )
         job = RetentionJob(w, settings).start()
         try:
-            wait_for(lambda: job.passes >= 3, "three retention passes")
+            wait_for(lambda: job.passes >= 3, what="three retention passes")
         finally:
             job.stop()
         assert not job._thread.is_alive()
