@@ -18,6 +18,8 @@ Each mode is a server of its own, measured in the same run:
 - ``baseline``: today's behaviour — Streamlit's forced ``gc.collect(2)`` after every script
   and fragment run (``--runner.postScriptGC true``) and per-session compute
   (``SHARED_VIEWS=0``);
+- ``gc_off``: ``runner.postScriptGC = false`` (``.streamlit/config.toml``), per-session
+  compute: the garbage-collection change alone;
 - ``shared``: the project's configuration — ``runner.postScriptGC = false`` from
   ``.streamlit/config.toml`` and the process-wide view cache (``service/viewcache.py``).
 
@@ -72,6 +74,7 @@ CHROME_ARGS = [
 #: What each mode changes against the project's configuration.
 MODES: dict[str, tuple[dict[str, str], list[str]]] = {
     "baseline": ({"SHARED_VIEWS": "0"}, ["--runner.postScriptGC", "true"]),
+    "gc_off": ({"SHARED_VIEWS": "0"}, []),
     "shared": ({"SHARED_VIEWS": "1"}, []),
 }
 #: Counts redraws of the z-score chart (``data-rendered`` is bumped by ui/plot.js per draw).
@@ -280,9 +283,10 @@ def summarise(rows: list[dict]) -> dict:
         if len(ns) >= 2:
             s["further_viewer_cores"] = (by_n[ns[-1]] - by_n[ns[0]]) / (ns[-1] - ns[0])
         out[mode] = s
-    if "baseline" in out and "shared" in out:
-        b, n = out["baseline"]["cores_by_tabs"], out["shared"]["cores_by_tabs"]
-        out["shared_over_baseline"] = {k: n[k] / b[k] for k in n if k in b and b[k] > 0}
+    for mode in ("gc_off", "shared"):
+        if "baseline" in out and mode in out:
+            b, n = out["baseline"]["cores_by_tabs"], out[mode]["cores_by_tabs"]
+            out[f"{mode}_over_baseline"] = {k: n[k] / b[k] for k in n if k in b and b[k] > 0}
     return out
 
 
@@ -355,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tabs", default="0,1,2,4,8", help="tab counts, increasing (0 = no tab)")
     ap.add_argument("--seconds", type=float, default=20.0, help="measurement window per count")
     ap.add_argument("--warm", type=float, default=8.0, help="seconds before each window")
-    ap.add_argument("--modes", default="baseline,shared", help=f"of {', '.join(MODES)}")
+    ap.add_argument("--modes", default="baseline,gc_off,shared", help=f"of {', '.join(MODES)}")
     ap.add_argument("--speed", type=float, default=1.0, help="replay speed")
     ap.add_argument("--soak", type=float, metavar="MINUTES", help="run the memory soak instead")
     ap.add_argument("--soak-tabs", type=int, default=4)
