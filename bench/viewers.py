@@ -47,10 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.dashboard import OBSERVE_LAST_UPDATE_JS, trade_to_screen
 
-from bench.dashboard import OBSERVE_LAST_UPDATE_JS, trade_to_screen  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CHROMIUM = "/usr/bin/chromium"
 SAMPLE = ROOT / "samples" / "btcusdt_ethusdt_20240808_trades.txt.gz"
