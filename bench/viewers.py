@@ -26,9 +26,9 @@ Each mode is a server of its own, measured in the same run:
 ``--soak MINUTES`` instead runs one server (``--soak-mode``) with ``--soak-tabs`` tabs and
 samples server RSS and each tab's JS heap every 30 s: growth after warm-up is the figure.
 
-    python bench/viewers.py                          # about 5 minutes
-    python bench/viewers.py --tabs 1,4 --seconds 15  # quicker
-    python bench/viewers.py --soak 10 --soak-tabs 4  # memory soak
+    python -m bench.viewers                          # about 8 minutes
+    python -m bench.viewers --tabs 1,4 --seconds 15  # quicker
+    python -m bench.viewers --soak 10 --soak-tabs 4  # memory soak
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+# Run as a module (python -m bench.viewers): run as a file, bench/ would come first on the path
+# and bench/storage.py would shadow the storage package.
 from bench.dashboard import OBSERVE_LAST_UPDATE_JS, trade_to_screen
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,10 +211,14 @@ def measure(server: Server, pages: list, seconds: float) -> dict:
             }
         )
     p95 = [t["p95_s"] for t in tabs if t["p95_s"] is not None]
+    updates = sum(t["updates_per_s"] for t in tabs) * wall
     return {
         "tabs": len(pages),
         "seconds": round(wall, 1),
         "server_cores": (c1 - c0) / wall,
+        # Server CPU per refresh a tab received: unlike cores, it does not drop when the machine
+        # is saturated and the tabs get fewer refreshes than asked (a shared 2-core machine).
+        "server_cpu_ms_per_update": 1000 * (c1 - c0) / updates if updates else None,
         "server_rss_mb": rss_mb(server.pid),
         "machine_busy": (busy1 - busy0) / max(1, total1 - total0),
         "updates_per_s_min": min((t["updates_per_s"] for t in tabs), default=None),
@@ -259,6 +265,7 @@ def _print_row(r: dict) -> None:
 
     print(
         f"{r['mode']:>8} tabs={r['tabs']:>2}  server {r['server_cores']:.3f} cores  "
+        f"{f(r['server_cpu_ms_per_update'], '.1f')} ms/update  "
         f"RSS {r['server_rss_mb']:.0f} MB  updates/s min {f(r['updates_per_s_min'], '.2f')}  "
         f"redraws/s {f(r['redraws_per_s_mean'], '.2f')}  "
         f"p95 worst tab {f(r['p95_s_worst_tab'], '.2f')} s  "
