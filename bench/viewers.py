@@ -181,7 +181,8 @@ def open_tab(browser, url: str):
     ctx = browser.new_context(viewport={"width": 1600, "height": 1300}, color_scheme="dark")
     page = ctx.new_page()
     page.goto(f"{url}/?refresh=0.5&window=60&tf=1s")
-    page.locator(".st-key-chart_zscore .js-pd-plot[data-rendered]").first.wait_for(timeout=90_000)
+    chart = page.locator(".st-key-chart_zscore .js-pd-plot[data-rendered]").first
+    chart.wait_for(state="attached", timeout=180_000)
     page.evaluate(OBSERVE_LAST_UPDATE_JS)
     return page
 
@@ -282,7 +283,14 @@ def summarise(rows: list[dict]) -> dict:
         by_n = {r["tabs"]: r["server_cores"] for r in rows if r["mode"] == mode}
         if not by_n:
             continue
-        s: dict = {"cores_by_tabs": by_n}
+        s: dict = {
+            "cores_by_tabs": by_n,
+            "cpu_ms_per_update_by_tabs": {
+                r["tabs"]: r["server_cpu_ms_per_update"]
+                for r in rows
+                if r["mode"] == mode and r["tabs"]
+            },
+        }
         if 0 in by_n and 1 in by_n:
             s["first_viewer_cores"] = by_n[1] - by_n[0]
         ns = sorted(n for n in by_n if n >= 1)
