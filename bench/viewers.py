@@ -71,6 +71,7 @@ CHROME_ARGS = [
     "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
     "--enable-precise-memory-info",
+    "--js-flags=--expose-gc",  # the soak reads each tab's heap after a full collection
 ]
 #: What each mode changes against the project's configuration.
 MODES: dict[str, tuple[dict[str, str], list[str]]] = {
@@ -84,6 +85,10 @@ CHART_RENDERS_JS = """() => {
   return g ? Number(g.dataset.rendered || 0) : 0;
 }"""
 JS_HEAP_JS = "() => performance.memory ? performance.memory.usedJSHeapSize : null"
+#: The heap after a full collection: V8's heap saws between collections, so a raw sample
+#: says little about growth.
+JS_HEAP_AFTER_GC_JS = """() => { if (window.gc) window.gc();
+  return performance.memory ? performance.memory.usedJSHeapSize : null; }"""
 
 
 # ----------------------------------------------------------------------------- /proc
@@ -319,13 +324,15 @@ def soak(minutes: float, n_tabs: int, mode: str, speed: float, every_s: float = 
                     pages = [open_tab(browser, server.url) for _ in range(n_tabs)]
                     t0, c0 = time.monotonic(), cpu_s(server.pid)
                     while (elapsed := time.monotonic() - t0) < minutes * 60:
-                        heaps = [p.evaluate(JS_HEAP_JS) or 0 for p in pages]
+                        heaps = [p.evaluate(JS_HEAP_AFTER_GC_JS) or 0 for p in pages]
                         samples.append(
                             {
                                 "t_s": round(elapsed),
                                 "rss_mb": rss_mb(server.pid),
                                 "js_heap_mb": [round(h / 1e6, 2) for h in heaps],
-                                "cores_so_far": (cpu_s(server.pid) - c0) / max(elapsed, 1e-9),
+                                "cores_so_far": (cpu_s(server.pid) - c0) / elapsed
+                                if elapsed > 1
+                                else None,
                             }
                         )
                         print(json.dumps(samples[-1]), file=sys.stderr, flush=True)
