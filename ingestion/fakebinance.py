@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from ingestion.fakehostile import run_hostile
 from ingestion.recording import Recording, SymbolRecording, TradeColumns, load_recording
 
 __all__ = ["GARBAGE_FRAMES", "FakeBinance", "Faults"]
@@ -106,6 +107,13 @@ class Faults:
     max_connection_s: float | None = None
     #: Extra exchangeInfo entries, e.g. ``{"symbol": "OLDUSDT", "status": "SETTLING"}``.
     extra_symbols: list[dict[str, Any]] = field(default_factory=list)
+    #: Per connection of each symbol, in turn: a hostile mode (``ingestion.fakehostile``:
+    #: ``silent``, ``ping_flood``, ``endless_fragments``) that replaces the replay, or None.
+    hostile: list[str | None] = field(default_factory=list)
+    #: ``(symbol, after_n, payload)``: on the first connection of ``symbol``, send the raw
+    #: text frame ``payload`` after its ``after_n``-th data message (a nested frame, a trade
+    #: with an impossible id ...; see ``fakehostile.hostile_trade``).
+    inject: list[tuple[str, int, bytes]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,6 +388,7 @@ class ServerStats:
     pongs_bad: int = 0
     client_pings: int = 0
     drops: int = 0
+    hostile_frames: int = 0  # frames sent by hostile modes and injections
 
 
 _INTERVALS_MS = {
@@ -758,6 +767,15 @@ class _WsSession:
         k_conn = app._next_conn_index(first_symbol)
         drop_after = faults.drop_after[k_conn] if k_conn < len(faults.drop_after) else None
         stall_after = faults.stall_after[k_conn] if k_conn < len(faults.stall_after) else None
+        hostile = faults.hostile[k_conn] if k_conn < len(faults.hostile) else None
+        if hostile is not None:
+            run_hostile(self, hostile)
+            return
+        inject = sorted(
+            (after, payload)
+            for sym, after, payload in faults.inject
+            if k_conn == 0 and sym.upper() == first_symbol
+        )
         sent = 0
         garbage_i = 0
         next_ping = time.monotonic() + (app.ping_interval_s or math.inf)
@@ -828,6 +846,10 @@ class _WsSession:
                 with app._lock:
                     app.stats.garbage_sent += 1
             counts[view.symbol] = counts.get(view.symbol, 0) + 1
+            while inject and inject[0][0] <= sent:
+                out.append(encode_frame(OP_TEXT, inject.pop(0)[1]))
+                with app._lock:
+                    app.stats.hostile_frames += 1
             if len(out) >= 256:
                 self._flush(out, counts)
             if drop_after is not None and sent >= drop_after:

@@ -368,6 +368,10 @@ class SymbolFeed:
         except ParseError as exc:
             self._reject(exc, payload)
             return
+        except Exception as exc:  # no frame may kill the feed (issue 14)
+            # RecursionError (deep nesting), MemoryError, a parser bug: reject the frame.
+            self._reject(ParseError("unparseable", f"{type(exc).__name__}: {exc}"[:120]), payload)
+            return
         if tick.symbol != self.symbol:
             self._reject(ParseError("wrong_symbol", tick.symbol), payload)
             return
