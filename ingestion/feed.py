@@ -249,10 +249,15 @@ class SymbolFeed:
         now_ms = _now_ms()
         c = self._c
         wstats = self._writer.stats()
+        storage_rejects = self._writer.rejected(self.symbol)
+        last_error = self._last_error
         if self._fatal:
             state = FeedState.ERROR
         elif self._stop.is_set():
             state = FeedState.STOPPED
+        elif wstats.failing_s > 0:  # never "live" while nothing is stored (issue 14)
+            state = FeedState.ERROR
+            last_error = f"nothing stored for {wstats.failing_s:.0f} s: {wstats.last_error}"
         elif self._stale:
             state = FeedState.STALE
         elif not self._open:
@@ -286,10 +291,10 @@ class SymbolFeed:
             backfill_pending=self._job_active or not self._jobs.empty(),
             backfill_todo_ids=self._backfill_todo,
             history_loaded=self._history_loaded,
-            rejected=c.rejected,
+            rejected=c.rejected + sum(storage_rejects.values()),
             duplicates=c.duplicates,
             stored=self._writer.stored(self.symbol),
-            last_error=self._last_error,
+            last_error=last_error,
             last_error_ms=self._last_error_ms,
             connected_for_s=None if not self._open else _round(self._conn.connected_for_s),
             queue_depth=wstats.queued,
@@ -299,7 +304,10 @@ class SymbolFeed:
         )
 
     def reject_reasons(self) -> dict[str, int]:
-        return dict(self._c.reject_reasons)
+        """Rejected messages by reason, the storage writer's refusals included."""
+        return dict(
+            self._c.reject_reasons + collections.Counter(self._writer.rejected(self.symbol))
+        )
 
     def _rate(self) -> float:
         samples = list(self._rates)

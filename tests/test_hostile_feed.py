@@ -17,8 +17,12 @@ from ingestion.fakebinance import FakeBinance, Faults
 from ingestion.fakehostile import NESTED_FRAME
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
+from ingestion.spill import spill_path
 from ingestion.status import FeedState
-from tests.test_ingestion_feed import fast_settings, start, wait_complete
+from ingestion.writer import TickWriter
+from storage import Tick, Writer
+from tests.conftest import wait_for
+from tests.test_ingestion_feed import fast_settings, start, stored_ids, wait_complete
 
 SPEED = 30.0
 BOTH = ["BTCUSDT", "ETHUSDT"]
@@ -57,3 +61,75 @@ def test_deeply_nested_frame_is_rejected_and_the_feed_goes_on(recording, tmp_pat
     lines = [r.getMessage() for r in caplog.records if "rejected message" in r.getMessage()]
     assert len(lines) == 2 and all("RecursionError" in line for line in lines)
     assert not any(r.exc_info for r in caplog.records)  # one line each, no traceback
+
+
+# --------------------------------------------------------------------------- 2. writer isolation
+def _ticks(symbol: str, ids) -> list[Tick]:
+    return [Tick(symbol, i, 1_700_000_000_000 + i, 100.0 + i, 1.0, False) for i in ids]
+
+
+def test_a_tick_storage_refuses_is_rejected_alone(tmp_path, caplog):
+    """An id past int64 in a batch of two symbols: only that tick is refused, logged once."""
+    bad = [Tick("ETHUSDT", 2**64, 1_700_000_000_000, 3000.0, 1.0, False)]
+    worse = [Tick("ETHUSDT", 2**65, 1_700_000_000_000, 3000.0, 1.0, False)]
+    with Writer(tmp_path / "iso.db") as storage:
+        writer = TickWriter(storage, batch_latency_s=0.2, retry_s=0.05).start()
+        with caplog.at_level(logging.ERROR, logger="ingestion.writer"):
+            writer.put_many(_ticks("BTCUSDT", range(1, 101)))
+            writer.put_many(_ticks("ETHUSDT", range(1, 51)) + bad + _ticks("ETHUSDT", [51]))
+            writer.put_many(worse + _ticks("ETHUSDT", range(52, 101)))
+            assert writer.stop(timeout_s=10)
+        stats = writer.stats()
+    assert stored_ids(tmp_path / "iso.db", "BTCUSDT") == list(range(1, 101))
+    assert stored_ids(tmp_path / "iso.db", "ETHUSDT") == list(range(1, 101))
+    assert writer.rejected("ETHUSDT") == {"storage_OverflowError": 2}
+    assert writer.rejected("BTCUSDT") == {} and stats.rejected == 2 and stats.failing_s == 0
+    refused = [r for r in caplog.records if "refused tick" in r.getMessage()]
+    assert len(refused) == 1 and str(2**64) in refused[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records)
+
+
+# --------------------------------------------------------------------------- 7. disk full
+def _fill_up(storage: Writer) -> None:
+    """Make the database "full": SQLite's own limit (no root, no tmpfs) gives the same
+    SQLITE_FULL "database or disk is full" a full filesystem gives."""
+    with storage._lock:  # the test reaches into the writer's connection on purpose
+        pages = storage._conn.execute("PRAGMA page_count").fetchone()[0]
+        storage._conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_disk_full_shows_in_status_spills_on_stop_and_restart_stores_it(
+    recording, tmp_path, caplog
+):
+    db = tmp_path / "full.db"
+    side = spill_path(db)
+    with FakeBinance(recording, speed=SPEED / 3, preroll_s=5) as server:
+        storage = Writer(db)
+        try:
+            service = start(storage, BOTH, fast_settings(server, storage_retry_s=0.1))
+            wait_for(lambda: stored_ids(db, "BTCUSDT"), 10, "first ticks stored")
+            _fill_up(storage)
+            failing = wait_for(
+                lambda: all(s.state is FeedState.ERROR for s in service.status().values()),
+                15,
+                "both symbols in state error while nothing is stored",
+            )
+            assert failing
+            status = service.status()["ETHUSDT"]
+            assert "nothing stored" in status.last_error and "full" in status.last_error
+            assert "error='nothing stored" in status.line()
+            queued_before = service.writer_status().queued
+            with caplog.at_level(logging.ERROR, logger="ingestion.writer"):
+                assert service.stop(timeout_s=2) is False  # could not drain: says so
+        finally:
+            storage.close()
+        lines = side.read_text().splitlines()
+        said = [r.getMessage() for r in caplog.records if "did not drain" in r.getMessage()]
+        assert len(said) == 1 and f"not stored: {len(lines)} ticks" in said[0]
+        assert str(side) in said[0] and queued_before >= 0 and lines
+        assert '"e":"aggTrade"' in lines[0]
+        # A restart (the disk has room again) stores the side file first, then goes on.
+        again = start(db, BOTH, fast_settings(server))
+        wait_complete(server, db, BOTH)
+        assert again.stop(timeout_s=10)
+    assert not side.exists()
