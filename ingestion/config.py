@@ -75,6 +75,12 @@ class FeedSettings:
     ping_interval_s: float | None = 30.0
     #: A ping unanswered this long (seconds) means a dead socket: reconnect.
     pong_timeout_s: float = 10.0
+    #: Largest message (bytes) accepted, one frame or a text assembled from continuation
+    #: frames; a bigger one ends the connection. Binance trade messages are < 1 KiB.
+    max_message_bytes: int = 1 << 20
+    #: More server pings than this within one second (Binance sends one per 3 min) is a
+    #: ping flood: the connection is ended and dialled again after the backoff.
+    max_pings_per_s: int = 20
     #: No trade for this long (seconds) shows the symbol as ``quiet`` (display only).
     quiet_after_s: float = 10.0
     #: Connected this long (seconds) without one trade: ask REST whether the market traded.
@@ -192,6 +198,8 @@ class FeedSettings:
             "max_backfill_ids",
             "connect_attempts_per_window",
             "rest_weight_limit_per_min",
+            "max_message_bytes",
+            "max_pings_per_s",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected >= 1")

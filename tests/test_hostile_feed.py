@@ -133,3 +133,52 @@ def test_disk_full_shows_in_status_spills_on_stop_and_restart_stores_it(
         wait_complete(server, db, BOTH)
         assert again.stop(timeout_s=10)
     assert not side.exists()
+
+
+# --------------------------------------------------------------------------- 4. endless fragments
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_a_text_frame_that_never_finishes_ends_the_connection(recording, tmp_path):
+    db = tmp_path / "fragments.db"
+    faults = Faults(hostile=["endless_fragments"])
+    with FakeBinance(recording, speed=SPEED, preroll_s=5, faults=faults) as server:
+        rss_before = _rss_mb()
+        service = start(db, BOTH, fast_settings(server))
+        reconnected = wait_for(
+            lambda: all(s.reconnects >= 1 for s in service.status().values()),
+            20,
+            "both feeds to end the endless message and reconnect",
+        )
+        assert reconnected
+        errors = {s: st.last_error for s, st in service.status().items()}
+        wait_complete(server, db, BOTH)  # the second connection is a normal one
+        rss_growth = _rss_mb() - rss_before
+        assert service.stop(timeout_s=10)
+    for symbol, error in errors.items():
+        assert "1048576-byte limit across continuation frames" in error, (symbol, error)
+    assert server.stats.hostile_frames > 2 * 16  # more than the 1 MiB limit was sent
+    assert rss_growth < 100, f"memory grew {rss_growth:.0f} MB"
+
+
+# --------------------------------------------------------------------------- 6. ping flood
+def test_a_ping_flood_without_data_ends_the_connection(recording, tmp_path):
+    db = tmp_path / "pings.db"
+    faults = Faults(hostile=["ping_flood", "ping_flood"])
+    # A hostile server: it does not enforce Binance's 10 incoming frames/s on our pongs.
+    with FakeBinance(
+        recording, speed=SPEED, preroll_s=5, faults=faults, max_incoming_per_s=None
+    ) as server:
+        service = start(db, ["BTCUSDT"], fast_settings(server))
+        wait_for(lambda: service.status()["BTCUSDT"].reconnects >= 2, 20, "two floods cut short")
+        error = service.status()["BTCUSDT"].last_error
+        wait_complete(server, db, ["BTCUSDT"])
+        assert service.stop(timeout_s=10)
+    assert "ping flood" in error
+    # Each flooded connection answered no more pings than the limit (20/s) allows, then ended.
+    assert 2 <= server.stats.pongs_bad <= 2 * 21
