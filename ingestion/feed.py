@@ -199,6 +199,8 @@ class SymbolFeed:
         self._next_probe = 0.0
         self._messages_at_open = 0
         self._probe_in_flight = False
+        # REST's newest id at a probe that found it too fresh to judge (None: no such probe).
+        self._rest_ahead_id: int | None = None
         self._rates: collections.deque[tuple[float, int]] = collections.deque(maxlen=12)
         # Written by the repair thread, read by the connection thread:
         self._probe_results: queue.SimpleQueue[tuple[int, int, str]] = queue.SimpleQueue()
@@ -358,6 +360,7 @@ class SymbolFeed:
         self._connected_ms = _now_ms()
         self._messages_at_open = self._c.messages
         self._next_probe = 0.0
+        self._rest_ahead_id = None
         log.info("%s: connected to %s", self.symbol, url)
 
     def on_close(self, reason: str, planned: bool) -> None:
@@ -475,8 +478,13 @@ class SymbolFeed:
         if last is not None and latest_id <= last:
             return None  # the exchange has nothing we lack: a quiet market
         grace_ms = self.settings.stale_grace_s * 1000
-        if latest_ms > _now_ms() - grace_ms:
+        # REST had an id at the last probe (``stale_grace_s`` ago at least) that the socket
+        # still has not delivered: stale, however young the market's trades are (issue 14).
+        ahead, self._rest_ahead_id = self._rest_ahead_id, None
+        missed = ahead is not None and (last is None or last < ahead)
+        if latest_ms > _now_ms() - grace_ms and not missed:
             # Too fresh to judge: the socket may deliver it any moment. Look again soon.
+            self._rest_ahead_id = latest_id
             self._next_probe = min(self._next_probe, time.monotonic() + self.settings.stale_grace_s)
             return None
         # The exchange has ids we never saw, old enough that the socket should have sent them.

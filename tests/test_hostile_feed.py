@@ -182,3 +182,27 @@ def test_a_ping_flood_without_data_ends_the_connection(recording, tmp_path):
     assert "ping flood" in error
     # Each flooded connection answered no more pings than the limit (20/s) allows, then ended.
     assert 2 <= server.stats.pongs_bad <= 2 * 21
+
+
+# --------------------------------------------------------------------------- 5. silent socket
+def test_a_silent_socket_in_a_busy_market_is_stale(recording, tmp_path):
+    """The first connection completes the handshake and sends nothing while REST's newest
+    trade is always younger than ``stale_grace_s``: stale before the replay ends."""
+    db = tmp_path / "silent.db"
+    faults = Faults(hostile=["silent"])
+    with FakeBinance(recording, speed=2.0, preroll_s=5, faults=faults) as server:
+        settings = fast_settings(
+            server, stale_grace_s=5.0, first_data_timeout_s=1.0, stale_probe_interval_s=1.0
+        )
+        service = start(db, ["BTCUSDT"], settings)
+        wait_for(
+            lambda: service.status()["BTCUSDT"].reconnects >= 1 or server.finished(),
+            40,
+            "a reconnect or the end of the replay",
+        )
+        busy = not server.finished()
+        status = service.status()["BTCUSDT"]
+        wait_complete(server, db, ["BTCUSDT"], timeout_s=40)
+        assert service.stop(timeout_s=10)
+    assert busy, "the silent socket was only found stale once the market went quiet"
+    assert status.reconnects >= 1 and "connected but no data" in status.last_error
