@@ -131,6 +131,9 @@ class FeedSettings:
     rest_page_limit: int = 1000
     #: Most ids one gap repair fetches (newest first kept); older ones are recorded unrepaired.
     max_backfill_ids: int = 100_000
+    #: A stream id more than this past the last one is a suspect, held until REST confirms
+    #: it exists (``ingestion.suspect``): a lie must not make every later trade a duplicate.
+    suspect_id_jump: int = 100_000
     #: Ids of a gap that REST no longer has (``unrepairable``/``partial``) are replaced by
     #: Binance's 1m klines for the closed minutes they fall in, when the trade times around
     #: them are known: those minutes' 1m and 5m bars become the exchange's, their ticks and
@@ -199,6 +202,7 @@ class FeedSettings:
             "connect_attempts_per_window",
             "rest_weight_limit_per_min",
             "max_message_bytes",
+            "suspect_id_jump",
             "max_pings_per_s",
         ):
             if getattr(self, name) < 1:

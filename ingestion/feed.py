@@ -49,6 +49,7 @@ from ingestion.parse import (
 )
 from ingestion.rest import RestClient, RestError
 from ingestion.status import FeedState, SymbolStatus
+from ingestion.suspect import SuspectIds, Verdict, confirm_id
 from ingestion.writer import TickWriter
 from storage.records import Gap, Tick
 
@@ -112,6 +113,13 @@ class _Probe:
     last_id: int | None
     connected_ms: int
     idle_s: float
+
+
+@dataclass
+class _Confirm:
+    """Ask REST whether a far-ahead id exists (``ingestion.suspect``)."""
+
+    tick: Tick
 
 
 @dataclass
@@ -204,6 +212,8 @@ class SymbolFeed:
         self._rates: collections.deque[tuple[float, int]] = collections.deque(maxlen=12)
         # Written by the repair thread, read by the connection thread:
         self._probe_results: queue.SimpleQueue[tuple[int, int, str]] = queue.SimpleQueue()
+        self._verdicts: queue.SimpleQueue[Verdict] = queue.SimpleQueue()
+        self._suspects = SuspectIds(settings.suspect_id_jump)  # owned by the connection thread
         # Shared, display only:
         self._stale = False
         self._fatal = False
@@ -386,6 +396,10 @@ class SymbolFeed:
         if tick.symbol != self.symbol:
             self._reject(ParseError("wrong_symbol", tick.symbol), payload)
             return
+        self._accept(tick)
+
+    def _accept(self, tick: Tick) -> None:
+        """The id sequence rules for one parsed tick of this symbol (module docstring)."""
         tid = tick.trade_id
         last = self._last_id
         if last is not None:
@@ -394,6 +408,9 @@ class SymbolFeed:
                 self._dup_run += 1
                 if self._dup_run == _BACKWARDS_AFTER:
                     self._went_backwards(tid, last)
+                return
+            if self._suspects.is_suspect(tick, last):
+                self._hold_suspect(tick)
                 return
             if tid != last + 1:
                 self._found_gap(last + 1, tid - 1, "in the live stream", after_ms=tick.ts_ms)
@@ -410,6 +427,31 @@ class SymbolFeed:
         batch.append(tick)
         if len(batch) >= _BATCH_MAX:
             self._flush()
+
+    def _hold_suspect(self, tick: Tick) -> None:
+        held, ask = self._suspects.hold(tick)
+        if not held:
+            self._reject(ParseError("suspect_overflow", f"id {tick.trade_id}"), b"")
+        elif ask is not None:
+            self._jobs.put(_Confirm(ask))
+
+    def _settle_suspects(self) -> None:
+        """Apply REST's verdicts on held far-ahead ids (in the connection thread)."""
+        while True:
+            try:
+                verdict = self._verdicts.get_nowait()
+            except queue.Empty:
+                break
+            release, refuted = self._suspects.settle(verdict)
+            for tick in refuted:
+                self._reject(ParseError("suspect_id", verdict.detail), str(tick).encode())
+            if refuted:
+                self._error(f"far-ahead id {verdict.trade_id} rejected: {verdict.detail}")
+            for tick in release:
+                self._accept(tick)
+        again = self._suspects.due()
+        if again is not None:
+            self._jobs.put(_Confirm(again))
 
     def _went_backwards(self, tid: int, last: int) -> None:
         """Thousands of ids in a row at or below the last one: not an overlap any more."""
@@ -439,6 +481,7 @@ class SymbolFeed:
         self._pending_kind = None
 
     def on_tick(self, connected_s: float) -> str | None:
+        self._settle_suspects()
         if self._batch:
             self._flush()
         now = time.monotonic()
@@ -475,6 +518,7 @@ class SymbolFeed:
             self._error(f"REST probe failed: {error}")
             return None
         last = self._last_id
+        self._suspects.trust(latest_id)
         if last is not None and latest_id <= last:
             return None  # the exchange has nothing we lack: a quiet market
         grace_ms = self.settings.stale_grace_s * 1000
@@ -579,6 +623,9 @@ class SymbolFeed:
             try:
                 if isinstance(job, _Probe):
                     self._run_probe(job)
+                elif isinstance(job, _Confirm):
+                    limit = self.settings.rest_page_limit
+                    self._verdicts.put(confirm_id(self._rest, job.tick, self._stream, limit))
                 else:
                     self._run_backfill(job)
             except Exception as exc:  # keep repairing later gaps

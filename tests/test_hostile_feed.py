@@ -14,7 +14,7 @@ import logging
 import pytest
 
 from ingestion.fakebinance import FakeBinance, Faults
-from ingestion.fakehostile import NESTED_FRAME
+from ingestion.fakehostile import NESTED_FRAME, hostile_trade
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
 from ingestion.spill import spill_path
@@ -22,7 +22,7 @@ from ingestion.status import FeedState
 from ingestion.writer import TickWriter
 from storage import Tick, Writer
 from tests.conftest import wait_for
-from tests.test_ingestion_feed import fast_settings, start, stored_ids, wait_complete
+from tests.test_ingestion_feed import fast_settings, gaps, start, stored_ids, wait_complete
 
 SPEED = 30.0
 BOTH = ["BTCUSDT", "ETHUSDT"]
@@ -206,3 +206,66 @@ def test_a_silent_socket_in_a_busy_market_is_stale(recording, tmp_path):
         assert service.stop(timeout_s=10)
     assert busy, "the silent socket was only found stale once the market went quiet"
     assert status.reconnects >= 1 and "connected but no data" in status.last_error
+
+
+# --------------------------------------------------------------------------- 3. far-ahead ids
+def test_far_ahead_ids_are_confirmed_against_rest_and_lies_rejected(recording, tmp_path):
+    """A lie of 1e12 on BTCUSDT and one 1e7 ahead at 22x the price on ETHUSDT: REST has
+    neither, so both are rejected and every genuine trade after them is stored."""
+    db = tmp_path / "ahead.db"
+    eth_first = recording.symbols["ETHUSDT"].aggs.ids[0]
+    faults = Faults(
+        inject=[
+            ("BTCUSDT", 30, hostile_trade("BTCUSDT", 10**12)),
+            ("ETHUSDT", 30, hostile_trade("ETHUSDT", eth_first + 10**7, price="60000.0")),
+        ]
+    )
+    with FakeBinance(recording, speed=SPEED, preroll_s=5, faults=faults) as server:
+        service = start(db, BOTH, fast_settings(server))
+        wait_complete(server, db, BOTH)
+        status = service.status()
+        reasons = service.reject_reasons()
+        assert service.stop(timeout_s=10)
+    for symbol in BOTH:
+        assert reasons[symbol] == {"suspect_id": 1}, symbol
+        assert status[symbol].duplicates == 0 and status[symbol].gaps_found == 0
+        assert "far-ahead id" in status[symbol].last_error and "REST has no id" in (
+            status[symbol].last_error
+        )
+    assert gaps(db).empty
+
+
+def test_a_genuine_jump_is_confirmed_and_its_gap_repaired(recording, tmp_path):
+    """Ids the socket never sent (a long outage): the first id after them is far ahead,
+    REST confirms it, and the gap before it is repaired."""
+    db = tmp_path / "jump.db"
+    ids = recording.symbols["BTCUSDT"].aggs.ids
+    skipped = set(ids[-400:-40])  # 360 live ids: far past a jump limit of 100
+    with FakeBinance(
+        recording, speed=SPEED, preroll_s=0.2, faults=Faults(skip_ids=skipped)
+    ) as server:
+        service = start(db, ["BTCUSDT"], fast_settings(server, suspect_id_jump=100))
+        wait_complete(server, db, ["BTCUSDT"])
+        status = service.status()["BTCUSDT"]
+        assert service.stop(timeout_s=10)
+    assert status.rejected == 0 and status.gaps_found == 1 and status.gaps_repaired == 1
+    asked = [
+        p
+        for _, path, p, _ in server.stats.rest_requests
+        if path == "/fapi/v1/aggTrades" and p.get("limit") == "1" and "fromId" in p
+    ]
+    # (the first live id after the start-up history may have been confirmed too)
+    assert {"symbol": "BTCUSDT", "fromId": str(ids[-40]), "limit": "1"} in asked
+
+
+# --------------------------------------------------------------------------- 2. end to end
+def test_an_id_past_int64_does_not_wedge_the_other_symbols(recording, tmp_path):
+    db = tmp_path / "int64.db"
+    faults = Faults(inject=[("ETHUSDT", 30, hostile_trade("ETHUSDT", 2**64))])
+    with FakeBinance(recording, speed=SPEED, preroll_s=5, faults=faults) as server:
+        service = start(db, BOTH, fast_settings(server))
+        wait_complete(server, db, BOTH)
+        status = service.status()
+        assert service.stop(timeout_s=10)  # nothing left unstored
+    assert status["ETHUSDT"].rejected == 1 and status["BTCUSDT"].rejected == 0
+    assert status["ETHUSDT"].state is not FeedState.ERROR
