@@ -25,7 +25,10 @@ symbol, stamped with the send time (used by the latency benchmark).
 
 Fault injection (``Faults``, changeable while running) drops connections, sends garbage,
 skips ids, stalls, returns 429/418/500, forgets old ids, cuts connections at an age (the
-24 h cut), and adds delisted or non-perpetual symbols to exchangeInfo.
+24 h cut), and adds delisted or non-perpetual symbols to exchangeInfo. Hostile endpoints
+(issue 14, ``ingestion.fakehostile``): per connection, a silent socket, a ping flood or a
+text frame that never finishes (``Faults.hostile``); raw frames injected into the stream
+(``Faults.inject``: a 100,000-deep JSON array, an id past 2**64, a far-ahead id ...).
 """
 
 from __future__ import annotations
