@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     if not clean:
-        print("error: stopped before every queued tick was stored", file=sys.stderr)
+        detail = f": {writer.unstored}" if writer is not None and writer.unstored else ""
+        print(f"error: stopped before every queued tick was stored{detail}", file=sys.stderr)
         return EXIT_UNCLEAN
     return 0
 

@@ -63,6 +63,10 @@ class WriterStats:
     #: Seconds since commits started failing without one success since (0 = storing).
     failing_s: float = 0.0
     rejected: int = 0  # ticks storage refused for a data reason (dropped, others stored)
+    #: After a ``stop`` that could not drain: what was not stored, and where it went.
+    unstored: str = ""
+    #: Seconds the running commit has taken so far (0 = none running): a wedged database.
+    commit_running_s: float = 0.0
 
     @property
     def fill(self) -> float:
@@ -134,7 +138,9 @@ class TickWriter:
         self._dead_symbols: set[str] = set()
         self._spill = spill
         self._unstored: list[Tick] = []  # batches given up on by an abandoned stop
+        self._unstored_report = ""
         self._failing_since: float | None = None  # monotonic time of the first failure
+        self._commit_since: float | None = None  # monotonic start of the running commit
         self._rejected_by_symbol: collections.Counter[str] = collections.Counter()
         self._reject_reasons: dict[str, collections.Counter[str]] = {}
         self._idle = threading.Event()  # clear while a commit runs
@@ -183,22 +189,17 @@ class TickWriter:
         what = _describe_ticks(ticks)
         if commands:
             what += f"; {commands} status/gap updates not run"
-        if not ticks:
-            log.error("writer did not drain in time: %s", what)
-            return
-        if self._spill is None:
-            log.error("writer did not drain in time; not stored: %s", what)
-            return
-        try:
-            where = self._spill(ticks)
-        except Exception as exc:  # a full disk may refuse the side file too: say so
-            log.error("writer did not drain in time; LOST (spill failed: %s): %s", exc, what)
-            return
-        log.error(
-            "writer did not drain in time; not stored: %s; saved to %s, stored at the next start",
-            what,
-            where,
-        )
+        if not ticks or self._spill is None:
+            report = f"not stored: {what}"
+        else:
+            try:
+                where = self._spill(ticks)
+            except Exception as exc:  # a full disk may refuse the side file too: say so
+                report = f"LOST (the side file failed: {exc}): {what}"
+            else:
+                report = f"not stored: {what}; saved to {where}, stored at the next start"
+        self._unstored_report = report
+        log.error("writer did not drain in time; %s", report)
 
     @property
     def running(self) -> bool:
@@ -273,6 +274,10 @@ class TickWriter:
                 if self._failing_since is None
                 else round(time.monotonic() - self._failing_since, 3),
                 rejected=sum(self._rejected_by_symbol.values()),
+                unstored=self._unstored_report,
+                commit_running_s=0.0
+                if self._commit_since is None
+                else round(time.monotonic() - self._commit_since, 3),
             )
 
     def stored(self, symbol: str) -> int:
@@ -368,9 +373,11 @@ class TickWriter:
                 return
             started = time.perf_counter()
             self._idle.clear()
+            self._commit_since = time.monotonic()
             try:
                 inserted = self._storage.write_ticks(ticks)
             except Exception as exc:
+                self._commit_since = None
                 self._idle.set()
                 if _refuses_data(exc):  # this input, not the database: isolate it
                     self._isolate(groups, exc)
@@ -383,6 +390,7 @@ class TickWriter:
                 self._abandon.wait(self._retry_s)
                 continue
             finally:
+                self._commit_since = None
                 self._idle.set()
             self._account(groups, ticks, inserted, started)
             return

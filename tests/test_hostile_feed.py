@@ -126,6 +126,7 @@ def test_disk_full_shows_in_status_spills_on_stop_and_restart_stores_it(
         lines = side.read_text().splitlines()
         said = [r.getMessage() for r in caplog.records if "did not drain" in r.getMessage()]
         assert len(said) == 1 and f"not stored: {len(lines)} ticks" in said[0]
+        assert service.writer_status().unstored in said[0]  # what the collector prints
         assert str(side) in said[0] and queued_before >= 0 and lines
         assert '"e":"aggTrade"' in lines[0]
         # A restart (the disk has room again) stores the side file first, then goes on.
@@ -269,3 +270,24 @@ def test_an_id_past_int64_does_not_wedge_the_other_symbols(recording, tmp_path):
         assert service.stop(timeout_s=10)  # nothing left unstored
     assert status["ETHUSDT"].rejected == 1 and status["BTCUSDT"].rejected == 0
     assert status["ETHUSDT"].state is not FeedState.ERROR
+
+
+def test_a_wedged_database_shows_as_error_not_live(recording, tmp_path):
+    db = tmp_path / "wedged.db"
+    storage = Writer(db)
+    try:
+        with FakeBinance(recording, speed=SPEED / 3, preroll_s=5) as server:
+            service = start(storage, ["BTCUSDT"], fast_settings(server, stale_after_s=1.0))
+            wait_for(lambda: stored_ids(db, "BTCUSDT"), 10, "first ticks stored")
+            with storage.transaction():  # another job holds the one writer: commits hang
+                wedged = wait_for(
+                    lambda: service.status()["BTCUSDT"].state is FeedState.ERROR, 10, "error"
+                )
+                error = service.status()["BTCUSDT"].last_error
+            assert wedged and "a commit has run for" in error
+            wait_for(
+                lambda: service.status()["BTCUSDT"].state is not FeedState.ERROR, 10, "recovery"
+            )
+            assert service.stop(timeout_s=10)
+    finally:
+        storage.close()
