@@ -232,12 +232,6 @@ class Writer(WriterBase):
                 self._conn.close()
             self.closed = True
 
-    def __enter__(self) -> Writer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @contextlib.contextmanager
     def _tx(self) -> Iterator[psycopg.Connection]:
         """One write transaction: all or nothing. Readers' data_version moves after COMMIT."""

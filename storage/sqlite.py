@@ -254,12 +254,6 @@ class Writer(WriterBase):
             self._release_writer_lock()
             self.closed = True
 
-    def __enter__(self) -> Writer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: all or nothing."""

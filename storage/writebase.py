@@ -222,6 +222,15 @@ class WriterBase:
 
     _sym_cache: dict[str, tuple[int, str]]
 
+    def close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _unit(self, fn: Callable[[Any], Any]) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
