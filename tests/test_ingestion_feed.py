@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
-
 from ingestion.backoff import instant_backoff
 from ingestion.config import ConfigError, FeedSettings
 from ingestion.fakebinance import FakeBinance, Faults
@@ -27,6 +25,7 @@ from ingestion.rest import RestClient
 from ingestion.service import FeedService
 from ingestion.status import FeedState
 from storage import Gap, Reader, Tick, UnknownSymbolError, Writer, open_reader, open_writer
+from tests.conftest import wait_for
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 SPEED = 30.0  # 43 s of recorded trades in about 1.5 s
