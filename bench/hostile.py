@@ -26,25 +26,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import resource
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from ingestion.backoff import instant_backoff  # noqa: E402 - after the path set-up above
-from ingestion.config import FeedSettings  # noqa: E402
-from ingestion.fakebinance import FakeBinance, Faults  # noqa: E402
-from ingestion.fakehostile import NESTED_FRAME, hostile_trade  # noqa: E402
-from ingestion.recording import load_recording  # noqa: E402
-from ingestion.replay import SAMPLE_RECORDING  # noqa: E402
-from ingestion.service import FeedService  # noqa: E402
-from ingestion.status import FeedState  # noqa: E402
-from storage import Reader, Writer  # noqa: E402
+from ingestion.backoff import instant_backoff
+from ingestion.config import FeedSettings
+from ingestion.fakebinance import FakeBinance, Faults
+from ingestion.fakehostile import NESTED_FRAME, hostile_trade
+from ingestion.recording import load_recording
+from ingestion.replay import SAMPLE_RECORDING
+from ingestion.service import FeedService
+from ingestion.status import FeedState
+from storage import Reader, Writer
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 
