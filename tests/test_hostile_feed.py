@@ -20,9 +20,16 @@ from ingestion.replay import SAMPLE_RECORDING
 from ingestion.spill import spill_path
 from ingestion.status import FeedState
 from ingestion.writer import TickWriter
-from storage import Tick, Writer
+from storage import Tick, Writer, open_writer
 from tests.conftest import wait_for
-from tests.test_ingestion_feed import fast_settings, gaps, start, stored_ids, wait_complete
+from tests.test_ingestion_feed import (
+    _ids_of,
+    fast_settings,
+    gaps,
+    start,
+    stored_ids,
+    wait_complete,
+)
 
 SPEED = 30.0
 BOTH = ["BTCUSDT", "ETHUSDT"]
@@ -68,11 +75,20 @@ def _ticks(symbol: str, ids) -> list[Tick]:
     return [Tick(symbol, i, 1_700_000_000_000 + i, 100.0 + i, 1.0, False) for i in ids]
 
 
-def test_a_tick_storage_refuses_is_rejected_alone(tmp_path, caplog):
-    """An id past int64 in a batch of two symbols: only that tick is refused, logged once."""
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request, tmp_path) -> str:
+    """A database of either engine, as ``open_writer`` takes it."""
+    if request.param == "sqlite":
+        return str(tmp_path / "iso.db")
+    return request.getfixturevalue("pg_url")
+
+
+def test_a_tick_storage_refuses_is_rejected_alone(database, caplog):
+    """An id past int64 in a batch of two symbols: only that tick is refused, logged once
+    (both engines: the refusal happens before or inside the database alike)."""
     bad = [Tick("ETHUSDT", 2**64, 1_700_000_000_000, 3000.0, 1.0, False)]
     worse = [Tick("ETHUSDT", 2**65, 1_700_000_000_000, 3000.0, 1.0, False)]
-    with Writer(tmp_path / "iso.db") as storage:
+    with open_writer(database) as storage:
         writer = TickWriter(storage, batch_latency_s=0.2, retry_s=0.05).start()
         with caplog.at_level(logging.ERROR, logger="ingestion.writer"):
             writer.put_many(_ticks("BTCUSDT", range(1, 101)))
@@ -80,8 +96,8 @@ def test_a_tick_storage_refuses_is_rejected_alone(tmp_path, caplog):
             writer.put_many(worse + _ticks("ETHUSDT", range(52, 101)))
             assert writer.stop(timeout_s=10)
         stats = writer.stats()
-    assert stored_ids(tmp_path / "iso.db", "BTCUSDT") == list(range(1, 101))
-    assert stored_ids(tmp_path / "iso.db", "ETHUSDT") == list(range(1, 101))
+    assert _ids_of(database, "BTCUSDT") == list(range(1, 101))
+    assert _ids_of(database, "ETHUSDT") == list(range(1, 101))
     assert writer.rejected("ETHUSDT") == {"storage_OverflowError": 2}
     assert writer.rejected("BTCUSDT") == {} and stats.rejected == 2 and stats.failing_s == 0
     refused = [r for r in caplog.records if "refused tick" in r.getMessage()]
