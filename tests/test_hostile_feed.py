@@ -9,7 +9,14 @@ genuine trades are all stored and the status tells the truth.
 from __future__ import annotations
 
 import gzip
+import json
 import logging
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +38,7 @@ from tests.test_ingestion_feed import (
     wait_complete,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 SPEED = 30.0
 BOTH = ["BTCUSDT", "ETHUSDT"]
 
@@ -307,3 +315,81 @@ def test_a_wedged_database_shows_as_error_not_live(recording, tmp_path):
             assert service.stop(timeout_s=10)
     finally:
         storage.close()
+
+
+def test_collector_on_a_full_disk_says_what_it_could_not_store_and_restart_stores_it(tmp_path):
+    """The real collector process with a file-size limit (``RLIMIT_FSIZE``: the kernel
+    refuses to grow any file past it, as a full disk does; no root needed): its lines say
+    error, SIGINT names the ticks not stored and saves them; a restart stores them."""
+    db = tmp_path / "cli-full.db"
+    limit = 500_000
+
+    def small_disk() -> None:  # runs in the child before exec
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    with FakeBinance(load_recording([SAMPLE_RECORDING]), speed=5, loop=True) as server:
+        args = [
+            sys.executable,
+            "-m",
+            "ingestion",
+            "--symbols",
+            "ethusdt",
+            "--db",
+            str(db),
+            "--ws-base",
+            server.ws_base,
+            "--rest-base",
+            server.rest_base,
+            "--status-interval",
+            "0.5",
+            "--history-klines",
+            "0",
+        ]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=small_disk,
+        )
+        try:
+            error_line = wait_for(
+                lambda: (
+                    (ln := proc.stdout.readline()).startswith("ETHUSDT ")
+                    and " error " in ln
+                    and "nothing stored" in ln
+                    and ln
+                ),
+                90,
+                "a status line saying error while nothing is stored",
+                interval_s=0,
+            )
+            proc.send_signal(signal.SIGINT)
+            _out, err = proc.communicate(timeout=90)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert "error='nothing stored" in error_line
+        assert proc.returncode == 1
+        said = [ln for ln in err.splitlines() if ln.startswith("error: stopped before")]
+        assert len(said) == 1 and "not stored: " in said[0] and "ETHUSDT " in said[0]
+        side = spill_path(db)
+        assert f"saved to {side}" in said[0] and side.exists()
+        spilled = [json.loads(line)["a"] for line in side.read_text().splitlines()]
+        assert f"(ids {min(spilled)}..{max(spilled)})" in said[0]
+        again = subprocess.run(
+            [*args, "--duration", "4"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    assert again.returncode == 0, again.stderr
+    assert not side.exists()
+    ids = stored_ids(db, "ETHUSDT")
+    assert set(spilled) <= set(ids) and ids == list(range(ids[0], ids[-1] + 1))
