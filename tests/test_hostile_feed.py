@@ -353,7 +353,7 @@ def test_collector_on_a_full_disk_says_what_it_could_not_store_and_restart_store
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=small_disk,
+            preexec_fn=small_disk,  # the limit applies to the child only
         )
         try:
             error_line = wait_for(
