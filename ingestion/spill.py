@@ -30,9 +30,11 @@ log = logging.getLogger(__name__)
 
 
 def spill_path(storage_path: object) -> Path:
-    """Where the ticks not stored in the database at ``storage_path`` are kept."""
-    if isinstance(storage_path, Path):
-        return storage_path.with_name(storage_path.name + ".unstored.jsonl")
+    """Where the ticks not stored in the database at ``storage_path`` are kept: next to a
+    database file, or in the working directory for a server URL."""
+    if isinstance(storage_path, os.PathLike) or "://" not in str(storage_path):
+        path = Path(os.fspath(storage_path))  # type: ignore[arg-type]
+        return path.with_name(path.name + ".unstored.jsonl")
     digest = hashlib.sha256(str(storage_path).encode()).hexdigest()[:12]
     return Path.cwd() / f"unstored-{digest}.jsonl"
 

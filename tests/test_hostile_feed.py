@@ -24,10 +24,10 @@ from ingestion.fakebinance import FakeBinance, Faults
 from ingestion.fakehostile import NESTED_FRAME, hostile_trade
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
-from ingestion.spill import spill_path
+from ingestion.spill import restore_spill, spill_path, write_spill
 from ingestion.status import FeedState
 from ingestion.writer import TickWriter
-from storage import Tick, Writer, open_writer
+from storage import IdKind, Reader, Tick, Writer, open_writer
 from tests.conftest import wait_for
 from tests.test_ingestion_feed import (
     _ids_of,
@@ -393,3 +393,28 @@ def test_collector_on_a_full_disk_says_what_it_could_not_store_and_restart_store
     assert not side.exists()
     ids = stored_ids(db, "ETHUSDT")
     assert set(spilled) <= set(ids) and ids == list(range(ids[0], ids[-1] + 1))
+
+
+def test_side_file_round_trip_keeps_every_field(tmp_path):
+    """What ``stop`` saves is exactly what the next start stores: ids, times, prices (also
+    tiny ones, written as plain decimals), sizes, sides, and both id kinds."""
+    agg = [Tick("BTCUSDT", 7, 1_700_000_000_001, 61800.3, 0.002, True)]
+    tiny = [Tick("PEPEUSDT", 8, 1_700_000_000_002, 0.00001234, 1e6, False)]
+    trades = [Tick("ETHUSDT", 9, 1_700_000_000_003, 3000.5, 1.25, False, IdKind.TRADE)]
+    side = spill_path(tmp_path / "round.db")
+    write_spill(side, agg + tiny)
+    write_spill(side, trades)  # appends
+    assert '"p":"0.00001234"' in side.read_text()
+    with Writer(tmp_path / "round.db") as storage:
+        assert restore_spill(side, storage) == 3
+        assert restore_spill(side, storage) == 0  # gone once stored
+    with Reader(tmp_path / "round.db") as reader:
+        for tick in agg + tiny + trades:
+            row = reader.ticks(tick.symbol).iloc[0]
+            assert (row.trade_id, row.ts_ms, row.price, row.qty) == (
+                tick.trade_id,
+                tick.ts_ms,
+                tick.price,
+                tick.qty,
+            )
+            assert bool(row.is_buyer_maker) == tick.is_buyer_maker
