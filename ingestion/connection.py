@@ -315,6 +315,8 @@ class Connection:
                 opcode, data = ws.recv_data(control_frame=True)
             except WebSocketTimeoutException:
                 opcode, data = None, None
+            except WebSocketPayloadException as exc:  # over a size limit: end this socket
+                return f"refused a message: {_describe(exc)}", False
             except Exception as exc:  # closed, reset, protocol error: reconnect
                 if self._stop.is_set():
                     return "stopped", False

@@ -191,6 +191,19 @@ def test_a_text_frame_that_never_finishes_ends_the_connection(recording, tmp_pat
     assert rss_growth < 100, f"memory grew {rss_growth:.0f} MB"
 
 
+def test_a_frame_over_the_size_limit_is_refused_from_its_header(recording, tmp_path):
+    db = tmp_path / "big.db"
+    big = b"[" + b"1," * 1_000_000 + b"1]"  # 2,000,003 bytes, announced in the frame header
+    faults = Faults(inject=[("BTCUSDT", 20, big)])
+    with FakeBinance(recording, speed=SPEED, preroll_s=5, faults=faults) as server:
+        service = start(db, ["BTCUSDT"], fast_settings(server))
+        wait_for(lambda: service.status()["BTCUSDT"].reconnects >= 1, 20, "the refusal")
+        error = service.status()["BTCUSDT"].last_error
+        wait_complete(server, db, ["BTCUSDT"])
+        assert service.stop(timeout_s=10)
+    assert "frame of 2000003 bytes is over the 1048576-byte message limit" in error
+
+
 # --------------------------------------------------------------------------- 6. ping flood
 def test_a_ping_flood_without_data_ends_the_connection(recording, tmp_path):
     db = tmp_path / "pings.db"
