@@ -141,6 +141,7 @@ class TickWriter:
         self._unstored_report = ""
         self._failing_since: float | None = None  # monotonic time of the first failure
         self._commit_since: float | None = None  # monotonic start of the running commit
+        self._in_flight = 0  # ticks of the running commit
         self._rejected_by_symbol: collections.Counter[str] = collections.Counter()
         self._reject_reasons: dict[str, collections.Counter[str]] = {}
         self._idle = threading.Event()  # clear while a commit runs
@@ -189,6 +190,8 @@ class TickWriter:
         what = _describe_ticks(ticks)
         if commands:
             what += f"; {commands} status/gap updates not run"
+        if self._commit_since is not None:  # the thread is still stuck in a commit
+            what += f"; a commit of {self._in_flight} ticks never returned (stored or not)"
         if not ticks or self._spill is None:
             report = f"not stored: {what}"
         else:
@@ -373,7 +376,7 @@ class TickWriter:
                 return
             started = time.perf_counter()
             self._idle.clear()
-            self._commit_since = time.monotonic()
+            self._commit_since, self._in_flight = time.monotonic(), len(ticks)
             try:
                 inserted = self._storage.write_ticks(ticks)
             except Exception as exc:
