@@ -26,6 +26,7 @@ from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
 from ingestion.spill import restore_spill, spill_path, write_spill
 from ingestion.status import FeedState
+from ingestion.suspect import SuspectIds, Verdict
 from ingestion.writer import TickWriter
 from storage import IdKind, Reader, Tick, Writer, open_writer
 from tests.conftest import wait_for
@@ -431,3 +432,22 @@ def test_side_file_round_trip_keeps_every_field(tmp_path):
                 tick.qty,
             )
             assert bool(row.is_buyer_maker) == tick.is_buyer_maker
+
+
+def test_suspects_wait_for_one_answer_and_a_refusal_drops_everything_past_it():
+    suspects = SuspectIds(jump=100, held_max=3, retry_s=0.0)
+    lie, later_lie, far = (
+        Tick("BTCUSDT", i, 1, 1.0, 1.0, False) for i in (10**12, 10**12 + 1, 500)
+    )
+    assert suspects.is_suspect(lie, last_id=10) and not suspects.is_suspect(far, last_id=450)
+    assert suspects.hold(lie) == (True, lie)  # the first one is asked about
+    assert suspects.hold(later_lie) == (True, None)  # one question at a time
+    assert suspects.hold(far) == (True, None)
+    assert suspects.hold(far) == (False, None)  # full: the caller drops it
+    assert suspects.settle(Verdict(10**12, None, "REST down")) == ([], [])
+    assert suspects.due() == lie  # asked again (retry_s=0)
+    release, refuted = suspects.settle(Verdict(10**12, False, "no such id"))
+    assert refuted == [lie, later_lie] and release == [far] and not suspects.held
+    suspects.hold(far)
+    assert suspects.settle(Verdict(500, True, "REST confirms")) == ([far], [])
+    assert not suspects.is_suspect(far, last_id=10)  # trusted from now on
