@@ -70,6 +70,7 @@ from storage.writebase import (
     WriterReads,
     check_gap_status,
     check_ticks,
+    gap_update_sql,
     tick_arrays,
     tick_batches,
     traded_klines,
@@ -794,8 +795,8 @@ class Writer(WriterReads):
             return int(
                 conn.execute(
                     "INSERT INTO gaps (sym_id, first_missing_id, last_missing_id, found_ts_ms, "
-                    "status, repaired_count, detail, updated_ts_ms) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s) RETURNING gap_id",
+                    "status, repaired_count, detail, updated_ts_ms, from_ts_ms) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING gap_id",
                     (
                         sym_id,
                         gap.first_missing_id,
@@ -805,6 +806,7 @@ class Writer(WriterReads):
                         gap.repaired_count,
                         gap.detail,
                         now_ms(),
+                        gap.from_ts_ms,
                     ),
                 ).fetchone()[0]
             )
@@ -812,18 +814,36 @@ class Writer(WriterReads):
         return self._run(work)
 
     def update_gap(
-        self, gap_id: int, *, status: str, repaired_count: int, detail: str = ""
+        self,
+        gap_id: int,
+        *,
+        status: str,
+        repaired_count: int,
+        detail: str = "",
+        first_missing_id: int | None = None,
     ) -> None:
+        """Set a gap's outcome; ``first_missing_id`` resolves a range known by time only
+        (``Gap.from_ts_ms``) to ids."""
         check_gap_status(status)
+        sql, params = gap_update_sql(gap_id, status, repaired_count, detail, first_missing_id)
 
         def work(conn: psycopg.Connection) -> None:
-            cur = conn.execute(
-                "UPDATE gaps SET status = %s, repaired_count = %s, detail = %s, "
-                "updated_ts_ms = %s WHERE gap_id = %s",
-                (status, repaired_count, detail, now_ms(), gap_id),
-            )
-            if cur.rowcount == 0:
+            if conn.execute(pyformat(sql), params).rowcount == 0:
                 raise ValueError(f"no gap with id {gap_id}")
+
+        self._run(work)
+
+    def set_id_check(self, symbol: str, checked_to_id: int) -> None:
+        """Remember that ``symbol``'s stored ids up to ``checked_to_id`` were checked
+        contiguous (every hole below it is recorded as a gap): see ``unrecorded_holes``."""
+
+        def work(conn: psycopg.Connection) -> None:
+            sym_id = self._sym_id_any(conn, symbol.upper())
+            conn.execute(
+                "INSERT INTO id_checks (sym_id, checked_to_id) VALUES (%s, %s) ON CONFLICT "
+                "(sym_id) DO UPDATE SET checked_to_id = excluded.checked_to_id",
+                (sym_id, int(checked_to_id)),
+            )
 
         self._run(work)
 

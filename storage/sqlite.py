@@ -40,6 +40,7 @@ from storage.writebase import (
     WriterReads,
     check_gap_status,
     check_ticks,
+    gap_update_sql,
     tick_arrays,
     tick_batches,
     traded_klines,
@@ -528,7 +529,8 @@ class Writer(WriterReads):
             sym_id = self._sym_id_any(conn, gap.symbol.upper())
             cur = conn.execute(
                 "INSERT INTO gaps (sym_id, first_missing_id, last_missing_id, found_ts_ms, "
-                "status, repaired_count, detail, updated_ts_ms) VALUES (?,?,?,?,?,?,?,?)",
+                "status, repaired_count, detail, updated_ts_ms, from_ts_ms) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     sym_id,
                     gap.first_missing_id,
@@ -538,22 +540,38 @@ class Writer(WriterReads):
                     gap.repaired_count,
                     gap.detail,
                     now_ms(),
+                    gap.from_ts_ms,
                 ),
             )
             return int(cur.lastrowid)
 
     def update_gap(
-        self, gap_id: int, *, status: str, repaired_count: int, detail: str = ""
+        self,
+        gap_id: int,
+        *,
+        status: str,
+        repaired_count: int,
+        detail: str = "",
+        first_missing_id: int | None = None,
     ) -> None:
+        """Set a gap's outcome; ``first_missing_id`` resolves a range known by time only
+        (``Gap.from_ts_ms``) to ids."""
         check_gap_status(status)
+        sql, params = gap_update_sql(gap_id, status, repaired_count, detail, first_missing_id)
         with self._tx() as conn:
-            cur = conn.execute(
-                "UPDATE gaps SET status = ?, repaired_count = ?, detail = ?, updated_ts_ms = ? "
-                "WHERE gap_id = ?",
-                (status, repaired_count, detail, now_ms(), gap_id),
-            )
-            if cur.rowcount == 0:
+            if conn.execute(sql, params).rowcount == 0:
                 raise ValueError(f"no gap with id {gap_id}")
+
+    def set_id_check(self, symbol: str, checked_to_id: int) -> None:
+        """Remember that ``symbol``'s stored ids up to ``checked_to_id`` were checked
+        contiguous (every hole below it is recorded as a gap): see ``unrecorded_holes``."""
+        with self._tx() as conn:
+            sym_id = self._sym_id_any(conn, symbol.upper())
+            conn.execute(
+                "INSERT INTO id_checks (sym_id, checked_to_id) VALUES (?, ?) ON CONFLICT "
+                "(sym_id) DO UPDATE SET checked_to_id = excluded.checked_to_id",
+                (sym_id, int(checked_to_id)),
+            )
 
     def save_feed_status(self, collector_id: str, symbol: str, status: dict[str, Any]) -> None:
         """Publish one symbol's feed health for readers in any process."""
