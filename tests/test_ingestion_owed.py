@@ -2,7 +2,7 @@
 moments of start-up, or facing a failing REST, and restarted; what it stored must equal the
 oracle, a direct load of exactly what the replay server serves.
 
-The server replays the bundled real BTCUSDT/ETHUSDT sample at 20x with 150 recorded seconds
+The server replays the bundled real BTCUSDT/ETHUSDT sample at 10x with 150 recorded seconds
 of pre-roll (about 4,500 BTCUSDT ids that only REST has when the collector starts: its
 start-up history, five pages). REST answers late (``Faults.rest_delay_s``) so that history
 loading takes a few seconds and a stop can land in the middle of it.
@@ -20,16 +20,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ingestion.backoff import instant_backoff
+from ingestion.config import FeedSettings
 from ingestion.fakebinance import FakeBinance, Faults
 from ingestion.parse import parse_rest_agg_trade
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
-from storage import Reader, StorageError, UnknownSymbolError, Writer
+from ingestion.service import FeedService
+from storage import Reader, StorageError, UnknownSymbolError, Writer, open_reader, open_writer
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
-SPEED = 20.0
+SPEED = 10.0
 PREROLL_S = 150.0
 
 
@@ -303,3 +306,54 @@ def test_rest_failing_mid_history_is_retried_in_the_same_run(server, collectors,
     assert time.monotonic() - started < 60
     assert run.stop() == 0, run.output()
     assert_equals_oracle(server, db, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "holes.db")
+    return request.getfixturevalue("pg_url")
+
+
+def test_start_up_check_records_and_repairs_holes_no_run_recorded(recording, database):
+    """A database with holes and an empty ledger (as an older version left it): the feed's
+    start records each hole as a gap before streaming, and repairs it from REST."""
+    with FakeBinance(recording, speed=0, rebase_time=False) as server:
+        ids = server.source_ids("BTCUSDT")[:3000]
+        timeline = server.timeline
+        view = timeline.views[("BTCUSDT", "agg")]
+        kept = [n for n in range(len(ids)) if not (100 <= n < 400 or 1000 <= n < 1010)]
+        with open_writer(database) as w:
+            w.write_ticks(
+                [parse_rest_agg_trade(timeline.rest_row(view, n), "BTCUSDT") for n in kept]
+            )
+            assert w.open_gaps("BTCUSDT") == []
+        settings = FeedSettings(ws_base=server.ws_base, rest_base=server.rest_base, history=False)
+        storage = open_writer(database)
+        try:
+            service = FeedService(
+                storage, ["BTCUSDT"], settings, backoff_factory=instant_backoff
+            ).start()
+            wait_for(
+                lambda: len(g := _gaps(database)) >= 2 and set(g["status"][:2]) == {"repaired"},
+                20,
+                "both holes recorded and repaired",
+            )
+            assert service.stop()
+        finally:
+            storage.close()
+    found = _gaps(database)
+    checked = found[found["detail"].str.startswith("found by the start-up id check")]
+    assert list(zip(checked["first_missing_id"], checked["last_missing_id"], strict=True)) == [
+        (ids[100], ids[399]),
+        (ids[1000], ids[1009]),
+    ]
+    assert set(checked["status"]) == {"repaired"}
+    with open_reader(database) as reader:
+        stored = reader.ticks("BTCUSDT")["trade_id"].tolist()
+    assert sorted(stored)[: len(ids)] == ids
+
+
+def _gaps(url: str) -> pd.DataFrame:
+    with open_reader(url) as reader:
+        return reader.gaps().sort_values("first_missing_id").reset_index(drop=True)
