@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{writer.queued} left queued",
             flush=True,
         )
+    for symbol, ranges in service.owed().items():
+        # Recorded in the gap ledger (open/failed): the next start resumes each of them.
+        print(f"{symbol}: not stored, owed to the next start: {'; '.join(ranges)}", flush=True)
     if not clean:
         print("error: stopped before every queued tick was stored", file=sys.stderr)
         return EXIT_UNCLEAN

@@ -333,6 +333,19 @@ class SymbolFeed:
             updated_ms=now_ms,
         )
 
+    def owed(self) -> list[str]:
+        """The ranges this feed recorded as owed and has not stored, one line each (ids,
+        or the time they start at when REST has not told the first id yet)."""
+        out = []
+        for job in sorted(self._owed.values(), key=lambda j: j.last):
+            if job.from_ms is not None:
+                since = datetime.fromtimestamp(job.from_ms / 1000, UTC).isoformat()[:23]
+                text = f"trades since {since}Z up to id {job.last}"
+            else:
+                text = f"ids {job.first}..{job.last} ({job.last - job.first + 1:,} ids)"
+            out.append(f"{text}, {job.kind}")
+        return out
+
     def reject_reasons(self) -> dict[str, int]:
         return dict(self._c.reject_reasons)
 

@@ -284,6 +284,13 @@ class FeedService:
     def rest_status(self) -> RestStats:
         return self._rest.stats()
 
+    def owed(self) -> dict[str, list[str]]:
+        """Per symbol, the ranges recorded as owed and not stored yet (see ``SymbolFeed.owed``):
+        after ``stop()``, exactly what this run could not store; the next start resumes it."""
+        with self._lock:
+            feeds = list(self._feeds.values())
+        return {f.symbol: owed for f in feeds if (owed := f.owed())}
+
     def reject_reasons(self) -> dict[str, dict[str, int]]:
         with self._lock:
             return {s: f.reject_reasons() for s, f in self._feeds.items()}

@@ -29,6 +29,7 @@ from ingestion.replay import SAMPLE_RECORDING
 from ingestion.service import FeedService
 from storage import Reader, StorageError, UnknownSymbolError, Writer, open_reader, open_writer
 from tests.conftest import wait_for
+from ui.views import health_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -223,7 +224,15 @@ def test_stop_during_start_up_then_restart_leaves_no_hole(
     code = first.stop(sig)
     assert code == (0 if sig == signal.SIGTERM else -signal.SIGKILL), first.output()
     if sig == signal.SIGTERM:
-        assert "0 left queued" in first.output()
+        out = first.output()
+        assert "0 left queued" in out
+        if moment != "started":  # the history range: reported, and left in the ledger
+            owed = ledger(db)
+            owed = owed[owed["status"] == "open"]
+            assert len(owed) >= 1
+            for row in owed.itertuples():
+                assert f"ids {row.first_missing_id}..{row.last_missing_id} " in out, out
+            assert "BTCUSDT: not stored, owed to the next start: ids 1.." in out
 
     second = Collector(server, db, tmp_path / "run2.log")
     collectors.append(second)
@@ -257,6 +266,9 @@ def test_rest_failing_during_history_keeps_it_owed_and_retries_it(
     assert owed["detail"].str.contains("REST failed").all()
     assert all(stored_ids(db, s)[0] > 1 for s in SYMBOLS)  # no history stored yet
     wait_for(lambda: " owed=" in run.output(), 10, "the owed ranges in the status lines")
+    # The page's health panel shows them from the published status.
+    wait_for(lambda: len(_owed_cells(db)) == 2, 10, "the owed ranges in the health table")
+    assert all("by time, first id not known yet" in cell for cell in _owed_cells(db))
     server.faults.rest_down = False
     wait_complete(server, db)
     assert run.stop() == 0, run.output()
@@ -264,6 +276,14 @@ def test_rest_failing_during_history_keeps_it_owed_and_retries_it(
     resolved = _owed_by_time(db)  # the same two records, resolved to ids
     assert len(resolved) == 2 and list(resolved["first_missing_id"]) == [1, 1]
     assert resolved["detail"].str.contains("first id 1 from REST", regex=False).all()
+
+
+def _owed_cells(db: Path) -> list[str]:
+    """The "owed" column of the page's health table over the collector's published status."""
+    with Reader(db) as reader:
+        published = reader.feed_status()
+    table = health_table([dict(row.status, symbol=row.symbol) for row in published.itertuples()])
+    return [cell for cell in table["owed"] if cell]
 
 
 def test_rest_down_at_start_then_kill_then_restart_loads_the_history(
