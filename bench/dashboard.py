@@ -34,10 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from storage import IdKind, Tick, Writer
 
-from storage import IdKind, Tick, Writer  # noqa: E402 - after the path tweak
+ROOT = Path(__file__).resolve().parents[1]
 
 #: The environment as started: the Chromium run must not inherit the panel run's settings.
 START_ENV = dict(os.environ)
@@ -298,7 +297,6 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         os.environ.pop("DATABASE_URL", None)
-        sys.path.insert(0, str(ROOT))
         rng = np.random.default_rng(7)
         state = {s: p for s, p in SYMBOLS.items()} | {f"{s}_id": 1 for s in SYMBOLS}
         results: dict = {"window": args.window, "bars_shown": args.bars, "repeat": args.repeat}

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
 import time
 
+from config import DB_FLAG_HELP, resolve_db
 from ingestion.config import ConfigError, FeedSettings, normalize_symbols
 from ingestion.parse import StreamKind
 from ingestion.service import FeedService
 
-ENV_DB_PATH = "DB_PATH"
 EXIT_CONFIG = 2
 EXIT_UNCLEAN = 1
 
@@ -35,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--db",
         default=None,
-        help=f"SQLite file or postgresql:// URL (default: $DATABASE_URL, else ${ENV_DB_PATH})",
+        help=DB_FLAG_HELP,
     )
     p.add_argument(
         "--stream",
@@ -102,12 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         symbols = normalize_symbols(args.symbols)
         if not symbols:
             raise ConfigError("--symbols is empty")
-        db = args.db or os.environ.get("DATABASE_URL") or os.environ.get(ENV_DB_PATH)
-        if not db:
-            raise ConfigError(
-                f"no database: pass --db PATH|postgresql://..., or set "
-                f"DATABASE_URL or {ENV_DB_PATH}"
-            )
+        db = resolve_db(args.db)  # the one rule: --db, $DATABASE_URL, $DB_PATH, data.db
         if args.duration is not None and args.duration <= 0:
             raise ConfigError("--duration must be > 0 seconds")
         overrides = {
