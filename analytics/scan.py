@@ -26,7 +26,7 @@ import pandas as pd
 from analytics._validate import as_series, check_finite, check_positive
 from analytics.multi import correlation_matrix
 from analytics.scan_stats import bh_qvalues, mackinnon_p
-from analytics.stationarity import _COLLINEAR_R2, MIN_BARS, adf_test
+from analytics.stationarity import _COLLINEAR_R2, MIN_BARS, adf_test, stationarity
 
 #: Lagged differences in every ADF regression of the scan (the re-check uses AIC instead).
 DEFAULT_LAGS = 1
@@ -430,3 +430,51 @@ def scan_universe(
         lags=lags,
         pairs_tested=int(np.isfinite(eg_p).sum()),
     )
+
+
+#: Top candidates re-tested exactly (AIC lag choice, Hurst) by :func:`recheck`.
+DEFAULT_RECHECK = 50
+RECHECK_COLUMNS = ["recheck_stat", "recheck_pvalue", "hurst", "recheck_error"]
+
+
+def recheck(prices: pd.DataFrame, table: pd.DataFrame, top: int = DEFAULT_RECHECK) -> pd.DataFrame:
+    """Re-test the first ``top`` rows of a scan table the way a user would by hand.
+
+    Parameters
+    ----------
+    prices : pandas.DataFrame
+        The closes the scan ran on (columns named by symbol).
+    table : pandas.DataFrame
+        :attr:`UniverseScan.table` (or any frame with ``x`` and ``y`` columns), best first.
+    top : int
+        Rows to re-test (≥ 0).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The first ``top`` rows with :data:`RECHECK_COLUMNS` added: ``recheck_stat`` and
+        ``recheck_pvalue`` of ``coint(x, y, trend="c", autolag="aic")`` (via
+        :func:`analytics.stationarity.stationarity`, which reproduces it), ``hurst`` of the
+        residual, and ``recheck_error`` (empty, or why a pair could not be re-tested).
+
+    Raises
+    ------
+    ValueError
+        ``top`` negative or not an integer.
+    """
+    if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 0:
+        raise ValueError(f"top must be a non-negative integer, got {top!r}")
+    head = table.head(int(top)).copy()
+    out: dict[str, list] = {c: [] for c in RECHECK_COLUMNS}
+    for x, y in zip(head["x"], head["y"], strict=True):
+        try:
+            s = stationarity(prices[str(x)], prices[str(y)], use_cache=False)
+        except ValueError as exc:
+            vals = [np.nan, np.nan, np.nan, str(exc)]
+        else:
+            vals = [s.coint_stat, s.coint_pvalue, s.hurst, ""]
+        for c, v in zip(RECHECK_COLUMNS, vals, strict=True):
+            out[c].append(v)
+    for c in RECHECK_COLUMNS:
+        head[c] = out[c]
+    return head
