@@ -9,6 +9,7 @@ the table of 1s bars (``_bars_table``) and what :meth:`info` adds around the sym
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
@@ -269,7 +270,8 @@ class ReaderBase:
             "ORDER BY open_time_ms",
             (self._sym_id(symbol), tf_s, lo, hi),
         )
-        return np.array(rows, dtype=np.float64).reshape(len(rows), 3)
+        flat = np.fromiter(itertools.chain.from_iterable(rows), np.float64, 3 * len(rows))
+        return flat.reshape(len(rows), 3)
 
     def bar_range(self, symbol: str, tf: str) -> tuple[int, int] | None:
         """(first, last) bar open time of a symbol, or None if it has no bars."""
