@@ -155,3 +155,24 @@ def test_progress_line_shows_eta_and_throttles():
     assert "universe: read 8/100 symbols, ETA 12 s\n" in out.lines  # 8 per s, 92 to go
     assert out.lines[-1] == "universe: read 100/100 symbols\n"
     assert len(out.lines) == 14  # start, one per second over 12.5 s, the end
+
+
+@pytest.mark.postgres
+def test_postgres_reads_the_same_universe_and_scans_the_same(pg_url, db, capsys):
+    from storage import open_reader, open_writer
+
+    with open_writer(pg_url) as w:
+        for s in SYMBOLS:
+            w.write_klines(s, klines(s))
+    with open_reader(pg_url) as pg, Reader(db) as lite:
+        a = read_universe(pg, "5m", SYMBOLS, lookback_bars=500)
+        b = read_universe(lite, "5m", SYMBOLS, lookback_bars=500)
+    assert a.symbols == b.symbols and a.skipped == b.skipped
+    np.testing.assert_array_equal(a.grid_ms, b.grid_ms)
+    np.testing.assert_array_equal(a.close, b.close)
+    np.testing.assert_allclose(a.quote_volume, b.quote_volume, rtol=1e-12)
+    code, js, err = run(capsys, "--db", pg_url, "--tf", "1m", "--recheck", 0, "--quiet")
+    assert code == 0, err
+    code, ref, err = run(capsys, "--db", db, "--tf", "1m", "--recheck", 0, "--quiet",
+                         "--symbols", ",".join(SYMBOLS))  # fmt: skip
+    assert [r["eg_stat"] for r in js["top"]] == [r["eg_stat"] for r in ref["top"]]
