@@ -129,6 +129,7 @@ class AppSettings:
             )
             autostart = env_bool("FEED_AUTOSTART", True, env) and not args.no_autostart
             max_upload_mb = env_number("MAX_UPLOAD_MB", 50.0, env, high=1000)
+            shared_views = env_bool("SHARED_VIEWS", True, env)
         except ConfigError as exc:
             raise SettingsError(str(exc)) from None
         return cls(
@@ -142,5 +143,5 @@ class AppSettings:
             max_upload_mb=max_upload_mb,
             upload_dir=env.get("UPLOAD_DIR")
             or str(Path(tempfile.gettempdir()) / "pairs-desk-uploads"),
-            shared_views=_env_bool(env, "SHARED_VIEWS", True),
+            shared_views=shared_views,
         )
