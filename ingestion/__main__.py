@@ -82,6 +82,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    done = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        done.set()
+
+    # Before start-up: a SIGTERM while feeds start (history loading) stops cleanly too,
+    # rather than killing the process with owed ranges unrecorded in the writer queue.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -108,16 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-
-    done = threading.Event()
-    received: list[str] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signal.Signals(signum).name)
-        done.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
     print(
         f"collecting {', '.join(symbols)} ({settings.stream.value}) into {db} "
         f"from {settings.ws_base}",
@@ -145,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{writer.queued} left queued",
             flush=True,
         )
+    for symbol, ranges in service.owed().items():
+        # Recorded in the gap ledger (open/failed): the next start resumes each of them.
+        print(f"{symbol}: not stored, owed to the next start: {'; '.join(ranges)}", flush=True)
     if not clean:
         detail = f": {writer.unstored}" if writer is not None and writer.unstored else ""
         print(f"error: stopped before every queued tick was stored{detail}", file=sys.stderr)

@@ -134,6 +134,12 @@ class FeedSettings:
     #: 1s bars keep the hole, and the gap's ``detail`` names the minutes. False = leave the
     #: bars built from the ticks that exist.
     kline_fallback: bool = True
+    #: A repair (gap or start-up history) that REST failed is kept owed (status ``failed``)
+    #: and retried in this run after this many seconds, doubling up to
+    #: ``repair_retry_max_s`` (with ``backoff_jitter``); every start retries it as well.
+    repair_retry_initial_s: float = 5.0
+    #: Cap of the in-run repair retry delay, in seconds.
+    repair_retry_max_s: float = 300.0
 
     # --- writing -----------------------------------------------------------------------------
     #: Capacity of the queue to the storage writer, in items (a tick, or one REST page).

@@ -33,6 +33,39 @@ def check_gap_status(status: str) -> None:
         raise ValueError(f"gap status {status!r} not in {GAP_STATUSES}")
 
 
+def gap_update_sql(
+    gap_id: int, status: str, repaired_count: int, detail: str, first_missing_id: int | None
+) -> tuple[str, tuple]:
+    """``update_gap``'s ``?`` SQL and parameters, the same for both backends."""
+    sets = "status = ?, repaired_count = ?, detail = ?, updated_ts_ms = ?"
+    params: tuple = (status, int(repaired_count), detail, now_ms())
+    if first_missing_id is not None:
+        # The range known by time becomes a range of ids.
+        sets += ", first_missing_id = ?, from_ts_ms = NULL"
+        params += (int(first_missing_id),)
+    return f"UPDATE gaps SET {sets} WHERE gap_id = ?", (*params, int(gap_id))
+
+
+def uncovered(
+    holes: list[tuple[int, int]], covered: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The parts of id ranges ``holes`` outside every range of ``covered`` (all inclusive)."""
+    out = []
+    spans = sorted(covered)
+    for lo, hi in holes:
+        for a, b in spans:
+            if b < lo or a > hi:
+                continue
+            if a > lo:
+                out.append((lo, a - 1))
+            lo = max(lo, b + 1)
+            if lo > hi:
+                break
+        if lo <= hi:
+            out.append((lo, hi))
+    return out
+
+
 def tick_batches(ticks: Sequence[Tick]) -> dict[tuple[str, str], TickArrays]:
     """Ticks grouped by (upper-case symbol, id kind), in first-seen order, as column arrays."""
     groups: dict[tuple[str, str], list[Tick]] = {}
@@ -326,8 +359,8 @@ class WriterBase:
             row = self._exec(
                 conn,
                 "INSERT INTO gaps (sym_id, first_missing_id, last_missing_id, found_ts_ms, "
-                "status, repaired_count, detail, updated_ts_ms) VALUES (?,?,?,?,?,?,?,?) "
-                "RETURNING gap_id",
+                "status, repaired_count, detail, updated_ts_ms, from_ts_ms) "
+                "VALUES (?,?,?,?,?,?,?,?,?) RETURNING gap_id",
                 (
                     sym_id,
                     gap.first_missing_id,
@@ -337,6 +370,7 @@ class WriterBase:
                     gap.repaired_count,
                     gap.detail,
                     now_ms(),
+                    gap.from_ts_ms,
                 ),
             ).fetchone()
             return int(row[0])
@@ -344,19 +378,37 @@ class WriterBase:
         return self._unit(work)
 
     def update_gap(
-        self, gap_id: int, *, status: str, repaired_count: int, detail: str = ""
+        self,
+        gap_id: int,
+        *,
+        status: str,
+        repaired_count: int,
+        detail: str = "",
+        first_missing_id: int | None = None,
     ) -> None:
+        """Set a gap's outcome; ``first_missing_id`` resolves a range known by time only
+        (``Gap.from_ts_ms``) to ids."""
         check_gap_status(status)
+        sql, params = gap_update_sql(gap_id, status, repaired_count, detail, first_missing_id)
 
         def work(conn: Any) -> None:
-            cur = self._exec(
-                conn,
-                "UPDATE gaps SET status = ?, repaired_count = ?, detail = ?, updated_ts_ms = ? "
-                "WHERE gap_id = ?",
-                (status, repaired_count, detail, now_ms(), gap_id),
-            )
-            if cur.rowcount == 0:
+            if self._exec(conn, sql, params).rowcount == 0:
                 raise ValueError(f"no gap with id {gap_id}")
+
+        self._unit(work)
+
+    def set_id_check(self, symbol: str, checked_to_id: int) -> None:
+        """Remember that ``symbol``'s stored ids up to ``checked_to_id`` were checked
+        contiguous (every hole below it is recorded as a gap): see ``unrecorded_holes``."""
+
+        def work(conn: Any) -> None:
+            sym_id = self._sym_id_any(conn, symbol.upper())
+            self._exec(
+                conn,
+                "INSERT INTO id_checks (sym_id, checked_to_id) VALUES (?, ?) ON CONFLICT "
+                "(sym_id) DO UPDATE SET checked_to_id = excluded.checked_to_id",
+                (sym_id, int(checked_to_id)),
+            )
 
         self._unit(work)
 
@@ -474,7 +526,7 @@ class WriterBase:
         """
         rows = self._fetch(
             "SELECT gap_id, first_missing_id, last_missing_id, found_ts_ms, status, "
-            "repaired_count, detail FROM gaps JOIN symbols USING (sym_id) "
+            "repaired_count, detail, from_ts_ms FROM gaps JOIN symbols USING (sym_id) "
             "WHERE symbol = ? AND status IN ('open', 'failed') "
             "ORDER BY first_missing_id, gap_id",
             (symbol.upper(),),
@@ -490,9 +542,55 @@ class WriterBase:
                 int(count),
                 str(detail),
                 int(gap_id),
+                None if from_ms is None else int(from_ms),
             )
-            for gap_id, first, last, found, status, count, detail in rows
+            for gap_id, first, last, found, status, count, detail, from_ms in rows
         ]
+
+    def unrecorded_holes(self, symbol: str) -> tuple[list[tuple[int, int]], int | None]:
+        """Holes in ``symbol``'s stored ids that no gap record covers, and the highest stored id.
+
+        Cheap: only ids above the last check point (``set_id_check``) are read, first as
+        count/min/max from the primary key (contiguous: no hole, done), and only when the
+        count is short by a window function over those ids. A hole between ids stored by
+        different runs (a stop during start-up history, say) shows here even when no run
+        recorded it. Ids below the lowest stored id (never stored, or pruned) are no hole.
+        """
+        sym = symbol.upper()
+        row = self._fetch(
+            "SELECT s.sym_id, c.checked_to_id FROM symbols s "
+            "LEFT JOIN id_checks c ON c.sym_id = s.sym_id WHERE s.symbol = ?",
+            (sym,),
+        )
+        if not row:
+            return [], None
+        sym_id, since = int(row[0][0]), row[0][1]
+        since = -(1 << 62) if since is None else int(since)
+        n, lo, hi = self._fetch(
+            "SELECT count(*), min(trade_id), max(trade_id) FROM ticks "
+            "WHERE sym_id = ? AND trade_id >= ?",
+            (sym_id, since),
+        )[0]
+        if not n or int(n) == int(hi) - int(lo) + 1:
+            return [], None if hi is None else int(hi)
+        holes = [
+            (int(a) + 1, int(b) - 1)
+            for a, b in self._fetch(
+                "SELECT prev_id, trade_id FROM (SELECT trade_id, LAG(trade_id) OVER "
+                "(ORDER BY trade_id) AS prev_id FROM ticks WHERE sym_id = ? AND trade_id >= ?) "
+                "AS w WHERE trade_id > prev_id + 1 ORDER BY trade_id",
+                (sym_id, since),
+            )
+        ]
+        covered = [
+            (int(a), int(b))
+            for a, b in self._fetch(
+                "SELECT first_missing_id, last_missing_id FROM gaps WHERE sym_id = ? "
+                "AND last_missing_id >= ?",
+                (sym_id, int(lo)),
+            )
+        ]
+        return uncovered(holes, covered), int(hi)
 
 
 #: The former name of :class:`WriterBase` (it held only the reads).
