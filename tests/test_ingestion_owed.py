@@ -23,6 +23,7 @@ import pytest
 from ingestion.backoff import instant_backoff
 from ingestion.config import FeedSettings
 from ingestion.fakebinance import FakeBinance, Faults
+from ingestion.owed import RetryShelf
 from ingestion.parse import parse_rest_agg_trade
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
@@ -377,3 +378,21 @@ def test_start_up_check_records_and_repairs_holes_no_run_recorded(recording, dat
 def _gaps(url: str) -> pd.DataFrame:
     with open_reader(url) as reader:
         return reader.gaps().sort_values("first_missing_id").reset_index(drop=True)
+
+
+def test_retry_shelf_hands_jobs_back_when_their_delay_is_over():
+    """The in-run retry of failed repairs: each job waits its own backoff delay (injected
+    delays and clock: nothing waits)."""
+    now = [100.0]
+    shelf: RetryShelf[str] = RetryShelf(clock=lambda: now[0])
+    assert shelf.due_in_s() is None and shelf.pop_due() is None
+    assert shelf.put("a", iter([5.0])) == 5.0
+    assert shelf.put("b", iter([2.0])) == 2.0
+    assert len(shelf) == 2 and shelf.due_in_s() == 2.0
+    assert shelf.pop_due() is None  # nothing due yet
+    now[0] = 102.0
+    assert shelf.pop_due() == "b" and shelf.pop_due() is None
+    now[0] = 110.0
+    assert shelf.due_in_s() == 0.0 and shelf.pop_due() == "a" and len(shelf) == 0
+    delays = instant_backoff()
+    assert shelf.put("c", delays) == 0.0 and shelf.pop_due() == "c"
