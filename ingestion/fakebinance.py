@@ -102,7 +102,7 @@ class Faults:
     retry_after_s: int = 1
     #: Every REST data request answers 500 while this is true (an outage of unknown length).
     rest_down: bool = False
-    #: Every REST data request is answered this many seconds late (a slow REST).
+    #: Every REST request (exchangeInfo too) is answered this many seconds late (a slow REST).
     rest_delay_s: float = 0.0
     #: Per symbol: REST no longer has ids below this (history expired).
     rest_min_id: dict[str, int] = field(default_factory=dict)
@@ -377,6 +377,7 @@ class ServerStats:
 
     ws_connections: list[str] = field(default_factory=list)  # paths, in order
     rest_requests: list[tuple[float, str, dict[str, str], int]] = field(default_factory=list)
+    rest_received: list[str] = field(default_factory=list)  # paths as they arrive, answered or not
     messages_sent: dict[str, int] = field(default_factory=dict)  # per symbol, data frames
     garbage_sent: int = 0
     pings_sent: int = 0
@@ -575,6 +576,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._upgrade(app, parts)
             return
         params = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query).items()}
+        with app._lock:
+            app.stats.rest_received.append(parts.path)
         status, body, headers = _rest(app, parts.path, params)
         with app._lock:
             app.stats.rest_requests.append((time.time(), parts.path, params, status))
@@ -917,7 +920,7 @@ def _rest(app: FakeBinance, path: str, params: dict[str, str]) -> tuple[int, Any
         retry = app.faults.retry_after_s if not over else int(60 - time.time() % 60) + 1
         headers["Retry-After"] = str(retry)
         return 429, {"code": -1003, "msg": "Too many requests."}, headers
-    if data_path and app.faults.rest_delay_s > 0:
+    if app.faults.rest_delay_s > 0:
         time.sleep(app.faults.rest_delay_s)
     if data_path and (app.faults.rest_down or app._take_fault("rest_500")):
         return 500, {"code": -1000, "msg": "An unknown error occurred."}, headers

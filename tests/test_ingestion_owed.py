@@ -396,3 +396,20 @@ def test_retry_shelf_hands_jobs_back_when_their_delay_is_over():
     assert shelf.due_in_s() == 0.0 and shelf.pop_due() == "a" and len(shelf) == 0
     delays = instant_backoff()
     assert shelf.put("c", delays) == 0.0 and shelf.pop_due() == "c"
+
+
+def test_sigterm_while_the_collector_starts_stops_it_cleanly(server, collectors, tmp_path):
+    """SIGTERM while start-up still waits for exchangeInfo: a clean stop (exit 0, everything
+    queued stored, owed ranges recorded), not death by the default signal action."""
+    server.faults.rest_delay_s = 3.0
+    db = tmp_path / "early.db"
+    run = Collector(server, db, tmp_path / "run.log")
+    collectors.append(run)
+    wait_for(
+        lambda: "/fapi/v1/exchangeInfo" in server.stats.rest_received,
+        30,
+        "the collector asking for exchangeInfo",
+    )
+    assert run.proc.poll() is None
+    assert run.stop(signal.SIGTERM) == 0, run.output()
+    assert "stopping (signal SIGTERM)" in run.output() and "0 left queued" in run.output()
