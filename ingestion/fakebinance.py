@@ -104,6 +104,8 @@ class Faults:
     rest_down: bool = False
     #: Every REST request (exchangeInfo too) is answered this many seconds late (a slow REST).
     rest_delay_s: float = 0.0
+    #: The next N ``aggTrades?fromId=`` replies (with rows) end with a malformed row ``{"a": "x"}``.
+    rest_bad_rows: int = 0
     #: Per symbol: REST no longer has ids below this (history expired).
     rest_min_id: dict[str, int] = field(default_factory=dict)
     #: Close every connection this long (seconds) after it opened: the 24 h cut. None = never.
@@ -941,6 +943,8 @@ def _rest(app: FakeBinance, path: str, params: dict[str, str]) -> tuple[int, Any
                 body = []  # an aggregate-only recording has no trade view
             elif path == "/fapi/v1/aggTrades":
                 body = _agg_trades(app, view, params)
+                if body and "fromId" in params and app._take_fault("rest_bad_rows"):
+                    body.append({"a": "x"})
             elif path == "/fapi/v1/trades":
                 limit = min(max(_int_param(params, "limit") or 500, 1), 1000)
                 end = timeline.published_end(view)

@@ -413,3 +413,28 @@ def test_sigterm_while_the_collector_starts_stops_it_cleanly(server, collectors,
     assert run.proc.poll() is None
     assert run.stop(signal.SIGTERM) == 0, run.output()
     assert "stopping (signal SIGTERM)" in run.output() and "0 left queued" in run.output()
+
+
+def test_a_repair_that_crashes_on_a_bad_reply_stays_owed_and_is_retried(recording, tmp_path):
+    """A REST page ending in a malformed row breaks the repair mid-way: the gap is marked
+    ``failed`` (still owed) and retried in the same run, not dropped until a restart."""
+    db = tmp_path / "bad-row.db"
+    faults = Faults(skip_ids=set(range(3000, 3010)))
+    with FakeBinance(recording, speed=20.0, preroll_s=PREROLL_S, faults=faults) as server:
+        settings = FeedSettings(ws_base=server.ws_base, rest_base=server.rest_base, history=False)
+        faults.rest_bad_rows = 1
+        service = FeedService(
+            db,
+            ["BTCUSDT"],
+            settings,
+            backoff_factory=instant_backoff,
+            repair_backoff=instant_backoff,
+        ).start()
+        try:
+            wait_for(lambda: list(ledger(db)["status"]) == ["repaired"], 40, "the gap repaired")
+        finally:
+            assert service.stop()
+    gap = ledger(db).iloc[0]
+    assert (gap["first_missing_id"], gap["last_missing_id"]) == (3000, 3009)
+    assert faults.rest_bad_rows == 0  # the bad reply was served
+    assert set(range(3000, 3010)) <= set(stored_ids(db, "BTCUSDT"))
