@@ -106,8 +106,10 @@ class Faults:
     retry_after_s: int = 1
     #: Every REST data request answers 500 while this is true (an outage of unknown length).
     rest_down: bool = False
-    #: Every REST data request is answered this many seconds late (a slow REST).
+    #: Every REST request (exchangeInfo too) is answered this many seconds late (a slow REST).
     rest_delay_s: float = 0.0
+    #: The next N ``aggTrades?fromId=`` replies (with rows) end with a malformed row ``{"a": "x"}``.
+    rest_bad_rows: int = 0
     #: Per symbol: REST no longer has ids below this (history expired).
     rest_min_id: dict[str, int] = field(default_factory=dict)
     #: Close every connection this long (seconds) after it opened: the 24 h cut. None = never.
@@ -390,6 +392,7 @@ class ServerStats:
 
     ws_connections: list[str] = field(default_factory=list)  # paths, in order
     rest_requests: list[tuple[float, str, dict[str, str], int]] = field(default_factory=list)
+    rest_received: list[str] = field(default_factory=list)  # paths as they arrive, answered or not
     messages_sent: dict[str, int] = field(default_factory=dict)  # per symbol, data frames
     garbage_sent: int = 0
     pings_sent: int = 0
@@ -593,6 +596,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._upgrade(app, parts)
             return
         params = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query).items()}
+        with app._lock:
+            app.stats.rest_received.append(parts.path)
         status, body, headers = _rest(app, parts.path, params)
         with app._lock:
             app.stats.rest_requests.append((time.time(), parts.path, params, status))
@@ -948,7 +953,7 @@ def _rest(app: FakeBinance, path: str, params: dict[str, str]) -> tuple[int, Any
         retry = app.faults.retry_after_s if not over else int(60 - time.time() % 60) + 1
         headers["Retry-After"] = str(retry)
         return 429, {"code": -1003, "msg": "Too many requests."}, headers
-    if data_path and app.faults.rest_delay_s > 0:
+    if app.faults.rest_delay_s > 0:
         time.sleep(app.faults.rest_delay_s)
     if data_path and (app.faults.rest_down or app._take_fault("rest_500")):
         return 500, {"code": -1000, "msg": "An unknown error occurred."}, headers
@@ -971,6 +976,8 @@ def _rest(app: FakeBinance, path: str, params: dict[str, str]) -> tuple[int, Any
                 body = []  # an aggregate-only recording has no trade view
             elif path == "/fapi/v1/aggTrades":
                 body = _agg_trades(app, view, params)
+                if body and "fromId" in params and app._take_fault("rest_bad_rows"):
+                    body.append({"a": "x"})
             elif path == "/fapi/v1/trades":
                 limit = min(max(_int_param(params, "limit") or 500, 1), 1000)
                 end = timeline.published_end(view)

@@ -707,6 +707,16 @@ class SymbolFeed:
             except Exception as exc:  # keep repairing later gaps
                 log.exception("%s: REST job failed", self.symbol)
                 self._error(f"REST job failed: {exc}")
+                if isinstance(job, _Backfill) and not self._stop.is_set():
+                    # Still owed (a reply we could not handle, say): try again later.
+                    delay_s = self._shelve(job)
+                    self._finish_gap(
+                        job,
+                        "failed",
+                        0,
+                        f"{job.reason}; the repair failed: {exc!r}; attempt {job.attempts}, "
+                        f"next in {delay_s:.1f} s",
+                    )
             finally:
                 self._job_active = False
         # Leave an honest record of repairs that the stop interrupted.

@@ -23,6 +23,7 @@ import pytest
 from ingestion.backoff import instant_backoff
 from ingestion.config import FeedSettings
 from ingestion.fakebinance import FakeBinance, Faults
+from ingestion.owed import RetryShelf
 from ingestion.parse import parse_rest_agg_trade
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
@@ -377,3 +378,63 @@ def test_start_up_check_records_and_repairs_holes_no_run_recorded(recording, dat
 def _gaps(url: str) -> pd.DataFrame:
     with open_reader(url) as reader:
         return reader.gaps().sort_values("first_missing_id").reset_index(drop=True)
+
+
+def test_retry_shelf_hands_jobs_back_when_their_delay_is_over():
+    """The in-run retry of failed repairs: each job waits its own backoff delay (injected
+    delays and clock: nothing waits)."""
+    now = [100.0]
+    shelf: RetryShelf[str] = RetryShelf(clock=lambda: now[0])
+    assert shelf.due_in_s() is None and shelf.pop_due() is None
+    assert shelf.put("a", iter([5.0])) == 5.0
+    assert shelf.put("b", iter([2.0])) == 2.0
+    assert len(shelf) == 2 and shelf.due_in_s() == 2.0
+    assert shelf.pop_due() is None  # nothing due yet
+    now[0] = 102.0
+    assert shelf.pop_due() == "b" and shelf.pop_due() is None
+    now[0] = 110.0
+    assert shelf.due_in_s() == 0.0 and shelf.pop_due() == "a" and len(shelf) == 0
+    delays = instant_backoff()
+    assert shelf.put("c", delays) == 0.0 and shelf.pop_due() == "c"
+
+
+def test_sigterm_while_the_collector_starts_stops_it_cleanly(server, collectors, tmp_path):
+    """SIGTERM while start-up still waits for exchangeInfo: a clean stop (exit 0, everything
+    queued stored, owed ranges recorded), not death by the default signal action."""
+    server.faults.rest_delay_s = 3.0
+    db = tmp_path / "early.db"
+    run = Collector(server, db, tmp_path / "run.log")
+    collectors.append(run)
+    wait_for(
+        lambda: "/fapi/v1/exchangeInfo" in server.stats.rest_received,
+        30,
+        "the collector asking for exchangeInfo",
+    )
+    assert run.proc.poll() is None
+    assert run.stop(signal.SIGTERM) == 0, run.output()
+    assert "stopping (signal SIGTERM)" in run.output() and "0 left queued" in run.output()
+
+
+def test_a_repair_that_crashes_on_a_bad_reply_stays_owed_and_is_retried(recording, tmp_path):
+    """A REST page ending in a malformed row breaks the repair mid-way: the gap is marked
+    ``failed`` (still owed) and retried in the same run, not dropped until a restart."""
+    db = tmp_path / "bad-row.db"
+    faults = Faults(skip_ids=set(range(3000, 3010)))
+    with FakeBinance(recording, speed=20.0, preroll_s=PREROLL_S, faults=faults) as server:
+        settings = FeedSettings(ws_base=server.ws_base, rest_base=server.rest_base, history=False)
+        faults.rest_bad_rows = 1
+        service = FeedService(
+            db,
+            ["BTCUSDT"],
+            settings,
+            backoff_factory=instant_backoff,
+            repair_backoff=instant_backoff,
+        ).start()
+        try:
+            wait_for(lambda: list(ledger(db)["status"]) == ["repaired"], 40, "the gap repaired")
+        finally:
+            assert service.stop()
+    gap = ledger(db).iloc[0]
+    assert (gap["first_missing_id"], gap["last_missing_id"]) == (3000, 3009)
+    assert faults.rest_bad_rows == 0  # the bad reply was served
+    assert set(range(3000, 3010)) <= set(stored_ids(db, "BTCUSDT"))
