@@ -20,7 +20,7 @@ from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError
 from ui.guard import db_label, inject_css, panel
 from ui.live import render_live, render_stationarity, show_new_alerts
 from ui.sidebar import render_sidebar
-from ui.state import session_reader
+from ui.state import page_views
 from ui.views import render_alerts, render_backtest, render_exports, render_health, render_multi
 
 TABS = ["Live", "Alerts", "Backtest", "Multi-symbol", "Scan", "Feed health", "Exports"]
@@ -61,8 +61,8 @@ def status_strip(service: DashboardService) -> None:
     else:
         feed = "feed running" if status.feed_running else "feed stopped"
     st.caption(f"**{src}** · {feed} · database `{db_label(status.db_path)}`")
-    with session_reader(status.db_path, status.generation) as lease:
-        show_new_alerts(lease)
+    views = page_views(service.views, service.settings.shared_views)
+    show_new_alerts(views.alerts(status.db_path, status.generation))
     if status.read_only:
         st.info(status.read_only, icon=":material/lock:")
     if status.source == Source.LIVE and status.probe.ok is False:

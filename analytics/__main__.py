@@ -33,6 +33,7 @@ from analytics.backtest import backtest
 from analytics.multi import correlation_matrix, scan_pairs
 from analytics.pairs import METHODS, PairAnalytics, compute_pair_frame
 from analytics.stationarity import stationarity
+from config import DB_FLAG_HELP, resolve_db
 
 
 class _UsageError(Exception):
@@ -86,7 +87,10 @@ def _clean(obj: Any) -> Any:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--db", required=True, help="SQLite file or postgresql:// URL written by storage"
+        "--db",
+        type=resolve_db,
+        default=resolve_db(None),
+        help=DB_FLAG_HELP,
     )
     p.add_argument("--tf", required=True, choices=("1s", "1m", "5m"), help="bar timeframe")
     p.add_argument("--window", required=True, type=int, help="rolling window, in bars")

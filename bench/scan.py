@@ -34,18 +34,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from statsmodels.regression.linear_model import OLS
+from statsmodels.tools import add_constant
+from statsmodels.tsa.stattools import adfuller, coint
+
+from analytics.multi import scan_pairs
+from analytics.scan import DEFAULT_LAGS, scan_universe
+from storage import Reader, Writer
+from storage.universe import read_universe
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from statsmodels.regression.linear_model import OLS  # noqa: E402
-from statsmodels.tools import add_constant  # noqa: E402
-from statsmodels.tsa.stattools import adfuller, coint  # noqa: E402
-
-from analytics.multi import scan_pairs  # noqa: E402
-from analytics.scan import DEFAULT_LAGS, scan_universe  # noqa: E402
-from storage import Reader, Writer  # noqa: E402
-from storage.universe import read_universe  # noqa: E402
 
 T0_MS = 1_704_067_200_000  # 2024-01-01T00:00Z
 STEP_5M = 300_000

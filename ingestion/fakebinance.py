@@ -100,6 +100,10 @@ class Faults:
     rest_500: int = 0
     #: ``Retry-After`` of those 429/418 responses, in whole seconds.
     retry_after_s: int = 1
+    #: Every REST data request answers 500 while this is true (an outage of unknown length).
+    rest_down: bool = False
+    #: Every REST data request is answered this many seconds late (a slow REST).
+    rest_delay_s: float = 0.0
     #: Per symbol: REST no longer has ids below this (history expired).
     rest_min_id: dict[str, int] = field(default_factory=dict)
     #: Close every connection this long (seconds) after it opened: the 24 h cut. None = never.
@@ -919,7 +923,9 @@ def _rest(app: FakeBinance, path: str, params: dict[str, str]) -> tuple[int, Any
         retry = app.faults.retry_after_s if not over else int(60 - time.time() % 60) + 1
         headers["Retry-After"] = str(retry)
         return 429, {"code": -1003, "msg": "Too many requests."}, headers
-    if data_path and app._take_fault("rest_500"):
+    if data_path and app.faults.rest_delay_s > 0:
+        time.sleep(app.faults.rest_delay_s)
+    if data_path and (app.faults.rest_down or app._take_fault("rest_500")):
         return 500, {"code": -1000, "msg": "An unknown error occurred."}, headers
     try:
         if path == "/fapi/v1/exchangeInfo":

@@ -277,6 +277,20 @@ class ReaderBase:
         """(first, last) bar open time of a symbol, or None if it has no bars."""
         return self._bar_range(self._q, self._sym_id(symbol), timeframe_s(tf))
 
+    def newest_bar_stamp(self, symbol: str, tf: str) -> tuple[int, int, float] | None:
+        """(open time ms, trades, volume) of a symbol's newest bar, or None if it has none.
+
+        One primary-key lookup: a cheap "did this symbol's bars change?" stamp for caches.
+        A trade lands in the newest bar, so the stamp moves with every stored trade.
+        """
+        tf_s = timeframe_s(tf)
+        rows = self._q(
+            f"SELECT open_time_ms, trades, volume FROM {self._bars_table(tf_s)} "
+            "WHERE sym_id = ? AND tf_s = ? ORDER BY open_time_ms DESC LIMIT 1",
+            (self._sym_id(symbol), tf_s),
+        )
+        return None if not rows else (int(rows[0][0]), int(rows[0][1]), float(rows[0][2]))
+
     def _bar_range(self, q: Query, sid: int, tf_s: int) -> tuple[int, int] | None:
         # Two single-aggregate subqueries: SQLite answers each from the index in O(log n);
         # min() and max() in one SELECT would scan every bar of the symbol.
