@@ -20,6 +20,7 @@ until ``Retry-After`` has passed, then resumes.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -197,6 +198,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="share of the IP's request-weight budget this command may use (0..1]",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("-v", "--verbose", action="store_true", help="log retries and rate limits")
     return p.parse_args(argv)
 
 
@@ -207,6 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     try:
         args = _parse(argv)
+        # Retries and rate-limit pauses are logged only with -v: the progress lines and the
+        # final one-line error say what matters.
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.ERROR,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
         db = args.db or os.environ.get("DATABASE_URL") or os.environ.get("DB_PATH")
         if not db:
             raise ValueError("no database: pass --db PATH|postgresql://... or set DB_PATH")
