@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -125,13 +126,29 @@ class KlineFetcher:
         self._stop = stop or threading.Event()
         self._clock, self._progress = clock, progress
 
-    def run(self, symbols: Sequence[str], start_ms: int, end_ms: int) -> list[SymbolFetch]:
-        """Fetch ``[start_ms, end_ms]`` (clipped to closed minutes by the caller)."""
-        from storage import UnknownSymbolError, open_reader, open_writer
+    def run(
+        self, symbols: Sequence[str], start_ms: int, end_ms: int, *, writer: Any = None
+    ) -> list[SymbolFetch]:
+        """Fetch ``[start_ms, end_ms]`` (clipped to closed minutes by the caller).
+
+        ``writer``: a storage writer already open on ``db`` (the page's, which holds SQLite's
+        one-writer lock); None opens one for the run.
+        """
+        from storage import open_writer
+
+        if writer is not None:
+            return self._run(writer, symbols, start_ms, end_ms)
+        with open_writer(self.db) as own:
+            return self._run(own, symbols, start_ms, end_ms)
+
+    def _run(
+        self, writer: Any, symbols: Sequence[str], start_ms: int, end_ms: int
+    ) -> list[SymbolFetch]:
+        from storage import UnknownSymbolError, open_reader
 
         results: list[SymbolFetch] = []
         t0 = self._clock()
-        with open_writer(self.db) as writer, open_reader(self.db) as reader:
+        with open_reader(self.db) as reader:
             for k, sym in enumerate(symbols):
                 if self._stop.is_set():
                     break

@@ -128,3 +128,103 @@ class ScanJob:
                     else {}
                 ),
             )
+
+
+@dataclass(frozen=True, slots=True)
+class FetchStatus:
+    """A snapshot of the kline fetch. ``state``: idle, running, done, failed or stopped.
+
+    ``done`` / ``total`` count symbols; ``rows`` the klines stored so far; ``results`` the
+    per-symbol outcomes (:class:`ingestion.klines.SymbolFetch`) of the current or last run.
+    """
+
+    state: str = "idle"
+    done: int = 0
+    total: int = 0
+    eta_s: float | None = None
+    rows: int = 0
+    error: str = ""
+    finished_ms: int | None = None
+    results: tuple = ()
+
+
+class FetchJob:
+    """Runs :class:`ingestion.klines.KlineFetcher` in a daemon thread through the page's writer.
+
+    SQLite allows one writer per file and the page's service holds it, so the fetch writes
+    through that writer (its writes are serialised by the writer's own lock).
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._status = FetchStatus()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def status(self) -> FetchStatus:
+        with self._lock:
+            return self._status
+
+    def start(
+        self,
+        db: str,
+        writer: object,
+        rest_base: str,
+        start_ms: int,
+        end_ms: int,
+        symbols: tuple[str, ...] | None = None,
+    ) -> bool:
+        """Fetch the missing 1m klines of ``symbols`` (None: the exchange's universe)."""
+        with self._lock:
+            if self._status.state == "running":
+                return False
+            self._stop = threading.Event()
+            self._status = FetchStatus(state="running")
+            args = (db, writer, rest_base, start_ms, end_ms, symbols, self._stop)
+            self._thread = threading.Thread(
+                target=self._run, args=args, name="kline-fetch", daemon=True
+            )
+            self._thread.start()
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout_s: float | None = None) -> None:
+        t = self._thread
+        if t is not None:
+            t.join(timeout_s)
+
+    def _on_progress(self, p) -> None:
+        with self._lock:
+            self._status = replace(
+                self._status,
+                done=p.done,
+                total=p.total,
+                eta_s=p.eta_s,
+                rows=self._status.rows + p.last.rows,
+                results=(*self._status.results, p.last),
+            )
+
+    def _run(self, db, writer, rest_base, start_ms, end_ms, symbols, stop) -> None:
+        from ingestion.klines import KlineFetcher, universe_symbols
+        from ingestion.rest import RestClient
+
+        try:
+            rest = RestClient(rest_base, headroom=0.5, stop=stop)
+            info = rest.exchange_info()  # adopts the weight limit
+            syms = list(symbols) if symbols else universe_symbols(info)
+            with self._lock:
+                self._status = replace(self._status, total=len(syms))
+            fetcher = KlineFetcher(rest, db, stop=stop, progress=self._on_progress)
+            fetcher.run(syms, start_ms, end_ms, writer=writer)
+        except Exception as exc:  # one line for the page; the worker never dies noisily
+            state, error = "failed", " ".join(str(exc).split()) or type(exc).__name__
+        else:
+            state, error = ("stopped" if stop.is_set() else "done"), ""
+        with self._lock:
+            self._status = replace(
+                self._status, state=state, error=error, eta_s=None,
+                finished_ms=int(self._clock() * 1000),
+            )  # fmt: skip

@@ -6,14 +6,16 @@ the tab or reloading the page does not stop it, and the last result shows at onc
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from analytics.scan import DEFAULT_LAGS, DEFAULT_OOS_P, DEFAULT_Q
 from analytics.universe import ScanRequest, ScanRun
-from service.desk import DashboardService
-from service.scan import ScanJob, ScanStatus
+from service.desk import DashboardService, Source
+from service.scan import FetchJob, ScanJob, ScanStatus
 from ui.guard import fmt_datetime, panel
 
 SPARK_BARS = 120
@@ -40,6 +42,69 @@ SHOWN_COLUMNS = [
 def scan_job() -> ScanJob:
     """The process's one scan worker (shared by every session)."""
     return ScanJob()
+
+
+@st.cache_resource
+def fetch_job() -> FetchJob:
+    """The process's one kline-fetch worker."""
+    return FetchJob()
+
+
+def _fetch_progress(job: FetchJob) -> None:
+    @st.fragment(run_every=1.0)
+    def progress() -> None:
+        f = job.status()
+        if f.state != "running":
+            st.rerun(scope="app")
+        share = f.done / f.total if f.total else 0.0
+        eta = f", about {f.eta_s:.0f} s left" if f.eta_s else ""
+        st.progress(
+            min(1.0, share), text=f"Fetching: {f.done}/{f.total} symbols, {f.rows:,} rows{eta}"
+        )
+
+    progress()
+
+
+def _fetch_panel(service: DashboardService) -> None:
+    """Fetch the missing 1m klines of the universe through the page's own writer."""
+    job = fetch_job()
+    f = job.status()
+    status = service.status()
+    with st.expander("Fetch klines from the exchange", expanded=f.state == "running"):
+        writer = service.writer
+        if writer is None or status.read_only or status.source != Source.LIVE:
+            st.info(
+                "Fetching needs the live source with this page writing the database. "
+                "Otherwise run `python -m ingestion.klines --db <DB>`."
+            )
+            return
+        today = dt.datetime.now(dt.UTC).date()
+        c = st.columns(3)
+        raw = c[0].text_input("Symbols", value="all", key="fetch_syms", help="all or A,B,C")
+        first = c[1].date_input("From (UTC)", today - dt.timedelta(days=28), key="fetch_from")
+        last = c[2].date_input("To (UTC, inclusive)", today, key="fetch_to")
+        running = f.state == "running"
+        if st.button("Fetch klines", key="fetch_go", disabled=running or first > last):
+            syms = None
+            if raw.strip().lower() != "all":
+                syms = tuple(s.strip().upper() for s in raw.split(",") if s.strip())
+            start_ms = int(dt.datetime.combine(first, dt.time(), dt.UTC).timestamp() * 1000)
+            end_ms = int(dt.datetime.combine(last, dt.time(23, 59), dt.UTC).timestamp() * 1000)
+            now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+            end_ms = min(end_ms, now_ms // 60_000 * 60_000 - 60_000)  # closed minutes only
+            job.start(status.db_path, writer, service.settings.rest_base, start_ms, end_ms, syms)
+            st.rerun()
+        if running:
+            _fetch_progress(job)
+        elif f.state in ("done", "stopped", "failed"):
+            counts: dict[str, int] = {}
+            for r in f.results:
+                counts[r.status] = counts.get(r.status, 0) + 1
+            summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+            text = f"Fetch {f.state}: {f.rows:,} klines stored; symbols: {summary or 'none'}."
+            (st.error if f.state == "failed" else st.caption)(
+                text + (f" {f.error}" if f.error else "")
+            )
 
 
 def _open_in_live(x: str, y: str, tf: str) -> None:
@@ -163,6 +228,7 @@ def render_scan(service: DashboardService) -> None:
         "last 30 % of the lookback. The top 50 are re-tested exactly (AIC lags) with Hurst. "
         "Fill the database with `python -m ingestion.klines` or `python -m storage import`."
     )
+    _fetch_panel(service)
     s = job.status()
     limits = _controls(job, db, s.state == "running")
     if s.state == "running":
