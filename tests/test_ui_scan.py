@@ -15,7 +15,7 @@ from ingestion.fakebinance import FakeBinance
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
 from service import registry
-from service.scan import ScanJob
+from service.scan import ScanJob, last_scan_path
 from storage import Writer
 from tests.conftest import STORAGE_REAL_DIR, wait_for
 
@@ -92,13 +92,27 @@ def test_scan_tab_runs_in_the_background_and_opens_a_candidate_in_live(page_env)
 
 
 def test_worker_reports_progress_failure_and_stop(db, tmp_path):
+    saved = last_scan_path(str(db))
+    saved.unlink(missing_ok=True)
     job = ScanJob()
+    assert job.last(str(db)) is None
     assert job.start(str(db), ScanRequest(tf="1m", lags=1, recheck_top=3))
     assert not job.start(str(db), ScanRequest())  # one at a time
     job.join(120)
     s = job.status()
-    assert s.state == "done" and s.result is not None and s.result.scan.pairs_tested == 12
-    assert s.stage == "recheck" and s.finished_ms is not None
+    assert s.state == "done" and s.result is not None and s.result.pairs_tested == 12
+    assert s.stage == "recheck" and s.finished_ms == s.result.finished_ms
+    assert s.run is not None and len(s.run.table) == 12
+    # Saved beside the database: a new process (a new job) shows the same scan at once.
+    assert saved.is_file()
+    again = ScanJob().last(str(db))
+    assert again is not None and again.finished_ms == s.result.finished_ms
+    assert again.skipped == s.result.skipped and again.tf == "1m"
+    pd.testing.assert_frame_equal(
+        again.table.drop(columns="zscore"), s.result.table.drop(columns="zscore")
+    )
+    assert again.table["zscore"].tolist() == s.result.table["zscore"].tolist()
+    assert ScanJob().last(str(tmp_path / "other.db")) is None
     assert job.start(str(db), ScanRequest(tf="1m", symbols=("ALGOUSDT", "NOPEUSDT")))
     job.join(60)
     s = job.status()

@@ -13,12 +13,11 @@ import pandas as pd
 import streamlit as st
 
 from analytics.scan import DEFAULT_LAGS, DEFAULT_OOS_P, DEFAULT_Q
-from analytics.universe import ScanRequest, ScanRun
+from analytics.universe import ScanRequest
 from service.desk import DashboardService, Source
-from service.scan import FetchJob, ScanJob, ScanStatus
+from service.scan import SPARK_BARS, FetchJob, LastScan, ScanJob
 from ui.guard import fmt_datetime, panel
 
-SPARK_BARS = 120
 SHOWN_COLUMNS = [
     "x",
     "y",
@@ -115,17 +114,6 @@ def _open_in_live(x: str, y: str, tf: str) -> None:
     st.session_state["view"] = "Live"
 
 
-def _sparklines(run: ScanRun, table: pd.DataFrame) -> list[list[float]]:
-    """Each row's residual z-score over the last ``SPARK_BARS`` bars of the lookback."""
-    out = []
-    for x, y, a, b in zip(table["x"], table["y"], table["alpha"], table["beta"], strict=True):
-        e = run.prices[str(x)].to_numpy() - a - b * run.prices[str(y)].to_numpy()
-        sd = e.std(ddof=1)
-        z = e[-SPARK_BARS:] / sd if sd > 0 else np.zeros(min(SPARK_BARS, e.size))
-        out.append([round(float(v), 3) for v in z])
-    return out
-
-
 def _controls(job: ScanJob, db: str, running: bool) -> dict:
     c = st.columns(6)
     tf = c[0].segmented_control("Timeframe", ["5m", "1m"], default="5m", key="scan_tf")
@@ -165,30 +153,25 @@ def _progress(job: ScanJob) -> None:
     progress()
 
 
-def _results(s: ScanStatus, limits: dict) -> None:
-    run = s.result
-    if run is None:
+def _results(last: LastScan | None, limits: dict) -> None:
+    if last is None:
         return
-    res = run.scan
-    req = s.request
     st.caption(
-        f"Last scan finished {fmt_datetime(s.finished_ms)} UTC: {len(res.symbols)} symbols, "
-        f"{res.pairs_tested:,} ordered pairs, {res.nobs:,} {req.tf if req else ''} bars "
-        f"(formation {res.formation_bars:,}, validation {res.validation_bars:,}), "
-        f"K = {res.lags}, {run.seconds['total']:.1f} s."
+        f"Last scan finished {fmt_datetime(last.finished_ms)} UTC: {last.symbols} symbols, "
+        f"{last.pairs_tested:,} ordered pairs, {last.nobs:,} {last.tf} bars "
+        f"(formation {last.formation_bars:,}, validation {last.validation_bars:,}), "
+        f"K = {last.lags}, {last.seconds:.1f} s. The best {len(last.table):,} are kept."
     )
-    t = run.table
+    t = last.table
     keep = (
         (t["qvalue"] <= limits["q_max"])
         & (t["oos_pvalue"] <= limits["p_max"])
         & (np.fmin(t["x_quote_volume"], t["y_quote_volume"]) >= limits["floor"])
     )
-    cands = t[keep].head(50).copy()
-    cands["x"], cands["y"] = cands["x"].astype(str), cands["y"].astype(str)
+    cands = t[keep].head(50)
     if cands.empty:
         st.info("No pair passes the thresholds: loosen them or scan a longer lookback.")
     else:
-        cands["zscore"] = _sparklines(run, cands)
         st.dataframe(
             cands[SHOWN_COLUMNS],
             key="scan_table",
@@ -208,12 +191,14 @@ def _results(s: ScanStatus, limits: dict) -> None:
             "Open in Live panel",
             key="scan_open",
             on_click=_open_in_live,
-            args=(x, y, req.tf if req else "5m"),
+            args=(x, y, last.tf),
             width="stretch",
         )
-    if run.skipped:
-        with st.expander(f"Skipped symbols ({len(run.skipped)})"):
-            st.dataframe(pd.DataFrame(run.skipped, columns=["symbol", "reason"]), hide_index=True)
+    if last.skipped:
+        with st.expander(f"Skipped symbols ({len(last.skipped)})"):
+            st.dataframe(
+                pd.DataFrame(list(last.skipped), columns=["symbol", "reason"]), hide_index=True
+            )
 
 
 def render_scan(service: DashboardService) -> None:
@@ -238,4 +223,4 @@ def render_scan(service: DashboardService) -> None:
     elif s.state == "stopped":
         st.warning("Scan stopped.")
     with panel("Scan results"):
-        _results(s, limits)
+        _results(job.last(db), limits)
