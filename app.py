@@ -23,7 +23,7 @@ from ui.sidebar import render_sidebar
 from ui.state import page_views
 from ui.views import render_alerts, render_backtest, render_exports, render_health, render_multi
 
-TABS = ["Live", "Alerts", "Backtest", "Multi-symbol", "Feed health", "Exports"]
+TABS = ["Live", "Alerts", "Backtest", "Multi-symbol", "Scan", "Feed health", "Exports"]
 
 
 def _argv() -> list[str]:
@@ -111,7 +111,7 @@ def main() -> None:
     if params is None:
         st.error("Fix the pair in the sidebar to see the analytics: " + " ".join(controls.problems))
     tabs = st.tabs(TABS, key="view", bind="query-params")
-    live, alerts, bt, multi, health, exp = tabs
+    live, alerts, bt, multi, scan, health, exp = tabs
     if live.open:
         with live:
             if params is not None:
@@ -139,6 +139,11 @@ def main() -> None:
     if multi.open:
         with multi, panel("Multi-symbol"):
             render_multi(service, params, params.tf if params else "1m")
+    if scan.open:
+        from ui.scan import render_scan
+
+        with scan, panel("Scan"):
+            render_scan(service)
     if health.open:
         with health:
 

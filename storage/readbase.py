@@ -9,6 +9,7 @@ the table of 1s bars (``_bars_table``) and what :meth:`info` adds around the sym
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
@@ -249,6 +250,28 @@ class ReaderBase:
                 "buy_volume": "float64",
             }
         )
+
+    def bar_closes(
+        self, symbol: str, tf: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> np.ndarray:
+        """``(open_time_ms, close, quote_volume)`` per traded bar in ``[start_ms, end_ms]``.
+
+        An ``(n, 3)`` float64 array, oldest first: the lean read of the universe scan, which
+        reads hundreds of symbols at once (times in ms are exact in float64).
+        """
+        tf_s = timeframe_s(tf)
+        _check_range(start_ms, end_ms, None)
+        lo = _LO if start_ms is None else int(start_ms)
+        hi = _HI if end_ms is None else int(end_ms)
+        rows = self._q(
+            "SELECT open_time_ms, close, quote_volume FROM "
+            + self._bars_table(tf_s)
+            + " WHERE sym_id = ? AND tf_s = ? AND open_time_ms BETWEEN ? AND ? "
+            "ORDER BY open_time_ms",
+            (self._sym_id(symbol), tf_s, lo, hi),
+        )
+        flat = np.fromiter(itertools.chain.from_iterable(rows), np.float64, 3 * len(rows))
+        return flat.reshape(len(rows), 3)
 
     def bar_range(self, symbol: str, tf: str) -> tuple[int, int] | None:
         """(first, last) bar open time of a symbol, or None if it has no bars."""

@@ -447,6 +447,7 @@ def health_table(statuses: list) -> pd.DataFrame:
                 "reconnects": d.get("reconnects"),
                 "gaps found": d.get("gaps_found"),
                 "gaps repaired": d.get("gaps_repaired"),
+                "owed": owed_text(d),
                 "ids backfilled": d.get("ids_backfilled"),
                 "rejected": d.get("rejected"),
                 "duplicates": d.get("duplicates"),
@@ -456,6 +457,21 @@ def health_table(statuses: list) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def owed_text(d: dict) -> str:
+    """Ranges recorded as owed and not stored yet (gaps, start-up history), e.g.
+    ``4,707 ids in 1 range, retry in 3 s``; empty when nothing is owed."""
+    ranges = int(d.get("owed_ranges") or 0)
+    if not ranges:
+        return ""
+    text = f"{int(d.get('owed_ids') or 0):,} ids in {ranges} range{'s' if ranges > 1 else ''}"
+    if d.get("owed_by_time"):
+        text += f" ({d['owed_by_time']} by time, first id not known yet)"
+    retry_s = d.get("repair_retry_in_s")
+    if retry_s is not None:
+        text += f", REST failed: retry in {float(retry_s):.0f} s"
+    return text
 
 
 def _state_style(value: str) -> str:
