@@ -55,6 +55,7 @@ from storage.errors import (
     IdKindConflictError,
     StorageError,
 )
+from storage.outbox import Exec, OutboxWrites
 from storage.pg_schema import (
     APPLICATION,
     LOCK_NAMESPACE,
@@ -395,7 +396,7 @@ def _enable_timescale(conn: psycopg.Connection) -> bool:
 
 
 # ----------------------------------------------------------------------------- writer
-class Writer(WriterReads):
+class Writer(WriterReads, OutboxWrites):
     """A writer of a PostgreSQL database: the API of :class:`storage.sqlite.Writer`.
 
     Thread-safe: an internal lock serialises calls on its one connection. Several writers (in
@@ -534,6 +535,12 @@ class Writer(WriterReads):
                 self.reconnect()
             with _translated(self.path, self._conn):
                 return fn(self._conn)
+
+    def _outbox_tx(self, fn: Callable[[Exec], Any]) -> Any:
+        """``storage.outbox``'s writes: ``fn(execute)`` in one transaction (rerun on conflict)."""
+        return self._run(
+            lambda conn: fn(lambda sql, params=(): conn.execute(pyformat(sql), tuple(params)))
+        )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

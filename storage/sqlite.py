@@ -27,6 +27,7 @@ from storage.errors import (
     StorageError,
     WriterBusyError,
 )
+from storage.outbox import Exec, OutboxWrites
 from storage.readbase import BAR_COLUMNS as BAR_COLUMNS  # re-exported: storage, tests
 from storage.readbase import PAIR_COLUMNS as PAIR_COLUMNS
 from storage.readbase import ReaderBase
@@ -196,7 +197,7 @@ class WriteResult:
     duplicates: int
 
 
-class Writer(WriterReads):
+class Writer(WriterReads, OutboxWrites):
     """The one writer of a database file.
 
     Thread-safe: an internal lock serialises calls, so the ingestion writer thread, the alert
@@ -303,6 +304,11 @@ class Writer(WriterReads):
                 self._conn.execute("COMMIT")
             finally:
                 self._depth -= 1
+
+    def _outbox_tx(self, fn: Callable[[Exec], Any]) -> Any:
+        """``storage.outbox``'s writes: ``fn(execute)`` in one transaction."""
+        with self._tx() as conn:
+            return fn(lambda sql, params=(): conn.execute(sql, tuple(params)))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
