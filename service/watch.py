@@ -1,0 +1,222 @@
+"""Watched pairs computed once per new bar: the snapshots the monitor and the Watchlist tab share.
+
+A :class:`PairBoard` keeps one :class:`PairSnapshot` per watched pair (``x/y``, timeframe,
+window, method). A snapshot is recomputed only when the pair's grid gained a bar (the newest
+bar open time of either leg, two index lookups), never per rule, per viewer or per refresh; the
+work of one recomputation reads a bounded number of bars (window + what is needed), so its
+cost does not grow with the stored history. The statistics are
+:func:`service.compute.compute_pair`'s, so an alert fires on exactly the z-score the page
+shows. No Streamlit here.
+
+A bar is *closed* once a later bar exists on the pair's grid: the newest grid bar may still
+be filling, so a snapshot's figures are those of the newest *closed* bar.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+import pandas as pd
+
+from service.compute import METHODS, PairParams, PairView, compute_pair
+from storage import Reader, UnknownSymbolError, timeframe_s
+
+#: Closed bars of z-score kept for the Watchlist tab's sparkline.
+SPARK_BARS = 120
+#: Most closed bars one recomputation covers (after a long pause only the newest count).
+MAX_NEW_BARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class PairKey:
+    """One watched pair: legs, timeframe, window in bars, hedge-ratio method."""
+
+    x: str
+    y: str
+    tf: str
+    window: int = 60
+    method: str = "ols"
+
+    def __post_init__(self) -> None:
+        timeframe_s(self.tf)
+        if self.method not in METHODS:
+            raise ValueError(f"unknown hedge method {self.method!r}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.x}/{self.y}"
+
+    def describe(self) -> str:
+        return f"{self.x}/{self.y} {self.tf} w{self.window} {self.method}"
+
+    def params(self, closed_bars: int) -> PairParams:
+        """Compute params covering ``closed_bars`` closed bars plus the filling one."""
+        return PairParams(
+            x=self.x,
+            y=self.y,
+            tf=self.tf,
+            window=self.window,
+            method=self.method,
+            display_bars=closed_bars + 1,
+        )
+
+
+def keys_from_watchlist(df: pd.DataFrame) -> list[PairKey]:
+    """``Reader.watchlist()`` rows → keys (rows with a method this version lacks are skipped)."""
+    out = []
+    for row in df.itertuples(index=False):
+        try:
+            out.append(PairKey(row.x, row.y, row.tf, int(row.window_bars), row.method))
+        except ValueError:
+            continue
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PairSnapshot:
+    """A watched pair at its newest closed bar.
+
+    ``newest_ms`` is the newest grid bar (the cache key; it may still be filling).
+    ``view`` holds the closed bars computed plus the filling bar (None without data).
+    ``figures``: ``z``, ``beta``, ``corr``, ``half_life_bars`` and ``last_closed_ms`` of the
+    newest closed bar, and ``bars`` (closed bars read, at most window + needs). ``error`` says
+    why there is nothing to show (no data yet, a symbol unknown to storage).
+    """
+
+    key: PairKey
+    newest_ms: int | None
+    closed_bars: int
+    view: PairView | None
+    figures: MappingProxyType
+    error: str | None = None
+
+    def closed_times_ms(self) -> np.ndarray:
+        if self.view is None or self.view.n_bars < 2:
+            return np.empty(0, dtype=np.int64)
+        return self.view.table["time_ms"].to_numpy(dtype=np.int64)[:-1]
+
+    def z_tail(self, n: int = SPARK_BARS) -> np.ndarray:
+        """The z-score of the newest ``n`` closed bars (NaN while warming up)."""
+        if self.view is None or self.view.n_bars < 2:
+            return np.empty(0)
+        return self.view.table["zscore"].to_numpy(dtype=np.float64)[:-1][-n:]
+
+
+_NAN_FIGURES = MappingProxyType(
+    {
+        "z": math.nan,
+        "beta": math.nan,
+        "corr": math.nan,
+        "half_life_bars": math.nan,
+        "last_closed_ms": None,
+        "bars": 0,
+    }
+)
+
+
+def newest_bar_ms(reader: Reader, key: PairKey) -> int | None:
+    """The newest bar on the pair's grid (either leg), or None if a leg has no bars."""
+    rx = reader.bar_range(key.x, key.tf)
+    ry = reader.bar_range(key.y, key.tf)
+    if rx is None or ry is None:
+        return None
+    return max(rx[1], ry[1])
+
+
+def compute_snapshot(reader: Reader, key: PairKey, closed_bars: int = SPARK_BARS) -> PairSnapshot:
+    """One pair from scratch: read window + ``closed_bars`` + 1 bars, compute, summarise.
+
+    Raises ``UnknownSymbolError`` when a leg has never been stored.
+    """
+    closed_bars = max(1, min(int(closed_bars), MAX_NEW_BARS))
+    newest = newest_bar_ms(reader, key)
+    params = key.params(closed_bars)
+    frame = reader.pair_frame(key.x, key.y, key.tf, limit=key.window + closed_bars + 1)
+    if len(frame) < 2:
+        return PairSnapshot(key, newest, closed_bars, None, _NAN_FIGURES, "no closed bar yet")
+    view = compute_pair(frame, params)
+    t = view.table
+    hl = _half_life_closed(view, key.window)
+    figures = {
+        "z": float(t["zscore"].iloc[-2]),
+        "beta": float(t["beta"].iloc[-2]),
+        "corr": float(t["corr"].iloc[-2]),
+        "half_life_bars": hl,
+        "last_closed_ms": int(t["time_ms"].iloc[-2]),
+        "bars": len(t) - 1,
+    }
+    return PairSnapshot(key, newest, closed_bars, view, MappingProxyType(figures), view.error)
+
+
+def _half_life_closed(view: PairView, window: int) -> float:
+    """Half-life over the window ending at the newest closed bar (NaN if undefined)."""
+    from analytics import half_life
+
+    t = view.table.iloc[:-1]
+    beta = float(t["beta"].iloc[-1]) if len(t) else math.nan
+    if len(t) < window or not math.isfinite(beta):
+        return math.nan
+    e = t["x"].to_numpy()[-window:] - beta * t["y"].to_numpy()[-window:]
+    try:
+        h = half_life(e)
+    except ValueError:
+        return math.nan
+    return math.inf if h.bars is None else float(h.bars)
+
+
+class PairBoard:
+    """Process-wide snapshots of watched pairs, recomputed once per new bar. Thread-safe.
+
+    The alert monitor refreshes the pairs it evaluates; the Watchlist tab reads the same
+    snapshots, so a page refresh costs two index lookups per pair while no bar closed.
+    ``computed`` counts recomputations (tests and the benchmark read it).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snaps: dict[PairKey, PairSnapshot] = {}
+        self.computed = 0
+
+    def get(self, reader: Reader, key: PairKey, closed_bars: int = SPARK_BARS) -> PairSnapshot:
+        """The pair's snapshot covering at least ``closed_bars`` closed bars, fresh for its
+        newest bar; computed only if the pair gained a bar (or needs more bars) since."""
+        try:
+            newest = newest_bar_ms(reader, key)
+        except UnknownSymbolError as exc:
+            return PairSnapshot(key, None, 0, None, _NAN_FIGURES, str(exc))
+        with self._lock:
+            snap = self._snaps.get(key)
+        if snap is not None and snap.newest_ms == newest and snap.closed_bars >= closed_bars:
+            return snap
+        try:
+            snap = compute_snapshot(reader, key, max(closed_bars, SPARK_BARS))
+        except UnknownSymbolError as exc:
+            snap = PairSnapshot(key, None, 0, None, _NAN_FIGURES, str(exc))
+        with self._lock:
+            self._snaps[key] = snap
+            self.computed += 1
+        return snap
+
+    def forget(self, keep: set[PairKey]) -> None:
+        """Drop snapshots of pairs no longer watched."""
+        with self._lock:
+            for key in [k for k in self._snaps if k not in keep]:
+                del self._snaps[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._snaps.clear()
+
+
+_BOARDS: dict[str, PairBoard] = {}
+_BOARDS_LOCK = threading.Lock()
+
+
+def board_for(db: str) -> PairBoard:
+    """The process's board of one database: its monitor thread and every page session share it."""
+    with _BOARDS_LOCK:
+        return _BOARDS.setdefault(str(db), PairBoard())
