@@ -218,8 +218,8 @@ class AlertMonitor:
     ) -> None:
         self._writer = writer
         self._board = board if board is not None else board_for(db_path)
-        #: Set after an alert was queued: a delivery worker waiting on it sends at once.
-        self.delivery_wake = threading.Event()
+        #: Called (in the monitor thread) after an alert was queued: ``DeliveryWorker.poke``.
+        self.on_fired: Callable[[], None] = lambda: None
         self._db_path = db_path
         self._poll_s = poll_s
         self._clock = clock
@@ -345,5 +345,5 @@ class AlertMonitor:
                 )
                 if event_id is not None:
                     recorded += 1
-                    self.delivery_wake.set()
+                    self.on_fired()
         return recorded

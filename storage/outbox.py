@@ -59,6 +59,11 @@ class Claimed:
     bar_time_ms: int
     value: float
     message: str
+    #: The rule as it is now (``alert_rules`` columns and ``params``); None if deleted since.
+    rule: tuple[tuple[str, Any], ...] | None = None
+
+
+_RULE_FIELDS = ("name", "x", "y", "tf", "metric", "op", "threshold", "cooldown_s", "params")
 
 
 def _check_pair(x: str, y: str, tf: str, window_bars: int, method: str) -> None:
@@ -192,15 +197,18 @@ class OutboxWrites:
         )
 
         def work(ex: Exec) -> list[Claimed]:
+            rule_cols = ", ".join(f"r.{c}" for c in _RULE_FIELDS)
             rows = ex(
                 "SELECT d.event_id, d.attempts, e.rule_id, e.fired_ts_ms, e.bar_time_ms, "
-                "e.value, e.message FROM alert_deliveries d "
-                f"JOIN alert_events e ON e.event_id = d.event_id WHERE d.sink_id = ? AND {due} "
+                f"e.value, e.message, r.rule_id, {rule_cols} FROM alert_deliveries d "
+                "JOIN alert_events e ON e.event_id = d.event_id "
+                "LEFT JOIN alert_rules r ON r.rule_id = e.rule_id "
+                f"WHERE d.sink_id = ? AND {due} "
                 "ORDER BY d.next_attempt_ms, d.event_id LIMIT ?",
                 (sink_id, now_ms_, now_ms_, int(limit)),
             ).fetchall()
             out = []
-            for event_id, attempts, rule_id, fired, bar, value, message in rows:
+            for event_id, attempts, rule_id, fired, bar, value, message, found, *rule in rows:
                 taken = ex(
                     "UPDATE alert_deliveries SET status = 'sending', claimed_by = ?, "
                     "lease_until_ms = ?, updated_ts_ms = ? WHERE event_id = ? AND sink_id = ? "
@@ -218,6 +226,7 @@ class OutboxWrites:
                             int(bar),
                             float(value),
                             str(message),
+                            None if found is None else tuple(zip(_RULE_FIELDS, rule, strict=True)),
                         )
                     )
             return out
@@ -234,11 +243,13 @@ class OutboxWrites:
         error: str = "",
         next_attempt_ms: int | None = None,
         now_ms_: int | None = None,
+        count_attempt: bool = True,
     ) -> bool:
         """Record an attempt's outcome on a delivery this worker claimed.
 
         ``status``: ``delivered``, ``failed`` (given up) or ``pending`` (retry at
         ``next_attempt_ms``). False if the claim was lost (another worker took the row over).
+        ``count_attempt`` False hands a claimed row back unsent.
         """
         if status not in ("pending", "delivered", "failed"):
             raise ValueError(f"delivery status {status!r} not in pending/delivered/failed")
@@ -248,7 +259,8 @@ class OutboxWrites:
         return self._outbox_tx(
             lambda ex: (
                 ex(
-                    "UPDATE alert_deliveries SET status = ?, attempts = attempts + 1, "
+                    "UPDATE alert_deliveries SET status = ?, "
+                    f"attempts = attempts + {int(count_attempt)}, "
                     "last_error = ?, next_attempt_ms = ?, claimed_by = '', lease_until_ms = 0, "
                     "updated_ts_ms = ?, delivered_ts_ms = ? WHERE event_id = ? AND sink_id = ? "
                     "AND status = 'sending' AND claimed_by = ?",
