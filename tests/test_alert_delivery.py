@@ -291,3 +291,42 @@ def test_send_test_message_reaches_each_kind(tmp_path: Path) -> None:
         out = send_test(sink, environ={})
         assert out.ok, out.error
     assert "Test message" in ep.hits[0].body["content"]
+
+
+def test_two_processes_on_one_postgres_database_deliver_each_alert_once(pg_url: str) -> None:
+    """A page and a collector (two monitors, two delivery workers, two writers): once each."""
+    from service.headless import AlertRuntime
+    from storage import IdKind, Tick
+
+    t0 = 1_700_000_000_000
+    with Endpoint() as ep, open_writer(pg_url) as w1, open_writer(pg_url) as w2:
+        w1.add_sink(name="hook", kind="webhook", target=ep.url())
+        w1.watch_pair("AUSDT", "BUSDT", "1s", 10, "ols")
+        _rule(w1, x="AUSDT", y="BUSDT", metric="price_x", threshold=100.0,
+              params={"window": 10, "method": "ols"})  # fmt: skip
+        n = {"AUSDT": 0, "BUSDT": 0}
+
+        def bar(second: int, price_a: float) -> None:
+            ticks = []
+            for sym, px in (("AUSDT", price_a), ("BUSDT", 50.0 + second % 3)):
+                n[sym] += 1
+                ticks.append(Tick(sym, n[sym], t0 + second * 1000 + 10, px, 1.0, False, IdKind.AGG))
+            w1.write_ticks(ticks)
+
+        for s in range(3):
+            bar(s, 90.0)
+        runtimes = [
+            AlertRuntime(w, pg_url, policy=FAST, environ={}, poll_s=0.02).start() for w in (w1, w2)
+        ]
+        try:
+            wait_for(lambda: all(r.monitor.stats.passes >= 1 for r in runtimes), what="passes")
+            for s in range(3, 27):  # A above 100 at 4, 8, ..., 24: six crossings
+                bar(s, 110.0 if s % 4 == 0 else 90.0)
+            with open_reader(pg_url) as r:
+                wait_for(lambda: len(r.alert_events()) == 6, what="six alerts")
+            wait_for(lambda: len(ep.acked()) >= 6, what="six deliveries")
+            wait_for(lambda: _states(pg_url) == Counter(delivered=6), what="all delivered")
+        finally:
+            for rt in runtimes:
+                rt.stop()
+    assert sorted(Counter(h.body["alert_id"] for h in ep.acked()).values()) == [1] * 6
