@@ -24,6 +24,7 @@ and exports show. No Streamlit here.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
@@ -137,13 +138,23 @@ class Sink:
         return value
 
     def masked(self, text: str, environ: Mapping[str, str]) -> str:
-        """``text`` with this sink's secret (if known) replaced by its masked form."""
+        """``text`` with this sink's secret (if known) replaced by its masked form: the
+        whole URL or token, and a URL's path alone (servers echo paths in errors)."""
         try:
             secret = self.secret_value(environ)
         except SinkConfigError:
             return text
-        shown = mask_url(secret) if self.kind != "telegram" else mask_secret(secret)
-        return text.replace(secret, shown) if secret else text
+        if not secret:
+            return text
+        if self.kind == "telegram":
+            return text.replace(secret, mask_secret(secret))
+        text = text.replace(secret, mask_url(secret))
+        with contextlib.suppress(ValueError):
+            parts = urllib.parse.urlsplit(secret)
+            tail = parts.path + (f"?{parts.query}" if parts.query else "")
+            if len(tail) > 1:
+                text = text.replace(tail, "/***")
+        return text
 
 
 def sinks_from_frame(df: Any) -> list[Sink]:

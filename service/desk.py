@@ -29,7 +29,9 @@ from enum import StrEnum
 from typing import Any
 
 from service import feeds as feedlib
+from service import watchlist as watchlib
 from service.alerts import AlertMonitor
+from service.delivery import DeliveryWorker
 from service.settings import SAMPLE_RECORDING, AppSettings
 from storage import StorageError, Writer, WriterBusyError, open_reader, open_writer
 from storage.backend import backend_of, sqlite_path
@@ -93,6 +95,7 @@ class _Parts:
 
     writer: Writer | None = None
     monitor: AlertMonitor | None = None
+    delivery: DeliveryWorker | None = None
     retention: RetentionJob | None = None
     feed: Any = None
     replay: Any = None
@@ -142,8 +145,10 @@ class DashboardService:
         """Open the writer, the alert monitor and retention for the current source."""
         path = self.db_path
         carried: list[dict[str, Any]] = []
+        watched: dict[str, Any] = {}
         if fresh and backend_of(path) == "sqlite":  # replays always write a SQLite file
             carried = _read_rules(path)
+            watched = watchlib.carry_over(path)
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{sqlite_path(path)}{suffix}")
@@ -162,7 +167,14 @@ class DashboardService:
             for rule in carried:
                 with contextlib.suppress(StorageError, ValueError):
                     parts.writer.add_alert_rule(**rule)
+            watchlib.restore(parts.writer, watched)
+            if self.source == Source.LIVE:  # the stored watchlist's legs are collected too
+                with contextlib.suppress(StorageError, ValueError):
+                    more = watchlib.watched_symbols(path)
+                    self.symbols += [s for s in more if s not in self.symbols]
             parts.monitor = AlertMonitor(parts.writer, path).start()
+            parts.delivery = DeliveryWorker(parts.writer, path).start()
+            parts.monitor.on_fired = parts.delivery.poke
             storage_settings = StorageSettings.from_env()
             parts.retention = RetentionJob(parts.writer, storage_settings).start()
         self.generation += 1
@@ -172,6 +184,8 @@ class DashboardService:
         parts = self._parts
         if parts.monitor is not None:
             parts.monitor.stop()
+        if parts.delivery is not None:
+            parts.delivery.stop()
         if parts.retention is not None:
             parts.retention.stop()
         if parts.writer is not None:
@@ -185,6 +199,10 @@ class DashboardService:
     @property
     def monitor(self) -> AlertMonitor | None:
         return self._parts.monitor
+
+    @property
+    def delivery(self) -> DeliveryWorker | None:
+        return self._parts.delivery
 
     # ------------------------------------------------------------------ other collectors
     def external_collectors(self) -> dict[str, list[str]]:

@@ -12,19 +12,10 @@ from collections.abc import Mapping
 from service.alertfile import AlertConfig, AlertFileError, apply_config, load_config
 from service.alerts import AlertMonitor
 from service.delivery import DeliveryWorker, RetryPolicy
+from service.watchlist import watched_symbols
 from storage import StorageError, Writer, open_reader
 
 __all__ = ["AlertFileError", "AlertRuntime", "load_config", "watched_symbols"]
-
-
-def watched_symbols(db: str) -> list[str]:
-    """Every symbol the stored watchlist needs, in watchlist order."""
-    with open_reader(db) as reader:
-        wl = reader.watchlist()
-    out: list[str] = []
-    for x, y in zip(wl["x"], wl["y"], strict=True):
-        out += [s for s in (str(x), str(y)) if s not in out]
-    return out
 
 
 class AlertRuntime:

@@ -62,7 +62,9 @@ class Endpoint:
                 self.send_response(code)
                 if code == 429:
                     self.send_header("Retry-After", outer.retry_after_s)
-                payload = b'{"ok": true}' if code < 300 else b'{"ok": false, "description": "no"}'
+                # Like many servers, an error echoes what was asked for (here: the path).
+                error = json.dumps({"ok": False, "description": f"refused {self.path}"})
+                payload = b'{"ok": true}' if code < 300 else error.encode()
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

@@ -67,8 +67,11 @@ def render_alerts(service: DashboardService, params: PairParams | None) -> None:
             log = events.copy()
             log.insert(0, "fired", ms_to_iso(log["fired_ts_ms"]).to_numpy())
             log.insert(1, "bar", ms_to_iso(log["bar_time_ms"]).to_numpy())
+            with session_reader(status.db_path, status.generation) as lease:
+                states = exports.delivery_states(lease.reader, log["event_id"].tolist())
+            log["delivery"] = [states.get(int(i), "") for i in log["event_id"]]
             st.dataframe(
-                log[["fired", "bar", "rule_id", "value", "message"]],
+                log[["fired", "bar", "rule_id", "value", "message", "delivery"]],
                 hide_index=True,
                 width="stretch",
                 height=min(400, 40 + 35 * len(log)),
@@ -79,6 +82,15 @@ def render_alerts(service: DashboardService, params: PairParams | None) -> None:
             file_name="alert_log.csv",
             mime="text/csv",
             key="dl_alerts_tab",
+            icon=DL_ICON,
+            on_click="ignore",
+        )
+        st.download_button(
+            "Deliveries (CSV)",
+            partial(exports.deliveries_csv, status.db_path),
+            file_name="alert_deliveries.csv",
+            mime="text/csv",
+            key="dl_deliveries_tab",
             icon=DL_ICON,
             on_click="ignore",
         )
