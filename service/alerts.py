@@ -328,12 +328,12 @@ class AlertMonitor:
         ):
             return 0  # no newly closed bar: nothing to evaluate
         snap = self._board.get(reader, key, min(need, MAX_BARS_PER_PASS))
-        if snap.view is None:
+        if snap.n_bars < 2:
             return 0
-        times = snap.view.table["time_ms"].to_numpy(dtype=np.int64)
+        times = snap.table["time_ms"].to_numpy(dtype=np.int64)
         recorded = 0
         for rule in rules:
-            values = metric_series(snap.view, rule.metric)
+            values = metric_series(snap, rule.metric)  # the page's metric definitions
             self.stats.evaluations += 1
             state = self._states[rule.rule_id]
             for firing in evaluate(rule, times[:-1], values[:-1], state):

@@ -22,7 +22,10 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
-from service.compute import METHODS, PairParams, PairView, compute_pair
+from analytics import compute_pair as analytics_compute_pair
+from analytics import half_life
+from service.compute import METHODS, PairParams
+from service.compute import _kalman_obs_var as kalman_obs_var  # the page's R: one definition
 from storage import Reader, UnknownSymbolError, timeframe_s
 
 #: Closed bars of z-score kept for the Watchlist tab's sparkline.
@@ -81,29 +84,36 @@ class PairSnapshot:
     """A watched pair at its newest closed bar.
 
     ``newest_ms`` is the newest grid bar (the cache key; it may still be filling).
-    ``view`` holds the closed bars computed plus the filling bar (None without data).
-    ``figures``: ``z``, ``beta``, ``corr``, ``half_life_bars`` and ``last_closed_ms`` of the
-    newest closed bar, and ``bars`` (closed bars read, at most window + needs). ``error`` says
-    why there is nothing to show (no data yet, a symbol unknown to storage).
+    ``table`` holds the bars computed, oldest first, the filling bar last (empty without
+    data): ``time_ms``, ``x``, ``y``, ``alpha``, ``beta``, ``spread``, ``zscore``, ``corr``,
+    ``x_volume``, ``y_volume`` — the columns ``service.compute.metric_series`` reads, so an
+    alert's metric has one definition. ``figures``: ``z``, ``beta``, ``corr``,
+    ``half_life_bars`` and ``last_closed_ms`` of the newest closed bar, and ``bars`` (closed
+    bars read, at most window + what was needed). ``error`` says why there is nothing to
+    show (no data yet, a symbol unknown to storage, statistics undefined on this data).
     """
 
     key: PairKey
     newest_ms: int | None
     closed_bars: int
-    view: PairView | None
+    table: pd.DataFrame
     figures: MappingProxyType
     error: str | None = None
 
+    @property
+    def n_bars(self) -> int:
+        return len(self.table)
+
     def closed_times_ms(self) -> np.ndarray:
-        if self.view is None or self.view.n_bars < 2:
+        if self.n_bars < 2:
             return np.empty(0, dtype=np.int64)
-        return self.view.table["time_ms"].to_numpy(dtype=np.int64)[:-1]
+        return self.table["time_ms"].to_numpy(dtype=np.int64)[:-1]
 
     def z_tail(self, n: int = SPARK_BARS) -> np.ndarray:
         """The z-score of the newest ``n`` closed bars (NaN while warming up)."""
-        if self.view is None or self.view.n_bars < 2:
+        if self.n_bars < 2:
             return np.empty(0)
-        return self.view.table["zscore"].to_numpy(dtype=np.float64)[:-1][-n:]
+        return self.table["zscore"].to_numpy(dtype=np.float64)[:-1][-n:]
 
 
 _NAN_FIGURES = MappingProxyType(
@@ -116,6 +126,11 @@ _NAN_FIGURES = MappingProxyType(
         "bars": 0,
     }
 )
+_EMPTY = pd.DataFrame(columns=["time_ms", "x", "y", "zscore"])
+
+
+def _empty(key: PairKey, newest: int | None, why: str) -> PairSnapshot:
+    return PairSnapshot(key, newest, 0, _EMPTY, _NAN_FIGURES, why)
 
 
 def newest_bar_ms(reader: Reader, key: PairKey) -> int | None:
@@ -130,39 +145,60 @@ def newest_bar_ms(reader: Reader, key: PairKey) -> int | None:
 def compute_snapshot(reader: Reader, key: PairKey, closed_bars: int = SPARK_BARS) -> PairSnapshot:
     """One pair from scratch: read window + ``closed_bars`` + 1 bars, compute, summarise.
 
-    Raises ``UnknownSymbolError`` when a leg has never been stored.
+    The statistics are ``analytics.compute_pair``'s with the page's settings (the Kalman
+    observation variance of ``service.compute``); only numpy arrays are built here, not the
+    page's display table, so one pair costs a few milliseconds. Raises
+    ``UnknownSymbolError`` when a leg has never been stored.
     """
     closed_bars = max(1, min(int(closed_bars), MAX_NEW_BARS))
     newest = newest_bar_ms(reader, key)
-    params = key.params(closed_bars)
     frame = reader.pair_frame(key.x, key.y, key.tf, limit=key.window + closed_bars + 1)
     if len(frame) < 2:
-        return PairSnapshot(key, newest, closed_bars, None, _NAN_FIGURES, "no closed bar yet")
-    view = compute_pair(frame, params)
-    t = view.table
-    hl = _half_life_closed(view, key.window)
-    figures = {
-        "z": float(t["zscore"].iloc[-2]),
-        "beta": float(t["beta"].iloc[-2]),
-        "corr": float(t["corr"].iloc[-2]),
-        "half_life_bars": hl,
-        "last_closed_ms": int(t["time_ms"].iloc[-2]),
-        "bars": len(t) - 1,
+        return _empty(key, newest, "no closed bar yet")
+    x = frame["x"].to_numpy(dtype=np.float64)
+    y = frame["y"].to_numpy(dtype=np.float64)
+    cols = {
+        "time_ms": frame["open_time_ms"].to_numpy(dtype=np.int64),
+        "x": x,
+        "y": y,
+        "x_volume": frame["x_volume"].to_numpy(dtype=np.float64),
+        "y_volume": frame["y_volume"].to_numpy(dtype=np.float64),
     }
-    return PairSnapshot(key, newest, closed_bars, view, MappingProxyType(figures), view.error)
-
-
-def _half_life_closed(view: PairView, window: int) -> float:
-    """Half-life over the window ending at the newest closed bar (NaN if undefined)."""
-    from analytics import half_life
-
-    t = view.table.iloc[:-1]
-    beta = float(t["beta"].iloc[-1]) if len(t) else math.nan
-    if len(t) < window or not math.isfinite(beta):
-        return math.nan
-    e = t["x"].to_numpy()[-window:] - beta * t["y"].to_numpy()[-window:]
+    nan = np.full(len(x), np.nan)
+    error = None
     try:
-        h = half_life(e)
+        res = analytics_compute_pair(
+            x,
+            y,
+            key.window,
+            method=key.method,
+            kalman_obs_var=kalman_obs_var(x),
+            fit_last=closed_bars + 1,
+        )
+        for c in ("alpha", "beta", "spread", "zscore", "corr"):
+            cols[c] = res.frame[c].to_numpy(dtype=np.float64)
+    except ValueError as exc:  # e.g. a leg that never moved: prices only
+        error = str(exc)
+        cols |= {c: nan for c in ("alpha", "beta", "spread", "zscore", "corr")}
+    figures = {
+        "z": float(cols["zscore"][-2]),
+        "beta": float(cols["beta"][-2]),
+        "corr": float(cols["corr"][-2]),
+        "half_life_bars": _half_life_closed(x[:-1], y[:-1], float(cols["beta"][-2]), key.window),
+        "last_closed_ms": int(cols["time_ms"][-2]),
+        "bars": len(x) - 1,
+    }
+    return PairSnapshot(
+        key, newest, closed_bars, pd.DataFrame(cols), MappingProxyType(figures), error
+    )
+
+
+def _half_life_closed(x: np.ndarray, y: np.ndarray, beta: float, window: int) -> float:
+    """Half-life over the window ending at the newest closed bar (NaN if undefined)."""
+    if len(x) < window or not math.isfinite(beta):
+        return math.nan
+    try:
+        h = half_life(x[-window:] - beta * y[-window:])
     except ValueError:
         return math.nan
     return math.inf if h.bars is None else float(h.bars)
@@ -187,7 +223,7 @@ class PairBoard:
         try:
             newest = newest_bar_ms(reader, key)
         except UnknownSymbolError as exc:
-            return PairSnapshot(key, None, 0, None, _NAN_FIGURES, str(exc))
+            return _empty(key, None, str(exc))
         with self._lock:
             snap = self._snaps.get(key)
         if snap is not None and snap.newest_ms == newest and snap.closed_bars >= closed_bars:
@@ -195,7 +231,7 @@ class PairBoard:
         try:
             snap = compute_snapshot(reader, key, max(closed_bars, SPARK_BARS))
         except UnknownSymbolError as exc:
-            snap = PairSnapshot(key, None, 0, None, _NAN_FIGURES, str(exc))
+            snap = _empty(key, None, str(exc))
         with self._lock:
             self._snaps[key] = snap
             self.computed += 1
