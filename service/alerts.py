@@ -7,8 +7,10 @@ stays true — and not again within ``cooldown_s`` of market time (bar times, so
 so rules fire with no browser open; fired alerts are stored through ``Writer.record_alert``
 (unique per rule and bar, so a restart never fires a bar twice). No Streamlit here.
 
-A bar is *closed* once a later bar exists on the pair's grid; the newest bar may still be
-filling, so it is never evaluated.
+A bar is *closed* once both legs have a later bar (each leg's trades arrive in time order,
+so no trade of that bar can come any more), or once the pair's grid is
+``CLOSE_GRACE_BARS`` bars past it (a leg that stopped trading does not hold alerts back);
+see ``service.watch.closed_until_ms``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from service.compute import METHODS, PairParams, metric_series
-from service.watch import PairBoard, PairKey, board_for, newest_bar_ms
+from service.watch import PairBoard, PairKey, board_for, closed_until_ms, leg_ends_ms
 from storage import Reader, StorageError, UnknownSymbolError, Writer, open_reader, timeframe_s
 from storage.timefmt import ms_to_iso
 
@@ -311,11 +313,11 @@ class AlertMonitor:
         return recorded
 
     def _check_pair(self, reader: Reader, key: PairKey, rules: list[Rule]) -> int:
-        newest = newest_bar_ms(reader, key)
-        if newest is None:
+        ends = leg_ends_ms(reader, key)
+        if ends is None:
             return 0
         tf_ms = timeframe_s(key.tf) * 1000
-        newest_closed = newest - tf_ms
+        newest_closed = closed_until_ms(ends, tf_ms)
         need = 1
         for rule in rules:
             state = self._states.setdefault(rule.rule_id, RuleState())
@@ -331,12 +333,13 @@ class AlertMonitor:
         if snap.n_bars < 2:
             return 0
         times = snap.table["time_ms"].to_numpy(dtype=np.int64)
+        closed = times <= newest_closed
         recorded = 0
         for rule in rules:
             values = metric_series(snap, rule.metric)  # the page's metric definitions
             self.stats.evaluations += 1
             state = self._states[rule.rule_id]
-            for firing in evaluate(rule, times[:-1], values[:-1], state):
+            for firing in evaluate(rule, times[closed], values[closed], state):
                 event_id = self._writer.fire_alert(
                     rule_id=rule.rule_id,
                     bar_time_ms=firing.bar_time_ms,

@@ -8,8 +8,9 @@ cost does not grow with the stored history. The statistics are
 :func:`service.compute.compute_pair`'s, so an alert fires on exactly the z-score the page
 shows. No Streamlit here.
 
-A bar is *closed* once a later bar exists on the pair's grid: the newest grid bar may still
-be filling, so a snapshot's figures are those of the newest *closed* bar.
+The Watchlist's figures are those of the bar before the newest grid bar (the newest may
+still be filling). Alerts use a stricter rule, :func:`closed_until_ms`: a bar is final for
+them once both legs have traded past it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from storage import Reader, UnknownSymbolError, timeframe_s
 
 #: Closed bars of z-score kept for the Watchlist tab's sparkline.
 SPARK_BARS = 120
+#: A bar this many bars behind the pair's newest bar is closed even if one leg has not traded
+#: since (see :func:`closed_until_ms`).
+CLOSE_GRACE_BARS = 2
 #: Most closed bars one recomputation covers (after a long pause only the newest count).
 MAX_NEW_BARS = 500
 
@@ -133,13 +137,32 @@ def _empty(key: PairKey, newest: int | None, why: str) -> PairSnapshot:
     return PairSnapshot(key, newest, 0, _EMPTY, _NAN_FIGURES, why)
 
 
-def newest_bar_ms(reader: Reader, key: PairKey) -> int | None:
-    """The newest bar on the pair's grid (either leg), or None if a leg has no bars."""
+def leg_ends_ms(reader: Reader, key: PairKey) -> tuple[int, int] | None:
+    """Each leg's newest bar open time (two index lookups), or None if a leg has no bars."""
     rx = reader.bar_range(key.x, key.tf)
     ry = reader.bar_range(key.y, key.tf)
     if rx is None or ry is None:
         return None
-    return max(rx[1], ry[1])
+    return rx[1], ry[1]
+
+
+def newest_bar_ms(reader: Reader, key: PairKey) -> int | None:
+    """The newest bar on the pair's grid (either leg), or None if a leg has no bars."""
+    ends = leg_ends_ms(reader, key)
+    return None if ends is None else max(ends)
+
+
+def closed_until_ms(ends_ms: tuple[int, int], tf_ms: int) -> int:
+    """Open time of the newest bar that is closed for alerts, given each leg's newest bar.
+
+    Each leg's trades arrive in time order, so a bar is final once *both* legs have a later
+    bar; a leg that stopped trading would hold every alert back, so a bar
+    :data:`CLOSE_GRACE_BARS` behind the newest grid bar counts as closed too (a trade later
+    than that for it is a repair, not a live print).
+    """
+    both = min(ends_ms) - tf_ms
+    grace = max(ends_ms) - (CLOSE_GRACE_BARS + 1) * tf_ms
+    return max(both, grace)
 
 
 def compute_snapshot(reader: Reader, key: PairKey, closed_bars: int = SPARK_BARS) -> PairSnapshot:

@@ -2,9 +2,9 @@
 
 ``python -m service.watchlist --db PATH list`` (or ``add BTCUSDT/ETHUSDT --tf 1s --window 60
 --method ols``, ``remove ID``, ``sinks``, ``add-sink NAME --kind slack --url-env SLACK_URL``,
-``test-sink NAME``, ``deliveries``). Errors print one line and exit 2. With SQLite, only one
-process may write: stop the dashboard's feed (or the collector) before adding pairs here, or
-use a PostgreSQL database. No Streamlit here.
+``test-sink NAME``, ``deliveries``, ``retry-failed``). Errors print one line and exit 2.
+With SQLite, only one process may write: stop the dashboard's feed (or the collector)
+before adding pairs here, or use a PostgreSQL database. No Streamlit here.
 """
 
 from __future__ import annotations
@@ -195,6 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("test-sink", help="send a test message to a sink now")
     t.add_argument("name")
     sub.add_parser("deliveries", help="delivery state per alert and sink")
+    sub.add_parser("retry-failed", help="queue failed deliveries again (after fixing a sink)")
     return p
 
 
@@ -226,6 +227,8 @@ def _run(args: argparse.Namespace) -> int:
             key = PairKey(x, y, args.tf, args.window, args.method)
             pid = writer.watch_pair(key.x, key.y, key.tf, key.window, key.method)
             print(f"watching {key.describe()} (id {pid})")
+        elif args.cmd == "retry-failed":
+            print(f"{writer.retry_failed()} failed deliveries queued again")
         elif args.cmd == "remove":
             if not writer.unwatch_pair(args.pair_id):
                 raise ValueError(f"no watched pair with id {args.pair_id}")

@@ -116,8 +116,12 @@ def test_a_bad_file_exits_2_with_one_line_and_stores_nothing(tmp_path: Path) -> 
     assert str(path) in run.stderr and not db.exists()
 
 
-def _independent_crossings(frame) -> list[tuple[int, float]]:
-    """|z| > THRESHOLD crossings over closed bars, z from a plain least-squares fit per window."""
+def _independent_crossings(frame, closed_until_ms: int) -> list[tuple[int, float]]:
+    """|z| > THRESHOLD crossings over closed bars, z from a plain least-squares fit per window.
+
+    Closed: up to ``closed_until_ms``, the newest bar both legs have traded past (or two bars
+    behind the newest): the alert monitor's rule.
+    """
     x, y = frame["x"].to_numpy(), frame["y"].to_numpy()
     t = frame["open_time_ms"].to_numpy()
     z = np.full(len(x), np.nan)
@@ -131,12 +135,18 @@ def _independent_crossings(frame) -> list[tuple[int, float]]:
         if sd > 1e-9 * abs(resid.mean()):
             z[i] = (x[i] - beta * y[i] - alpha) / sd
     out, before = [], False
-    for i in range(len(x) - 1):  # the newest bar may still be filling: never evaluated
+    for i in range(int(np.searchsorted(t, closed_until_ms, side="right"))):
         now = bool(np.isfinite(z[i]) and abs(z[i]) > THRESHOLD)
         if now and not before:
             out.append((int(t[i]), float(abs(z[i]))))
         before = now
     return out
+
+
+def _closed_until(reader) -> int:
+    """The newest bar both legs have traded past, or two bars behind the newest bar."""
+    bx, by = reader.bar_range("BTCUSDT", "1s")[1], reader.bar_range("ETHUSDT", "1s")[1]
+    return max(min(bx, by) - 1000, max(bx, by) - 3000)
 
 
 def test_collector_delivers_exactly_the_crossings_of_the_stored_bars(tmp_path: Path) -> None:
@@ -201,7 +211,8 @@ url = "{hook.url("/hook")}"
                 def evaluated_to_the_end() -> bool:
                     with open_reader(db) as r:
                         frame = r.pair_frame("BTCUSDT", "ETHUSDT", "1s")
-                    crossings = _independent_crossings(frame)
+                        closed = _closed_until(r)
+                    crossings = _independent_crossings(frame, closed)
                     return len(hook.acked()) >= len(crossings) and len(frame) > 200
 
                 wait_for(evaluated_to_the_end, timeout_s=30, what="alerts of the last bars")
@@ -216,7 +227,7 @@ url = "{hook.url("/hook")}"
         with open_reader(db) as r:
             frame = r.pair_frame("BTCUSDT", "ETHUSDT", "1s")
             deliveries = r.deliveries()
-        expected = _independent_crossings(frame)
+            expected = _independent_crossings(frame, _closed_until(r))
         got = sorted(
             (int(np.datetime64(h.body["bar_time"].rstrip("Z"), "ms").astype(np.int64)),
              h.body["value"])
