@@ -175,7 +175,10 @@ def compute_snapshot(reader: Reader, key: PairKey, closed_bars: int = SPARK_BARS
     """
     closed_bars = max(1, min(int(closed_bars), MAX_NEW_BARS))
     newest = newest_bar_ms(reader, key)
-    frame = reader.pair_frame(key.x, key.y, key.tf, limit=key.window + closed_bars + 1)
+    read = key.window + closed_bars + 1
+    if key.method == "kalman":  # a filter's value depends on where it starts: read as the page
+        read = max(read, PairParams(window=key.window).read_bars)
+    frame = reader.pair_frame(key.x, key.y, key.tf, limit=read)
     if len(frame) < 2:
         return _empty(key, newest, "no closed bar yet")
     x = frame["x"].to_numpy(dtype=np.float64)
