@@ -1,8 +1,8 @@
 """Watched pairs computed once per new bar: the snapshots the monitor and the Watchlist tab share.
 
 A :class:`PairBoard` keeps one :class:`PairSnapshot` per watched pair (``x/y``, timeframe,
-window, method). A snapshot is recomputed only when the pair's grid gained a bar (the newest
-bar open time of either leg, two index lookups), never per rule, per viewer or per refresh; the
+window, method). A snapshot is recomputed only when a leg gained a bar (each leg's newest
+bar open time, two index lookups), never per rule, per viewer or per refresh; the
 work of one recomputation reads a bounded number of bars (window + what is needed), so its
 cost does not grow with the stored history. The statistics are
 :func:`service.compute.compute_pair`'s, so an alert fires on exactly the z-score the page
@@ -87,7 +87,8 @@ def keys_from_watchlist(df: pd.DataFrame) -> list[PairKey]:
 class PairSnapshot:
     """A watched pair at its newest closed bar.
 
-    ``newest_ms`` is the newest grid bar (the cache key; it may still be filling).
+    ``ends_ms`` is each leg's newest bar when it was computed: the cache key (a bar can only
+    become final for alerts when one of them moves, see :func:`closed_until_ms`).
     ``table`` holds the bars computed, oldest first, the filling bar last (empty without
     data): ``time_ms``, ``x``, ``y``, ``alpha``, ``beta``, ``spread``, ``zscore``, ``corr``,
     ``x_volume``, ``y_volume`` — the columns ``service.compute.metric_series`` reads, so an
@@ -98,7 +99,7 @@ class PairSnapshot:
     """
 
     key: PairKey
-    newest_ms: int | None
+    ends_ms: tuple[int, int] | None
     closed_bars: int
     table: pd.DataFrame
     figures: MappingProxyType
@@ -133,8 +134,8 @@ _NAN_FIGURES = MappingProxyType(
 _EMPTY = pd.DataFrame(columns=["time_ms", "x", "y", "zscore"])
 
 
-def _empty(key: PairKey, newest: int | None, why: str) -> PairSnapshot:
-    return PairSnapshot(key, newest, 0, _EMPTY, _NAN_FIGURES, why)
+def _empty(key: PairKey, ends: tuple[int, int] | None, why: str) -> PairSnapshot:
+    return PairSnapshot(key, ends, 0, _EMPTY, _NAN_FIGURES, why)
 
 
 def leg_ends_ms(reader: Reader, key: PairKey) -> tuple[int, int] | None:
@@ -144,12 +145,6 @@ def leg_ends_ms(reader: Reader, key: PairKey) -> tuple[int, int] | None:
     if rx is None or ry is None:
         return None
     return rx[1], ry[1]
-
-
-def newest_bar_ms(reader: Reader, key: PairKey) -> int | None:
-    """The newest bar on the pair's grid (either leg), or None if a leg has no bars."""
-    ends = leg_ends_ms(reader, key)
-    return None if ends is None else max(ends)
 
 
 def closed_until_ms(ends_ms: tuple[int, int], tf_ms: int) -> int:
@@ -174,13 +169,13 @@ def compute_snapshot(reader: Reader, key: PairKey, closed_bars: int = SPARK_BARS
     ``UnknownSymbolError`` when a leg has never been stored.
     """
     closed_bars = max(1, min(int(closed_bars), MAX_NEW_BARS))
-    newest = newest_bar_ms(reader, key)
+    ends = leg_ends_ms(reader, key)
     read = key.window + closed_bars + 1
     if key.method == "kalman":  # a filter's value depends on where it starts: read as the page
         read = max(read, PairParams(window=key.window).read_bars)
     frame = reader.pair_frame(key.x, key.y, key.tf, limit=read)
     if len(frame) < 2:
-        return _empty(key, newest, "no closed bar yet")
+        return _empty(key, ends, "no closed bar yet")
     x = frame["x"].to_numpy(dtype=np.float64)
     y = frame["y"].to_numpy(dtype=np.float64)
     cols = {
@@ -215,7 +210,7 @@ def compute_snapshot(reader: Reader, key: PairKey, closed_bars: int = SPARK_BARS
         "bars": len(x) - 1,
     }
     return PairSnapshot(
-        key, newest, closed_bars, pd.DataFrame(cols), MappingProxyType(figures), error
+        key, ends, closed_bars, pd.DataFrame(cols), MappingProxyType(figures), error
     )
 
 
@@ -247,12 +242,12 @@ class PairBoard:
         """The pair's snapshot covering at least ``closed_bars`` closed bars, fresh for its
         newest bar; computed only if the pair gained a bar (or needs more bars) since."""
         try:
-            newest = newest_bar_ms(reader, key)
+            ends = leg_ends_ms(reader, key)
         except UnknownSymbolError as exc:
             return _empty(key, None, str(exc))
         with self._lock:
             snap = self._snaps.get(key)
-        if snap is not None and snap.newest_ms == newest and snap.closed_bars >= closed_bars:
+        if snap is not None and snap.ends_ms == ends and snap.closed_bars >= closed_bars:
             return snap
         try:
             snap = compute_snapshot(reader, key, max(closed_bars, SPARK_BARS))
