@@ -449,6 +449,15 @@ class DashboardService:
         if writer is None:
             raise StorageError(self.read_only or "the database is read-only here")
         rule_id = writer.add_alert_rule(**rule)
+        params = rule.get("params") or {}
+        with contextlib.suppress(ValueError):  # a rule's pair joins the watchlist
+            writer.watch_pair(
+                rule["x"],
+                rule["y"],
+                rule["tf"],
+                params.get("window", 60),
+                params.get("method", "ols"),
+            )
         self.watch([rule["x"], rule["y"]])
         if self.monitor is not None:
             self.monitor.poke()

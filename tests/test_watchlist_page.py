@@ -209,3 +209,20 @@ def test_watchlist_cli_adds_lists_and_removes(tmp_path: Path, capsys) -> None:
     assert watchlist_cli(["--db", db, "remove", "1"]) == 0
     assert watchlist_cli(["--db", db, "remove", "1"]) == 2
     assert "no watched pair with id 1" in capsys.readouterr().err
+
+
+def test_a_rule_can_be_added_on_any_watched_pair(page_db: Path) -> None:
+    at = _run("Alerts")
+    pick = at.selectbox(key="rule_pair")
+    labels = list(pick.options)
+    assert labels[0].endswith("(Live panel)") and "ETHUSDT/BTCUSDT 1s w60 kalman" in labels
+    pick.select_index(labels.index("ETHUSDT/BTCUSDT 1s w60 kalman"))
+    at.selectbox(key="rule_metric").set_value("zscore")
+    at.number_input(key="rule_threshold").set_value(1.5)
+    at.button[[b.label for b in at.button].index("Add rule")].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    with open_reader(page_db) as r:
+        rules = r.alert_rules()
+    new = rules[rules["metric"] == "zscore"].iloc[-1]
+    assert (new["x"], new["y"], new["tf"]) == ("ETHUSDT", "BTCUSDT", "1s")
+    assert '"method": "kalman"' in new["params"] and '"window": 60' in new["params"]

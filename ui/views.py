@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -20,6 +21,7 @@ from service.alerts import METRICS, OPS, rules_from_frame, validate_rule
 from service.compute import METHODS, PairParams, compute_pair
 from service.desk import DashboardService
 from service.feeds import COLLECTOR_ID
+from service.watch import PairKey, keys_from_watchlist
 from storage import StorageError, timeframe_s
 from storage.timefmt import ms_to_iso
 from ui import charts
@@ -97,10 +99,23 @@ def render_alerts(service: DashboardService, params: PairParams | None) -> None:
 
 
 def _rule_form(service: DashboardService, p: PairParams) -> None:
+    status = service.status()
+    with session_reader(status.db_path, status.generation) as lease:
+        watched = keys_from_watchlist(lease.reader.watchlist())
+    live = PairKey(p.x, p.y, p.tf, p.window, p.method)
+    choices = [live, *[k for k in watched if k != live]]
     with st.form("new_rule", clear_on_submit=False, border=True):
+        on = st.selectbox(
+            "Pair",
+            choices,
+            key="rule_pair",
+            format_func=lambda k: k.describe() + (" (Live panel)" if k == live else ""),
+            help="The Live panel's pair, or any watched pair.",
+        )
+        p = replace(p, x=on.x, y=on.y, tf=on.tf, window=on.window, method=on.method)
         st.markdown(
             f"For **{p.x} / {p.y}**, {p.tf} bars, window {p.window}, "
-            f"{METHODS[p.method]} hedge ratio (from the sidebar)."
+            f"{METHODS[p.method]} hedge ratio."
         )
         c = st.columns([2, 2, 1, 1.3, 1.3])
         name = c[0].text_input(
