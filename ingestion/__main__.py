@@ -17,8 +17,8 @@ import sys
 import threading
 import time
 
+from formats.wire import StreamKind
 from ingestion.config import ConfigError, FeedSettings, normalize_symbols
-from ingestion.parse import StreamKind
 from ingestion.service import FeedService
 
 ENV_DB_PATH = "DB_PATH"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ingestion.parse import StreamKind
+from formats.wire import StreamKind
 
 __all__ = ["ConfigError", "FeedSettings", "normalize_symbols"]
 

@@ -35,10 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from ingestion.backoff import BackoffFactory, ConnectLimiter
-from ingestion.config import FeedSettings
-from ingestion.connection import Connection
-from ingestion.parse import (
+from formats.wire import (
     KLINE_COLUMNS,
     ParseError,
     StreamKind,
@@ -47,6 +44,9 @@ from ingestion.parse import (
     parse_rest_kline,
     parse_rest_trade,
 )
+from ingestion.backoff import BackoffFactory, ConnectLimiter
+from ingestion.config import FeedSettings
+from ingestion.connection import Connection
 from ingestion.rest import RestClient, RestError
 from ingestion.status import FeedState, SymbolStatus
 from ingestion.writer import TickWriter
