@@ -181,7 +181,9 @@ def load_recording(
         except ParseError as exc:
             if exc.reason not in ("unknown_format", "empty"):
                 raise
-            raise ParseError("no_trades", f"no trades found in {path}: {exc.detail}") from None
+            raise ParseError(
+                "no_trades", f"no trades found: {exc.detail}", path=str(path)
+            ) from None
         skipped += stats.skipped + (1 if stats.fmt == "cryptofeed" else 0)  # + its header
     trades, aggs = by_kind[IdKind.TRADE], by_kind[IdKind.AGG]
     for symbol, rows in by_kind[IdKind.SYNTHETIC].items():
@@ -205,7 +207,8 @@ def load_recording(
     if not out:
         raise ParseError(
             "no_trades",
-            f"no trades found in {', '.join(str(p) for p in files)} "
-            "(expected @trade/@aggTrade lines, collector NDJSON or a trades/aggTrades dump)",
+            "no trades found (expected @trade/@aggTrade lines, collector NDJSON or a "
+            "trades/aggTrades dump)",
+            path=", ".join(str(p) for p in files),
         )
     return Recording(out, [str(p) for p in files], skipped)
