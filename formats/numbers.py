@@ -13,8 +13,6 @@ import json
 import re
 from typing import Any
 
-import numpy as np
-
 from formats.errors import ParseError
 from formats.limits import Limits, default_limits
 
@@ -69,18 +67,31 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _nesting_depth(text: str | bytes) -> int:
-    """The deepest ``[``/``{`` nesting of JSON ``text``, brackets inside strings ignored."""
+_NOT_SHAPE = bytes(c for c in range(256) if c not in b'[]{}"')
+
+
+def _deeper_than(text: str | bytes, limit: int) -> bool:
+    """Whether JSON ``text`` nests ``[``/``{`` deeper than ``limit``; strings are not nesting.
+
+    Keeps only the brackets (string contents dropped), then peels the innermost pairs off,
+    all of them at once, at most ``limit`` times: a structure of depth d is gone after d
+    peels. Every step runs in C; a 40 KB depth update costs microseconds.
+    """
     raw = text.encode("utf-8", "replace") if isinstance(text, str) else bytes(text)
     if b"\\" in raw:  # escaped quotes possible: blank out string contents with a regex
         raw = re.sub(rb'"(?:[^"\\]|\\.)*"?', b'""', raw, flags=re.DOTALL)
-    codes = np.frombuffer(raw, np.uint8)
-    quote = codes == ord('"')
-    outside = (np.cumsum(quote) % 2 == 0) & ~quote
-    step = np.zeros(len(codes), np.int32)
-    step[((codes == ord("[")) | (codes == ord("{"))) & outside] = 1
-    step[((codes == ord("]")) | (codes == ord("}"))) & outside] = -1
-    return int(np.cumsum(step).max(initial=0))
+    shape = raw.translate(None, _NOT_SHAPE).replace(b'""', b"")
+    if b'"' in shape:  # a string holds brackets: drop every string's contents
+        shape = b"".join(raw.split(b'"')[::2]).translate(None, _NOT_SHAPE)
+    shape = shape.replace(b"{", b"[").replace(b"}", b"]")
+    for peeled in range(limit):
+        if not shape:
+            return False
+        inner = shape.replace(b"[]", b"")
+        if len(inner) == len(shape):  # unbalanced (invalid JSON): bound it by what is open
+            return peeled + shape.count(b"[") > limit
+        shape = inner
+    return bool(shape)
 
 
 def loads_bounded(text: str | bytes, limits: Limits | None = None) -> Any:
@@ -96,15 +107,15 @@ def loads_bounded(text: str | bytes, limits: Limits | None = None) -> Any:
             "too_large",
             f"{len(text):,} bytes; the limit is {lim.max_frame_bytes:,} (MAX_FRAME_BYTES)",
         )
-    opening = (b"[", b"{") if isinstance(text, bytes | bytearray) else ("[", "{")
-    brackets = text.count(opening[0]) + text.count(opening[1])
-    if brackets > lim.max_json_depth and _nesting_depth(text) > lim.max_json_depth:
-        raise ParseError(
-            "too_deep", f"JSON nested deeper than {lim.max_json_depth} levels (MAX_JSON_DEPTH)"
-        )
     try:
-        if not isinstance(text, str):
+        if type(text) is not str:
             text = bytes(text).decode("utf-8")
+        if text.count("[") + text.count("{") > lim.max_json_depth and _deeper_than(
+            text, lim.max_json_depth
+        ):
+            raise ParseError(
+                "too_deep", f"JSON nested deeper than {lim.max_json_depth} levels (MAX_JSON_DEPTH)"
+            )
         return _DECODER.decode(text)
     except ParseError:
         raise

@@ -15,7 +15,14 @@ from typing import Any
 
 from formats.errors import ParseError
 from formats.limits import Limits
-from formats.numbers import decimal_text, id_value, loads_bounded, positive_decimal
+from formats.numbers import (
+    _DECIMAL,
+    INT64_MAX,
+    decimal_text,
+    id_value,
+    loads_bounded,
+    positive_decimal,
+)
 from storage.records import KLINE_FIELDS, IdKind, Tick
 
 __all__ = [
@@ -56,7 +63,13 @@ def _bool_field(data: Mapping[str, Any], key: str) -> bool:
     return value
 
 
+_SYMBOLS: dict[str, str] = {}  # symbols seen valid, to their upper case (bounded below)
+
+
 def _symbol(value: Any) -> str:
+    known = _SYMBOLS.get(value) if type(value) is str else None
+    if known is not None:
+        return known
     # Perpetuals are alphanumeric; delivery contracts carry an underscore (BTCUSDT_240927).
     if (
         type(value) is not str
@@ -65,12 +78,23 @@ def _symbol(value: Any) -> str:
         or not value.replace("_", "").isalnum()
     ):
         raise ParseError("bad_field", f"s={value!r:.40} is not a symbol")
+    if len(_SYMBOLS) < 4096:
+        _SYMBOLS[value] = value.upper()
     return value.upper()
 
 
 def _price_qty(data: Mapping[str, Any], p: str, q: str) -> tuple[str, str, float, float]:
     price, qty = data[p], data[q]
     return price, qty, positive_decimal(price, "price"), positive_decimal(qty, "qty")
+
+
+def _plain_positive(value: Any) -> bool:
+    # The fast check of positive_decimal: a plain decimal with a non-zero digit.
+    return type(value) is str and _DECIMAL.fullmatch(value) is not None and bool(value.strip("0."))
+
+
+def _is_id(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= INT64_MAX
 
 
 def trade_fields(data: Any) -> TradeFields:
@@ -86,20 +110,24 @@ def trade_fields(data: Any) -> TradeFields:
     try:
         event = data["e"]
         if event == "aggTrade":
-            kind, ident = IdKind.AGG, id_value(data["a"], "a")
+            kind, key = IdKind.AGG, "a"
         elif event == "trade":
             if data.get("X", "MARKET") != "MARKET":
                 raise ParseError("not_market", f"X={data['X']!r:.40}")
-            kind, ident = IdKind.TRADE, id_value(data["t"], "t")
+            kind, key = IdKind.TRADE, "t"
         else:
             raise ParseError("unexpected_event", f"e={event!r:.40}")
-        ts = id_value(data["T"], "T")
-        event_ms = id_value(data["E"], "E") if "E" in data else ts
-        price, qty, _, _ = _price_qty(data, "p", "q")
-        first = id_value(data["f"], "f") if "f" in data else ident
-        last = id_value(data["l"], "l") if "l" in data else ident
-        return (_symbol(data["s"]), kind, ident, ts, event_ms, price, qty, _bool_field(data, "m"),
-                first, last)  # fmt: skip
+        ident, ts, price, qty, m = data[key], data["T"], data["p"], data["q"], data["m"]
+        event_ms, first, last = data.get("E", ts), data.get("f", ident), data.get("l", ident)
+        ok = _is_id(ident) and _is_id(ts) and _is_id(event_ms) and _is_id(first)
+        if not (ok and _is_id(last) and type(m) is bool):
+            for name in (key, "T", "E", "f", "l"):
+                if name in data:
+                    id_value(data[name], name)
+            _bool_field(data, "m")
+        if not (_plain_positive(price) and _plain_positive(qty)):
+            _price_qty(data, "p", "q")  # raises with the field and the reason
+        return (_symbol(data["s"]), kind, ident, ts, event_ms, price, qty, m, first, last)
     except KeyError as exc:
         raise ParseError("missing_field", f"no {exc.args[0]!r}") from None
 

@@ -208,3 +208,32 @@ def test_one_home_and_imports_flow_one_way():
     for path in [*(ROOT / "ingestion").glob("*.py"), *(ROOT / "storage").glob("*.py")]:
         text = path.read_text(encoding="utf-8")
         assert "KLINE_COLUMNS = [" not in text and "def _open_text" not in text, path
+
+
+def _depth(value) -> int:
+    if isinstance(value, dict | list):
+        items = value.values() if isinstance(value, dict) else value
+        return 1 + max((_depth(v) for v in items), default=0)
+    return 0
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab,:'),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=3), inner, max_size=3)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSON, limit=st.integers(1, 8))
+def test_depth_limit_matches_the_true_nesting_depth(value, limit):
+    text = json.dumps(value)
+    try:
+        parsed = loads_bounded(text, Limits(max_json_depth=limit))
+    except ParseError as exc:
+        assert exc.reason == "too_deep" and _depth(value) > limit
+    else:
+        assert parsed == value and _depth(value) <= limit
