@@ -237,3 +237,38 @@ def test_depth_limit_matches_the_true_nesting_depth(value, limit):
         assert exc.reason == "too_deep" and _depth(value) > limit
     else:
         assert parsed == value and _depth(value) <= limit
+
+
+# ------------------------------------------------------------------------------ REST bodies
+@pytest.fixture()
+def hostile_rest():
+    """A real local HTTP server on port 0 whose every body is 100,000 ``[``."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"[" * 100_000
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_deeply_nested_rest_body_is_a_rest_error_not_a_recursion_error(hostile_rest):
+    from ingestion.rest import RestClient, RestError
+
+    rest = RestClient(hostile_rest, max_retries=0)
+    with pytest.raises(RestError, match=r"invalid JSON \(too_deep\)"):
+        rest.agg_trades("BTCUSDT", from_id=1, limit=10)
