@@ -8,9 +8,10 @@ environment variable to change it (read once, by :func:`default_limits`). Pass a
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from config import ConfigError, env_number
 
 __all__ = ["Limits", "default_limits"]
 
@@ -49,8 +50,8 @@ class Limits:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Limits:
         """Defaults, overridden by ``MAX_FRAME_BYTES``, ``MAX_JSON_DEPTH``, ``MAX_LINE_BYTES``,
-        ``MAX_RECORDING_MB`` and ``MAX_LINES_WITHOUT_TRADE``; ``ValueError`` names a bad one."""
-        env = os.environ if env is None else env
+        ``MAX_RECORDING_MB`` and ``MAX_LINES_WITHOUT_TRADE``, read by ``config.env_number``; a
+        bad one is a ``config.ConfigError`` (a ``ValueError``) naming it."""
         values: dict[str, int] = {}
         for name, field, scale in (
             ("MAX_FRAME_BYTES", "max_frame_bytes", 1),
@@ -59,12 +60,12 @@ class Limits:
             ("MAX_RECORDING_MB", "max_recording_bytes", _MB),
             ("MAX_LINES_WITHOUT_TRADE", "max_lines_without_trade", 1),
         ):
-            raw = env.get(name, "").strip()
-            if not raw:
+            value = env_number(name, None, env)  # the one environment parser (config)
+            if value is None:
                 continue
-            if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
-                raise ValueError(f"{name}={raw!r} must be a positive whole number")
-            values[field] = int(raw) * scale
+            if not value.is_integer():
+                raise ConfigError(f"{name}={value:g} must be a whole number")
+            values[field] = int(value) * scale
         return cls(**values)
 
 
