@@ -63,6 +63,9 @@ class AppSettings:
     max_upload_mb : largest recording a user may upload, in MB (``MAX_UPLOAD_MB``; default 50).
     upload_dir : where uploaded recordings are kept while replayed (``UPLOAD_DIR``; default a
         folder in the system temp directory).
+    shared_views : the live page's analytics, charts and reads are computed once per data
+        version for every tab (``SHARED_VIEWS``; default on). Off, each browser session
+        computes its own, as before (kept for ``bench/viewers.py``'s baseline).
     """
 
     db_path: str = "data.db"
@@ -77,6 +80,7 @@ class AppSettings:
     probe_timeout_s: float = 3.0
     max_upload_mb: float = 50.0
     upload_dir: str = "uploads"
+    shared_views: bool = True
 
     @property
     def start_in_replay(self) -> bool:
@@ -125,6 +129,7 @@ class AppSettings:
             )
             autostart = env_bool("FEED_AUTOSTART", True, env) and not args.no_autostart
             max_upload_mb = env_number("MAX_UPLOAD_MB", 50.0, env, high=1000)
+            shared_views = env_bool("SHARED_VIEWS", True, env)
         except ConfigError as exc:
             raise SettingsError(str(exc)) from None
         return cls(
@@ -138,4 +143,5 @@ class AppSettings:
             max_upload_mb=max_upload_mb,
             upload_dir=env.get("UPLOAD_DIR")
             or str(Path(tempfile.gettempdir()) / "pairs-desk-uploads"),
+            shared_views=shared_views,
         )

@@ -24,7 +24,7 @@ from storage import StorageError, timeframe_s
 from storage.timefmt import ms_to_iso
 from ui import charts
 from ui.guard import WAIT_ICON, fmt_age, fmt_datetime, fmt_num, fmt_time, panel
-from ui.state import cached, session_reader, store
+from ui.state import cached, page_views, session_reader, store
 
 PLOT_CONFIG = {"displaylogo": False, "scrollZoom": True}
 DL_ICON = ":material/download:"
@@ -490,9 +490,12 @@ def render_health(service: DashboardService) -> None:
     )
     own = [dict(s.to_dict(), collector="this dashboard") for s in service.feed_status()]
     # Every other process that publishes into this database (a headless collector, another
-    # dashboard on PostgreSQL): two collectors of one symbol show as two rows.
-    with session_reader(status.db_path, status.generation) as lease:
-        published = lease.reader.feed_status(max_age_s=120)
+    # dashboard on PostgreSQL): two collectors of one symbol show as two rows. Read once for
+    # every open tab (PageViews.health), with the gaps below.
+    health = page_views(service.views, service.settings.shared_views).health(
+        status.db_path, status.generation
+    )
+    published = health.published
     now_ms = time.time() * 1000
     others = []
     for row in published.itertuples():
@@ -541,8 +544,7 @@ def render_health(service: DashboardService) -> None:
             help=f"{r.errors} errors, {r.rate_limited} rate-limited",
         )
         c[5].metric("Commit errors", f"{w.errors}", help=w.last_error or "none")
-    with session_reader(status.db_path, status.generation) as lease:
-        gaps = lease.reader.gaps()
+    gaps = health.gaps
     st.markdown("**Gaps found in the id sequences**")
     if gaps.empty:
         st.caption("None found.")
