@@ -114,6 +114,20 @@ def test_a_tick_storage_refuses_is_rejected_alone(database, caplog):
     assert not any(r.exc_info for r in caplog.records)
 
 
+def test_a_failing_commit_hook_does_not_stop_the_writer(recording, tmp_path):
+    db = tmp_path / "hook.db"
+
+    def broken_monitor(ticks, wall_s) -> None:
+        raise RuntimeError("monitor down")
+
+    with FakeBinance(recording, speed=SPEED, preroll_s=5) as server:
+        service = start(db, ["BTCUSDT"], fast_settings(server), on_commit=broken_monitor)
+        wait_complete(server, db, ["BTCUSDT"])
+        assert service.status()["BTCUSDT"].state is not FeedState.ERROR
+        assert service.stop(timeout_s=10)
+    assert "on_commit hook failed" in service.writer_status().last_error
+
+
 # --------------------------------------------------------------------------- 7. disk full
 def _fill_up(storage: Writer) -> None:
     """Make the database "full": SQLite's own limit (no root, no tmpfs) gives the same
