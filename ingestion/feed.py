@@ -302,6 +302,9 @@ class SymbolFeed:
         elif wstats.failing_s > 0:  # never "live" while nothing is stored (issue 14)
             state = FeedState.ERROR
             last_error = f"nothing stored for {wstats.failing_s:.0f} s: {wstats.last_error}"
+        elif not wstats.running:  # the writer thread ended: nothing more is stored
+            state = FeedState.ERROR
+            last_error = f"nothing stored: the storage writer stopped ({wstats.last_error})"
         elif wstats.commit_running_s > self.settings.stale_after_s:  # a wedged database
             state = FeedState.ERROR
             last_error = f"nothing stored: a commit has run for {wstats.commit_running_s:.0f} s"
