@@ -20,11 +20,11 @@ from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError
 from ui.guard import db_label, inject_css, panel
 from ui.live import render_live, render_stationarity, show_new_alerts
 from ui.sidebar import render_sidebar
-from ui.state import session_reader
+from ui.state import page_views
 from ui.views import render_alerts, render_backtest, render_exports, render_health, render_multi
 from ui.watchlist import render_watchlist
 
-TABS = ["Live", "Watchlist", "Alerts", "Backtest", "Multi-symbol", "Feed health", "Exports"]
+TABS = ["Live", "Watchlist", "Alerts", "Backtest", "Multi-symbol", "Scan", "Feed health", "Exports"]
 
 
 def _argv() -> list[str]:
@@ -62,8 +62,8 @@ def status_strip(service: DashboardService) -> None:
     else:
         feed = "feed running" if status.feed_running else "feed stopped"
     st.caption(f"**{src}** · {feed} · database `{db_label(status.db_path)}`")
-    with session_reader(status.db_path, status.generation) as lease:
-        show_new_alerts(lease)
+    views = page_views(service.views, service.settings.shared_views)
+    show_new_alerts(views.alerts(status.db_path, status.generation))
     if status.read_only:
         st.info(status.read_only, icon=":material/lock:")
     if status.source == Source.LIVE and status.probe.ok is False:
@@ -112,7 +112,7 @@ def main() -> None:
     if params is None:
         st.error("Fix the pair in the sidebar to see the analytics: " + " ".join(controls.problems))
     tabs = st.tabs(TABS, key="view", bind="query-params")
-    live, watch, alerts, bt, multi, health, exp = tabs
+    live, watch, alerts, bt, multi, scan, health, exp = tabs
     if live.open:
         with live:
             if params is not None:
@@ -149,6 +149,11 @@ def main() -> None:
     if multi.open:
         with multi, panel("Multi-symbol"):
             render_multi(service, params, params.tf if params else "1m")
+    if scan.open:
+        from ui.scan import render_scan
+
+        with scan, panel("Scan"):
+            render_scan(service)
     if health.open:
         with health:
 

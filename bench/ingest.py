@@ -5,7 +5,7 @@
 1. Throughput. A replay server (a separate process, so it has its own interpreter) sends
    real BTCUSDT aggregates, looped with ids continuing upwards, as fast as the socket takes
    them. Each round runs, on fresh connections:
-   - *bare*: ``websocket-client`` ``recv`` + ``ingestion.parse.parse_message`` per frame,
+   - *bare*: ``websocket-client`` ``recv`` + ``formats.parse_message`` per frame,
      nothing else (same socket options as the pipeline: no UTF-8 check, no locks);
    - *pipeline*: ``FeedService`` (connection, parse, id-gap check, bounded queue, batched
      commits through ``storage.Writer`` into a fresh SQLite file) until ``--messages`` ticks
@@ -33,16 +33,15 @@ import threading
 import time
 from pathlib import Path
 
+from websocket import create_connection
+
+from formats.wire import parse_message
+from ingestion.backoff import instant_backoff
+from ingestion.config import FeedSettings
+from ingestion.replay import SAMPLE_RECORDING
+from ingestion.service import FeedService
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from websocket import create_connection  # noqa: E402 - after the path set-up above
-
-from ingestion.backoff import instant_backoff  # noqa: E402
-from ingestion.config import FeedSettings  # noqa: E402
-from ingestion.parse import parse_message  # noqa: E402
-from ingestion.replay import SAMPLE_RECORDING  # noqa: E402
-from ingestion.service import FeedService  # noqa: E402
 
 SYMBOL = "BTCUSDT"
 

@@ -15,20 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ingestion.parse import StreamKind
+from config import BINANCE_REST_BASE, BINANCE_WS_BASE, ConfigError, binance_roots
+from formats.wire import StreamKind
 
 __all__ = ["ConfigError", "FeedSettings", "normalize_symbols"]
 
-#: Environment variables read by ``FeedSettings.from_env`` (flags given explicitly win).
-ENV_WS_BASE = "BINANCE_WS_BASE"
-ENV_REST_BASE = "BINANCE_REST_BASE"
-
-
-class ConfigError(ValueError):
-    """A fatal configuration error (bad setting, unknown or delisted symbol, busy database).
-
-    The message is one line naming what is wrong; the CLI prints it and exits non-zero.
-    """
+# ConfigError (config.ConfigError) is any fatal configuration error: a bad setting, an unknown
+# or delisted symbol, a busy database. Its message is one line naming what is wrong; the CLI
+# prints it and exits non-zero.
 
 
 def normalize_symbols(symbols: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -56,9 +50,9 @@ class FeedSettings:
 
     # --- where -------------------------------------------------------------------------------
     #: WebSocket root, without route: ``wss://fstream.binance.com`` (or ``ws://127.0.0.1:P``).
-    ws_base: str = "wss://fstream.binance.com"
+    ws_base: str = BINANCE_WS_BASE
     #: REST root: ``https://fapi.binance.com``.
-    rest_base: str = "https://fapi.binance.com"
+    rest_base: str = BINANCE_REST_BASE
     #: ``aggTrade`` (default, documented) or ``trade`` (opt-in, undocumented on USD-M).
     stream: StreamKind = StreamKind.AGG_TRADE
     #: Route path between root and ``/ws``; ``None`` picks ``/market`` for aggTrade and
@@ -75,6 +69,12 @@ class FeedSettings:
     ping_interval_s: float | None = 30.0
     #: A ping unanswered this long (seconds) means a dead socket: reconnect.
     pong_timeout_s: float = 10.0
+    #: Largest message (bytes) accepted, one frame or a text assembled from continuation
+    #: frames; a bigger one ends the connection. Binance trade messages are < 1 KiB.
+    max_message_bytes: int = 1 << 20
+    #: More server pings than this within one second (Binance sends one per 3 min) is a
+    #: ping flood: the connection is ended and dialled again after the backoff.
+    max_pings_per_s: int = 20
     #: No trade for this long (seconds) shows the symbol as ``quiet`` (display only).
     quiet_after_s: float = 10.0
     #: Connected this long (seconds) without one trade: ask REST whether the market traded.
@@ -125,12 +125,21 @@ class FeedSettings:
     rest_page_limit: int = 1000
     #: Most ids one gap repair fetches (newest first kept); older ones are recorded unrepaired.
     max_backfill_ids: int = 100_000
+    #: A stream id more than this past the last one is a suspect, held until REST confirms
+    #: it exists (``ingestion.suspect``): a lie must not make every later trade a duplicate.
+    suspect_id_jump: int = 100_000
     #: Ids of a gap that REST no longer has (``unrepairable``/``partial``) are replaced by
     #: Binance's 1m klines for the closed minutes they fall in, when the trade times around
     #: them are known: those minutes' 1m and 5m bars become the exchange's, their ticks and
     #: 1s bars keep the hole, and the gap's ``detail`` names the minutes. False = leave the
     #: bars built from the ticks that exist.
     kline_fallback: bool = True
+    #: A repair (gap or start-up history) that REST failed is kept owed (status ``failed``)
+    #: and retried in this run after this many seconds, doubling up to
+    #: ``repair_retry_max_s`` (with ``backoff_jitter``); every start retries it as well.
+    repair_retry_initial_s: float = 5.0
+    #: Cap of the in-run repair retry delay, in seconds.
+    repair_retry_max_s: float = 300.0
 
     # --- writing -----------------------------------------------------------------------------
     #: Capacity of the queue to the storage writer, in items (a tick, or one REST page).
@@ -192,6 +201,9 @@ class FeedSettings:
             "max_backfill_ids",
             "connect_attempts_per_window",
             "rest_weight_limit_per_min",
+            "max_message_bytes",
+            "suspect_id_jump",
+            "max_pings_per_s",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected >= 1")
@@ -231,11 +243,8 @@ class FeedSettings:
         Overrides whose value is ``None`` are ignored, so unset CLI flags do not win.
         """
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        if env.get(ENV_WS_BASE):
-            values["ws_base"] = env[ENV_WS_BASE]
-        if env.get(ENV_REST_BASE):
-            values["rest_base"] = env[ENV_REST_BASE]
+        ws_base, rest_base = binance_roots(env)
+        values: dict[str, Any] = {"ws_base": ws_base, "rest_base": rest_base}
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)

@@ -25,7 +25,9 @@ from typing import Any
 from ingestion.backoff import BackoffFactory, ConnectLimiter, backoff
 from ingestion.config import ConfigError, FeedSettings, normalize_symbols
 from ingestion.feed import SymbolFeed
+from ingestion.owed import check_stored_ids
 from ingestion.rest import RestClient, RestError, RestStats
+from ingestion.spill import restore_spill, spill_path, write_spill
 from ingestion.status import SymbolStatus
 from ingestion.writer import TickWriter, WriterStats
 from storage import StorageError, Tick, Writer, open_writer
@@ -63,6 +65,8 @@ class FeedService:
     symbols : e.g. ``["BTCUSDT", "ETHUSDT"]`` or ``"btcusdt,ethusdt"``.
     settings : ``FeedSettings`` (default: Binance's production endpoints).
     backoff_factory : reconnect delays; default ``backoff(...)`` from the settings.
+    repair_backoff : delays between attempts of a repair REST failed (gap or start-up
+        history); default ``backoff`` from ``settings.repair_retry_*``.
     collector_id : name under which status is saved in storage (default ``host:pid``).
     on_commit : called in the writer thread after every commit with the ticks and the
         wall-clock time (s); for monitoring and the latency benchmark. Keep it quick.
@@ -80,8 +84,10 @@ class FeedService:
         backoff_factory: BackoffFactory | None = None,
         collector_id: str | None = None,
         on_commit: Callable[[list[Tick], float], None] | None = None,
+        repair_backoff: BackoffFactory | None = None,
     ) -> None:
         self.settings = settings or FeedSettings()
+        self._repair_backoff = repair_backoff
         self._db = db
         self._symbols = list(
             normalize_symbols(symbols if isinstance(symbols, str) else list(symbols))
@@ -155,6 +161,8 @@ class FeedService:
                 return
             self._storage, self._owns_storage = storage, owns
             s = self.settings
+            spill_to = spill_path(storage.path)
+            self._restore_spill(storage, spill_to)
             self._writer = TickWriter(
                 storage,
                 queue_size=s.queue_size,
@@ -163,6 +171,7 @@ class FeedService:
                 retry_s=s.storage_retry_s,
                 on_symbol_error=self._symbol_failed,
                 on_commit=self._on_commit,
+                spill=lambda ticks: write_spill(spill_to, ticks),
             ).start()
         while True:
             with self._lock:
@@ -183,6 +192,14 @@ class FeedService:
                 if feed.symbol in self._symbols:  # not removed meanwhile
                     self._feeds[feed.symbol] = feed
                     feed.start()
+
+    @staticmethod
+    def _restore_spill(storage: Writer, path: Any) -> None:
+        """Store what an earlier stop could not (``ingestion.spill``), before any feed starts."""
+        try:
+            restore_spill(path, storage)
+        except (StorageError, OSError, ValueError) as exc:  # still full: keep the file
+            log.error("could not store the ticks saved in %s yet (kept): %s", path, exc)
 
     def _open_storage(self) -> tuple[Writer, bool]:
         """The storage writer and whether it is ours to close."""
@@ -279,6 +296,13 @@ class FeedService:
     def rest_status(self) -> RestStats:
         return self._rest.stats()
 
+    def owed(self) -> dict[str, list[str]]:
+        """Per symbol, the ranges recorded as owed and not stored yet (see ``SymbolFeed.owed``):
+        after ``stop()``, exactly what this run could not store; the next start resumes it."""
+        with self._lock:
+            feeds = list(self._feeds.values())
+        return {f.symbol: owed for f in feeds if (owed := f.owed())}
+
     def reject_reasons(self) -> dict[str, dict[str, int]]:
         with self._lock:
             return {s: f.reject_reasons() for s, f in self._feeds.items()}
@@ -311,6 +335,9 @@ class FeedService:
                 stored_kind = storage.id_kind(symbol)
                 # The time before the gap a restart leaves (kline fallback).
                 last_stored_ms = storage.trade_time_ms(symbol, last_stored)
+                if stored_kind == self.settings.stream.id_kind.value:
+                    # Holes no run recorded (e.g. left by an older version) become gaps.
+                    check_stored_ids(storage, symbol, int(time.time() * 1000))
             # Gaps an earlier run could not finish: the new feed retries them, knowing the
             # stored trade times around each (None where not stored, e.g. pruned).
             retry_gaps = storage.open_gaps(symbol)
@@ -341,6 +368,7 @@ class FeedService:
             last_stored_ms=last_stored_ms,
             retry_gaps=retry_gaps,
             retry_gap_times=retry_gap_times,
+            repair_backoff=self._repair_backoff,
         )
 
     def _symbol_failed(self, symbol: str, exc: Exception) -> None:

@@ -77,11 +77,18 @@ def _check_pair(x: str, y: str, tf: str, window_bars: int, method: str) -> None:
 
 
 class OutboxWrites:
-    """Writer methods for the watchlist, sinks and outbox. A backend provides ``_outbox_tx``."""
+    """Writer methods for the watchlist, sinks and outbox, on ``storage.writebase.WriterBase``'s
+    ``_unit`` (one transaction) and ``_exec`` (one ``?`` statement)."""
 
-    def _outbox_tx(self, fn: Callable[[Exec], Any]) -> Any:  # pragma: no cover - abstract
-        """Run ``fn(execute)`` in one write transaction and return its result."""
+    def _unit(self, fn: Callable[[Any], Any]) -> Any:  # pragma: no cover - WriterBase's
         raise NotImplementedError
+
+    def _exec(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def _outbox_tx(self, fn: Callable[[Exec], Any]) -> Any:
+        """Run ``fn(execute)`` in one write transaction (the engine's ``_unit``/``_exec``)."""
+        return self._unit(lambda conn: fn(lambda sql, params=(): self._exec(conn, sql, params)))
 
     # ----------------------------------------------------------------- watchlist
     def watch_pair(self, x: str, y: str, tf: str, window_bars: int, method: str) -> int:

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from tests.conftest import wait_for
 
 from service import exports
 from service.alerts import AlertMonitor, Rule, RuleState, evaluate, validate_rule
@@ -23,6 +20,7 @@ from service.desk import DashboardService, Source, acquire_service
 from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError, replay_db_path
 from storage import IdKind, Reader, StorageError, Tick, Writer
 from storage.__main__ import import_file
+from tests.conftest import wait_for
 from ui import charts
 from ui.sidebar import check_recording_path, save_upload
 
