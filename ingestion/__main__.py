@@ -17,8 +17,8 @@ import threading
 import time
 
 from config import DB_FLAG_HELP, resolve_db
+from formats.wire import StreamKind
 from ingestion.config import ConfigError, FeedSettings, normalize_symbols
-from ingestion.parse import StreamKind
 from ingestion.service import FeedService
 
 EXIT_CONFIG = 2

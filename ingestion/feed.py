@@ -40,12 +40,7 @@ from typing import Any
 
 import pandas as pd
 
-from ingestion import backoff as _backoff
-from ingestion.backoff import BackoffFactory, ConnectLimiter
-from ingestion.config import FeedSettings
-from ingestion.connection import Connection
-from ingestion.owed import RetryShelf
-from ingestion.parse import (
+from formats.wire import (
     KLINE_COLUMNS,
     ParseError,
     StreamKind,
@@ -54,6 +49,11 @@ from ingestion.parse import (
     parse_rest_kline,
     parse_rest_trade,
 )
+from ingestion import backoff as _backoff
+from ingestion.backoff import BackoffFactory, ConnectLimiter
+from ingestion.config import FeedSettings
+from ingestion.connection import Connection
+from ingestion.owed import RetryShelf
 from ingestion.rest import RestClient, RestError
 from ingestion.status import FeedState, SymbolStatus
 from ingestion.suspect import SuspectIds, Verdict, confirm_id
@@ -302,6 +302,9 @@ class SymbolFeed:
         elif wstats.failing_s > 0:  # never "live" while nothing is stored (issue 14)
             state = FeedState.ERROR
             last_error = f"nothing stored for {wstats.failing_s:.0f} s: {wstats.last_error}"
+        elif not wstats.running:  # the writer thread ended: nothing more is stored
+            state = FeedState.ERROR
+            last_error = f"nothing stored: the storage writer stopped ({wstats.last_error})"
         elif wstats.commit_running_s > self.settings.stale_after_s:  # a wedged database
             state = FeedState.ERROR
             last_error = f"nothing stored: a commit has run for {wstats.commit_running_s:.0f} s"

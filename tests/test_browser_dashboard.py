@@ -249,7 +249,7 @@ def test_three_tabs_of_one_view_all_refresh_keep_their_zoom_and_get_the_toast(da
         for _ in range(3)
     ]
     for page in pages:
-        page.goto(f"{dashboard}/?window=10&refresh=0.5")
+        page.goto(f"{dashboard}/?window=10&refresh=1")
     start = pages[0].get_by_role("button", name="Start feed")
     expect(start).to_be_visible(timeout=60_000)  # disabled once the feed runs
     if start.is_enabled():  # this test run alone: the feed is not started yet

@@ -21,11 +21,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from formats.wire import parse_rest_agg_trade
 from ingestion.backoff import instant_backoff
 from ingestion.config import FeedSettings
 from ingestion.fakebinance import FakeBinance, Faults
 from ingestion.owed import RetryShelf
-from ingestion.parse import parse_rest_agg_trade
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
 from ingestion.service import FeedService
