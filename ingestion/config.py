@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from config import BINANCE_REST_BASE, BINANCE_WS_BASE, ConfigError, binance_roots
-from ingestion.parse import StreamKind
+from formats.wire import StreamKind
 
 __all__ = ["ConfigError", "FeedSettings", "normalize_symbols"]
 

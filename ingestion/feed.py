@@ -40,12 +40,7 @@ from typing import Any
 
 import pandas as pd
 
-from ingestion import backoff as _backoff
-from ingestion.backoff import BackoffFactory, ConnectLimiter
-from ingestion.config import FeedSettings
-from ingestion.connection import Connection
-from ingestion.owed import RetryShelf
-from ingestion.parse import (
+from formats.wire import (
     KLINE_COLUMNS,
     ParseError,
     StreamKind,
@@ -54,6 +49,11 @@ from ingestion.parse import (
     parse_rest_kline,
     parse_rest_trade,
 )
+from ingestion import backoff as _backoff
+from ingestion.backoff import BackoffFactory, ConnectLimiter
+from ingestion.config import FeedSettings
+from ingestion.connection import Connection
+from ingestion.owed import RetryShelf
 from ingestion.rest import RestClient, RestError
 from ingestion.status import FeedState, SymbolStatus
 from ingestion.suspect import SuspectIds, Verdict, confirm_id
@@ -106,6 +106,8 @@ class _Backfill:
     #: Delays (seconds) before each retry after REST failed; made at the first failure.
     delays: Any = None
     attempts: int = 0
+    #: Ids below this were fetched and queued for storage by the running attempt (progress).
+    next_id: int | None = None
 
 
 @dataclass
@@ -300,6 +302,9 @@ class SymbolFeed:
         elif wstats.failing_s > 0:  # never "live" while nothing is stored (issue 14)
             state = FeedState.ERROR
             last_error = f"nothing stored for {wstats.failing_s:.0f} s: {wstats.last_error}"
+        elif not wstats.running:  # the writer thread ended: nothing more is stored
+            state = FeedState.ERROR
+            last_error = f"nothing stored: the storage writer stopped ({wstats.last_error})"
         elif wstats.commit_running_s > self.settings.stale_after_s:  # a wedged database
             state = FeedState.ERROR
             last_error = f"nothing stored: a commit has run for {wstats.commit_running_s:.0f} s"
@@ -362,7 +367,8 @@ class SymbolFeed:
                 since = datetime.fromtimestamp(job.from_ms / 1000, UTC).isoformat()[:23]
                 text = f"trades since {since}Z up to id {job.last}"
             else:
-                text = f"ids {job.first}..{job.last} ({job.last - job.first + 1:,} ids)"
+                first = max(job.first, job.next_id or job.first)  # queued pages get stored
+                text = f"ids {first}..{job.last} ({job.last - first + 1:,} ids)"
             out.append(f"{text}, {job.kind}")
         return out
 
@@ -882,6 +888,7 @@ class SymbolFeed:
     def _run_backfill(self, job: _Backfill) -> None:
         if job.from_ms is not None and not self._resolve_first_id(job):
             return
+        job.next_id = None  # every attempt fetches the whole range (writes are idempotent)
         try:
             if self.settings.stream is StreamKind.AGG_TRADE:
                 fetched, unavailable, failure, holes = self._backfill_agg(job)
@@ -1123,6 +1130,7 @@ class SymbolFeed:
             if last_row_id < next_id:
                 break  # REST went backwards: do not loop forever
             next_id = last_row_id + 1
+            job.next_id = next_id
             prev_ms = last_row.ts_ms if last_row and last_row.trade_id == last_row_id else None
         if self._stop.is_set() and next_id <= job.last:
             return fetched, "; ".join(notes), "stopped before the repair finished", holes

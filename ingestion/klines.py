@@ -32,8 +32,8 @@ from typing import Any
 
 import pandas as pd
 
+from formats.wire import KLINE_COLUMNS, ParseError, parse_rest_kline
 from ingestion.config import FeedSettings
-from ingestion.parse import KLINE_COLUMNS, ParseError, parse_rest_kline
 from ingestion.rest import RestClient, RestError
 
 MINUTE_MS = 60_000

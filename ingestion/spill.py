@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from ingestion.parse import ParseError, StreamKind, parse_message
+from formats.wire import ParseError, StreamKind, parse_message
 from storage.records import IdKind, Tick
 
 __all__ = ["restore_spill", "spill_path", "write_spill"]

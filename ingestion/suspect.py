@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ingestion.parse import ParseError, StreamKind, parse_rest_agg_trade, parse_rest_trade
+from formats.wire import ParseError, StreamKind, parse_rest_agg_trade, parse_rest_trade
 from ingestion.rest import RestError
 from storage.records import Tick
 

@@ -414,7 +414,10 @@ class TickWriter:
             self._stored_by_symbol.update(counts)
             self._failing_since = None
         if self._on_commit is not None:
-            self._on_commit(ticks, now)
+            try:
+                self._on_commit(ticks, now)
+            except Exception as exc:  # a monitoring hook must not stop the writer
+                self._note_error(f"on_commit hook failed: {exc!r}")
 
     def _isolate(self, groups: list[list[Tick]], exc: Exception) -> None:
         """Storage refused the batch for a data reason: write symbol by symbol, then halves,

