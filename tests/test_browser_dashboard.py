@@ -259,7 +259,7 @@ def test_three_tabs_of_one_view_all_refresh_keep_their_zoom_and_get_the_toast(da
         start.click()
     charts = [p.locator(".st-key-chart_zscore .js-pd-plot").first for p in pages]
     for chart in charts:
-        expect(chart).to_have_attribute("data-rendered", re.compile(r"\d+"), timeout=90_000)
+        expect(chart).to_have_attribute("data-rendered", re.compile(r"\d+"), timeout=150_000)
 
     # Every tab refreshes: its newest-trade time advances three times.
     stamps = [p.locator(".st-key-last_update code").first for p in pages]
