@@ -17,7 +17,7 @@ import streamlit as st
 
 from service.desk import DashboardService, Source, acquire_service
 from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError
-from ui.guard import db_label, inject_css, panel
+from ui.guard import db_label, fragment_slot, inject_css, panel
 from ui.live import render_live, render_stationarity, show_new_alerts
 from ui.sidebar import render_sidebar
 from ui.state import session_reader
@@ -42,6 +42,16 @@ def get_service(settings_key: str, _settings: AppSettings) -> DashboardService:
     the page with different settings; ``acquire_service`` still allows one service at a time.
     """
     return acquire_service(_settings)
+
+
+def switch_to_sample(service: DashboardService) -> None:
+    """The banner's button: replay the bundled recording, then redraw the whole page.
+
+    A callback, so the switch happens before any script or fragment body runs; ``st.rerun()``
+    in a callback turns the fragment's rerun into one full-app rerun (Streamlit ≥ 1.67).
+    """
+    service.use_replay([str(SAMPLE_RECORDING)], 1.0)
+    st.rerun()
 
 
 def status_strip(service: DashboardService) -> None:
@@ -72,11 +82,14 @@ def status_strip(service: DashboardService) -> None:
             "futures trades) shows the dashboard working offline.",
             icon=":material/wifi_off:",
         )
-        if st.button(
-            "Switch to replay", key="offline_replay", type="primary", icon=":material/play_circle:"
-        ):
-            service.use_replay([str(SAMPLE_RECORDING)], 1.0)
-            st.rerun()
+        st.button(
+            "Switch to replay",
+            key="offline_replay",
+            type="primary",
+            icon=":material/play_circle:",
+            on_click=switch_to_sample,
+            args=(service,),
+        )
     elif status.feed_error:
         st.error(status.feed_error)
 
@@ -84,7 +97,7 @@ def status_strip(service: DashboardService) -> None:
 def main() -> None:
     st.set_page_config(
         page_title="Pairs desk · Binance USD-M",
-        page_icon=":material/monitoring:",
+        page_icon="📈",  # an emoji is drawn locally; a :material/ icon is fetched from Google
         layout="wide",
         initial_sidebar_state="expanded",
     )
@@ -100,16 +113,22 @@ def main() -> None:
     title = f"{params.x} / {params.y}" if params else "Pairs desk"
     st.title(f"{title}" + (f" · {params.tf}" if params else ""))
 
-    # The status strip (offline banner, feed state) needs seconds, not the live panel's pace.
+    # Every fragment sits alone in a slot the full run draws (see ui.guard.fragment_slot), so a
+    # fragment rerun right after a full run can never shift another element's position.
     @st.fragment(run_every=max(2.0, controls.refresh_s))
     def live_strip() -> None:
         with panel("Status"):
             status_strip(service)
 
-    live_strip()
+    with fragment_slot("status"):
+        live_strip()
 
+    # Always drawn (empty while the pair is valid), so the page keeps one shape.
+    problems = st.container(key="pair_problems")
     if params is None:
-        st.error("Fix the pair in the sidebar to see the analytics: " + " ".join(controls.problems))
+        problems.error(
+            "Fix the pair in the sidebar to see the analytics: " + " ".join(controls.problems)
+        )
     tabs = st.tabs(TABS, key="view", bind="query-params")
     live, alerts, bt, multi, health, exp = tabs
     if live.open:
@@ -121,14 +140,16 @@ def main() -> None:
                     with panel("Live panel"):
                         render_live(service, params, controls.price_mode)
 
-                live_panel()
+                with fragment_slot("live"):
+                    live_panel()
 
                 @st.fragment
                 def stationarity_panel() -> None:
                     with panel("Stationarity"):
                         render_stationarity(service, params)
 
-                stationarity_panel()
+                with fragment_slot("stationarity"):
+                    stationarity_panel()
     if alerts.open:
         with alerts, panel("Alerts"):
             render_alerts(service, params)
@@ -147,7 +168,8 @@ def main() -> None:
                 with panel("Feed health"):
                     render_health(service)
 
-            health_panel()
+            with fragment_slot("health"):
+                health_panel()
     if exp.open:
         with exp, panel("Exports"):
             if params is not None:

@@ -39,6 +39,22 @@ def panel(title: str) -> Iterator[None]:
         )
 
 
+def fragment_slot(name: str):
+    """A container, drawn by every full run, that holds exactly one fragment.
+
+    Why: Streamlit (1.67) addresses elements by position. When a fragment rerun starts right
+    after a full run whose messages are not yet flushed (e.g. timer reruns that queued up while
+    a control's callback worked), the server drops that full run's unflushed deltas of the
+    fragment (``ForwardMsgQueue.clear(fragment_ids_this_run=...)``). The browser then ends the
+    full run without the fragment's block, sweeps the old one away and closes the gap: every
+    later sibling moves up one place, the fragment's block lands on its neighbour, and the next
+    delta for a path below the moved sibling fails with "Cannot set a node at a delta path" —
+    the page goes blank and stays blank. Inside its own slot a swept fragment leaves an empty
+    slot behind and nothing else moves.
+    """
+    return st.container(key=f"slot_{name}")
+
+
 def _short(exc: BaseException, limit: int = 200) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return text if len(text) <= limit else text[: limit - 1] + "…"
