@@ -23,6 +23,13 @@ from ui.sidebar import render_sidebar
 from ui.state import session_reader
 from ui.views import render_alerts, render_backtest, render_exports, render_health, render_multi
 
+#: What the page says about a replay: the recording repeats, and how its passes are joined.
+LOOP_NOTE = (
+    "A replay loops: when the recording ends it starts again, each pass with ids and times "
+    "continuing and its prices scaled to continue from the previous pass's last price, so the "
+    "join adds no jump. Statistics across passes repeat the same market; they are not new data."
+)
+
 TABS = ["Live", "Alerts", "Backtest", "Multi-symbol", "Feed health", "Exports"]
 
 
@@ -62,7 +69,7 @@ def status_strip(service: DashboardService) -> None:
     else:
         src = (
             f"Replay · {', '.join(Path(f).name for f in status.replay_files)} "
-            f"at {status.replay_speed:g}×"
+            f"at {status.replay_speed:g}×, looped"
         )
     if status.read_only:
         feed = "read-only"
@@ -71,6 +78,8 @@ def status_strip(service: DashboardService) -> None:
     else:
         feed = "feed running" if status.feed_running else "feed stopped"
     st.caption(f"**{src}** · {feed} · database `{db_label(status.db_path)}`")
+    if status.source == Source.REPLAY:
+        st.caption(LOOP_NOTE)
     with session_reader(status.db_path, status.generation) as lease:
         show_new_alerts(lease)
     if status.read_only:

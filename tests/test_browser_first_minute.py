@@ -1,0 +1,213 @@
+"""The newcomer's first minute in a real browser: offline start, every control, URL, network.
+
+``streamlit run app.py`` with NO ``--replay``, an empty database and the Binance roots pointed
+at a closed local port (so "Binance cannot be reached" happens at once), driven by headless
+Chromium through Playwright. Every page load also records the browser's console errors and
+every request it makes: the page may talk to its own server only.
+
+The blank page of issue 9 ("Cannot set a node at a delta path" after pressing the banner's
+"Switch to replay") appeared in about 1 of 4 tries on the old code; the newcomer test repeats
+the path 10 times, each in a fresh browser session. Polling with deadlines; no fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Generous: 8 engineers share 2 CPU cores; the waits end as soon as the page is ready.
+SLOW_MS = 90_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason=f"no browser: {CHROMIUM} is not installed (Debian package 'chromium')",
+    ),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def offline_dashboard(tmp_path_factory) -> Iterator[str]:
+    """``streamlit run app.py`` with no replay, an empty database and no reachable Binance."""
+    tmp = tmp_path_factory.mktemp("offline")
+    port, closed = _free_port(), _free_port()  # nothing listens on ``closed``
+    env = dict(
+        os.environ,
+        DB_PATH=str(tmp / "live.db"),
+        BINANCE_REST_BASE=f"http://127.0.0.1:{closed}",
+        BINANCE_WS_BASE=f"ws://127.0.0.1:{closed}",
+        UPLOAD_DIR=str(tmp / "uploads"),
+        PYTHONUNBUFFERED="1",
+    )
+    for var in ("DATABASE_URL", "REPLAY_FILES", "FEED_AUTOSTART"):
+        env.pop(var, None)
+    log = open(tmp / "streamlit.log", "wb")  # noqa: SIM115 - closed in the teardown below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "app.py"),
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"streamlit exited: {(tmp / 'streamlit.log').read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(healthy, 60, "the Streamlit server")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@dataclass
+class Watched:
+    """A page with what its browser reported: console errors and requests to other origins."""
+
+    page: object
+    origin: str
+    errors: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+
+    def clean(self, where: str) -> None:
+        """The page is alive: no console error, no request to another origin so far."""
+        assert not self.errors, f"{where}: browser console errors: {self.errors[:3]}"
+        assert not self.foreign, f"{where}: requests to other origins: {self.foreign[:5]}"
+
+
+def open_page(browser, url: str, path: str = "/") -> Watched:
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1200})
+    page = ctx.new_page()
+    w = Watched(page, urlsplit(url).netloc)
+
+    def on_console(msg) -> None:
+        if msg.type == "error":
+            w.errors.append(msg.text.splitlines()[0][:300])
+
+    def on_request(req) -> None:
+        parts = urlsplit(req.url)
+        if parts.scheme in ("data", "blob", "about"):
+            return
+        if parts.netloc != w.origin:
+            w.foreign.append(req.url)
+
+    page.on("console", on_console)
+    page.on("request", on_request)
+    page.on("websocket", lambda ws: on_request(ws))
+    page.goto(url + path)
+    return w
+
+
+def close(w: Watched) -> None:
+    w.page.context.close()
+
+
+def expect_charts(w: Watched, where: str) -> None:
+    """Title and the price chart are on the page (the chart drawn by Plotly)."""
+    from playwright.sync_api import expect
+
+    page = w.page
+    expect(page.get_by_role("heading", level=1)).to_contain_text(
+        "BTCUSDT / ETHUSDT", timeout=SLOW_MS
+    )
+    chart = page.locator(".st-key-chart_price .js-pd-plot").first
+    expect(chart).to_have_attribute("data-rendered", re.compile(r"\d+"), timeout=SLOW_MS)
+    w.clean(where)
+
+
+def use_sidebar_source(w: Watched, name: str) -> None:
+    w.page.locator(".st-key-source_choice").get_by_text(name, exact=True).click()
+
+
+def test_newcomer_offline_switch_to_replay_ten_times(offline_dashboard, browser):
+    """No internet, empty database: the banner appears, its button shows the charts, 10 of 10.
+
+    Each round is a fresh browser session. From the second round on, the sidebar first puts
+    the source back to Live (the feed retries Binance again), so the banner's button is always
+    pressed while the live feed is still starting and the status strip refreshes.
+    """
+    from playwright.sync_api import expect
+
+    for round_no in range(10):
+        w = open_page(browser, offline_dashboard)
+        page = w.page
+        where = f"round {round_no + 1}"
+        if round_no:
+            expect(page.locator(".st-key-source_choice")).to_be_visible(timeout=SLOW_MS)
+            use_sidebar_source(w, "Live")
+        banner = page.get_by_text("Binance cannot be reached")
+        expect(banner).to_be_visible(timeout=SLOW_MS)
+        page.get_by_role("button", name="Switch to replay").click()
+        expect_charts(w, where)
+        expect(page.get_by_text(re.compile(r"Replay · .* looped"))).to_be_visible(timeout=SLOW_MS)
+        w.clean(where)
+        close(w)
