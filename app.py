@@ -17,7 +17,7 @@ import streamlit as st
 
 from service.desk import DashboardService, Source, acquire_service
 from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError
-from ui.guard import db_label, fragment_slot, inject_css, panel
+from ui.guard import db_label, fragment_slot, inject_css, md_escape, panel
 from ui.live import render_live, render_stationarity, show_new_alerts
 from ui.sidebar import render_sidebar
 from ui.state import session_reader
@@ -67,26 +67,24 @@ def status_strip(service: DashboardService) -> None:
     if status.source == Source.LIVE:
         src = "Live · Binance USD-M"
     else:
-        src = (
-            f"Replay · {', '.join(Path(f).name for f in status.replay_files)} "
-            f"at {status.replay_speed:g}×, looped"
-        )
+        names = md_escape(", ".join(Path(f).name for f in status.replay_files))
+        src = f"Replay · {names} at {status.replay_speed:g}×, looped"
     if status.read_only:
         feed = "read-only"
     elif service.feed_starting():
         feed = "feed starting…"
     else:
         feed = "feed running" if status.feed_running else "feed stopped"
-    st.caption(f"**{src}** · {feed} · database `{db_label(status.db_path)}`")
+    st.caption(f"**{src}** · {feed} · database {md_escape(db_label(status.db_path))}")
     if status.source == Source.REPLAY:
         st.caption(LOOP_NOTE)
     with session_reader(status.db_path, status.generation) as lease:
         show_new_alerts(lease)
     if status.read_only:
-        st.info(status.read_only, icon=":material/lock:")
+        st.info(md_escape(status.read_only), icon=":material/lock:")
     if status.source == Source.LIVE and status.probe.ok is False:
         st.warning(
-            f"**Binance cannot be reached from this machine** ({status.probe.detail}). "
+            f"**Binance cannot be reached from this machine** ({md_escape(status.probe.detail)}). "
             "No live data will arrive. The bundled real recording (BTCUSDT + ETHUSDT "
             "futures trades) shows the dashboard working offline.",
             icon=":material/wifi_off:",
@@ -100,7 +98,7 @@ def status_strip(service: DashboardService) -> None:
             args=(service,),
         )
     elif status.feed_error:
-        st.error(status.feed_error)
+        st.error(md_escape(status.feed_error))
 
 
 def main() -> None:
@@ -114,7 +112,7 @@ def main() -> None:
     try:
         settings = AppSettings.load(_argv())
     except SettingsError as exc:
-        st.error(f"Cannot start: {exc}")
+        st.error(f"Cannot start: {md_escape(str(exc))}")
         st.stop()
     service = get_service(repr(settings), settings)
     controls = render_sidebar(service, settings)
@@ -132,11 +130,14 @@ def main() -> None:
     with fragment_slot("status"):
         live_strip()
 
-    # Always drawn (empty while the pair is valid), so the page keeps one shape.
-    problems = st.container(key="pair_problems")
+    # Always drawn (empty while all is well), so the page keeps one shape.
+    notes = st.container(key="page_notes")
+    for note in controls.notes:
+        notes.warning(md_escape(note), icon=":material/link:")
     if params is None:
-        problems.error(
-            "Fix the pair in the sidebar to see the analytics: " + " ".join(controls.problems)
+        notes.error(
+            "Fix the pair in the sidebar to see the analytics: "
+            + md_escape(" ".join(controls.problems))
         )
     tabs = st.tabs(TABS, key="view", bind="query-params")
     live, alerts, bt, multi, health, exp = tabs

@@ -82,6 +82,9 @@ class AppSettings:
     max_upload_mb : largest recording a user may upload, in MB (``MAX_UPLOAD_MB``; default 50).
     upload_dir : where uploaded recordings are kept while replayed (``UPLOAD_DIR``; default a
         folder in the system temp directory).
+    replay_dirs : further folders whose recordings a path typed in the page may replay
+        (``REPLAY_DIRS``, separated by ``os.pathsep``); the bundled samples folder and
+        ``upload_dir`` are always allowed, nothing else on the server is.
     """
 
     db_path: str = "data.db"
@@ -96,6 +99,7 @@ class AppSettings:
     probe_timeout_s: float = 3.0
     max_upload_mb: float = 50.0
     upload_dir: str = "uploads"
+    replay_dirs: tuple[str, ...] = ()
 
     @property
     def start_in_replay(self) -> bool:
@@ -145,4 +149,7 @@ class AppSettings:
             max_upload_mb=_positive("MAX_UPLOAD_MB", env.get("MAX_UPLOAD_MB") or 50.0),
             upload_dir=env.get("UPLOAD_DIR")
             or str(Path(tempfile.gettempdir()) / "pairs-desk-uploads"),
+            replay_dirs=tuple(
+                d for d in (env.get("REPLAY_DIRS") or "").split(os.pathsep) if d.strip()
+            ),
         )

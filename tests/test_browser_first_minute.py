@@ -211,3 +211,124 @@ def test_newcomer_offline_switch_to_replay_ten_times(offline_dashboard, browser)
         expect(page.get_by_text(re.compile(r"Replay · .* looped"))).to_be_visible(timeout=SLOW_MS)
         w.clean(where)
         close(w)
+
+
+def _title(w: Watched, text: str = "BTCUSDT / ETHUSDT") -> None:
+    from playwright.sync_api import expect
+
+    expect(w.page.get_by_role("heading", level=1)).to_contain_text(text, timeout=SLOW_MS)
+
+
+def _choose(w: Watched, key: str, option: str) -> None:
+    """Pick ``option`` of the selectbox with widget key ``key``."""
+    w.page.locator(f".st-key-{key}").click()
+    w.page.get_by_role("option", name=option, exact=True).click()
+
+
+def _segment(w: Watched, key: str, option: str) -> None:
+    w.page.locator(f".st-key-{key}").get_by_text(option, exact=True).click()
+
+
+def _type(w: Watched, key: str, text: str) -> None:
+    box = w.page.locator(f".st-key-{key} input")
+    box.fill(text)
+    box.press("Enter")
+
+
+def test_every_control_is_safe_while_the_live_panel_refreshes(offline_dashboard, browser):
+    """Each control, pressed while the live panel redraws twice a second: title, charts, no
+    console error, no request to another origin — after every single step."""
+    from playwright.sync_api import expect
+
+    w = open_page(browser, offline_dashboard, "/?window=10&refresh=0.5")
+    page = w.page
+    expect(page.locator(".st-key-source_choice")).to_be_visible(timeout=SLOW_MS)
+    if page.get_by_text("Binance cannot be reached").count():
+        page.get_by_role("button", name="Switch to replay").click()
+    _segment(w, "source_choice", "Replay")  # a no-op when already replaying
+    expect_charts(w, "replay running")
+    text = page.get_by_text
+
+    steps = [
+        ("timeframe 1m", lambda: _segment(w, "tf", "1m"), lambda: _title(w, "· 1m")),
+        ("timeframe 1s", lambda: _segment(w, "tf", "1s"), lambda: expect_charts(w, "1s")),
+        ("method Kalman", lambda: _choose(w, "method", "Kalman"), lambda: expect_charts(w, "k")),
+        (
+            "X equal to Y",
+            lambda: _type(w, "x", "ETHUSDT"),
+            lambda: expect(text("X and Y are both ETHUSDT").first).to_be_visible(timeout=SLOW_MS),
+        ),
+        ("X back", lambda: _type(w, "x", "BTCUSDT"), lambda: expect_charts(w, "pair back")),
+        (
+            "stop feed",
+            lambda: page.get_by_role("button", name="Stop feed").click(),
+            lambda: expect(text("feed stopped").first).to_be_visible(timeout=SLOW_MS),
+        ),
+        (
+            "start feed",
+            lambda: page.get_by_role("button", name="Start feed").click(),
+            lambda: expect(text("feed running").first).to_be_visible(timeout=SLOW_MS),
+        ),
+        (
+            "stationarity",
+            lambda: page.get_by_role("button", name="Run ADF / Engle–Granger").click(),
+            lambda: expect(
+                text(re.compile("Engle–Granger p|Stationarity tests: waiting")).first
+            ).to_be_visible(timeout=SLOW_MS),
+        ),
+        (
+            "tab Alerts",
+            lambda: page.get_by_role("tab", name="Alerts").click(),
+            lambda: expect(page.get_by_role("button", name="Add rule")).to_be_visible(
+                timeout=SLOW_MS
+            ),
+        ),
+        (
+            "add rule",
+            lambda: page.get_by_role("button", name="Add rule").click(),
+            lambda: expect(text(re.compile(r"Rule \d+ added"))).to_be_visible(timeout=SLOW_MS),
+        ),
+        (
+            "disable rule",
+            lambda: page.get_by_role("button", name="Disable").click(),
+            lambda: expect(page.get_by_role("button", name="Enable")).to_be_visible(
+                timeout=SLOW_MS
+            ),
+        ),
+        (
+            "delete rule",
+            lambda: page.get_by_role("button", name="Delete").click(),
+            lambda: expect(text("No rules yet").first).to_be_visible(timeout=SLOW_MS),
+        ),
+        (
+            "tab Feed health",
+            lambda: page.get_by_role("tab", name="Feed health").click(),
+            lambda: expect(text("Gaps found in the id sequences")).to_be_visible(timeout=SLOW_MS),
+        ),
+        (
+            "tab Live",
+            lambda: page.get_by_role("tab", name="Live").click(),
+            lambda: expect_charts(w, "tab live"),
+        ),
+        (
+            "source Live",
+            lambda: _segment(w, "source_choice", "Live"),
+            lambda: expect(text("Binance cannot be reached")).to_be_visible(timeout=SLOW_MS),
+        ),
+        (
+            "banner switch",
+            lambda: page.get_by_role("button", name="Switch to replay").click(),
+            lambda: expect_charts(w, "banner"),
+        ),
+        (
+            "source Live and straight back to Replay",
+            lambda: (_segment(w, "source_choice", "Live"), _segment(w, "source_choice", "Replay")),
+            lambda: expect_charts(w, "back"),
+        ),
+    ]
+    for name, act, settled in steps:
+        act()
+        settled()
+        _title(w, "Pairs desk" if name == "X equal to Y" else "/")
+        w.clean(name)
+    close(w)

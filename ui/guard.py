@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,13 +29,13 @@ def panel(title: str) -> Iterator[None]:
     try:
         yield
     except UnknownSymbolError as exc:
-        st.info(f"{title}: waiting for data — {exc}.")
+        st.info(f"{title}: waiting for data — {md_escape(str(exc))}.")
     except (StorageError, ValueError) as exc:
-        st.error(f"{title}: {exc}")
+        st.error(f"{title}: {md_escape(str(exc))}")
     except Exception as exc:  # broad on purpose: the boundary: one panel fails, the page lives
         log.exception("panel %r failed", title)
         st.error(
-            f"{title} could not be shown ({type(exc).__name__}: {_short(exc)}). "
+            f"{title} could not be shown ({type(exc).__name__}: {md_escape(_short(exc))}). "
             "The rest of the page is unaffected; details are in the server log."
         )
 
@@ -53,6 +54,27 @@ def fragment_slot(name: str):
     slot behind and nothing else moves.
     """
     return st.container(key=f"slot_{name}")
+
+
+#: Characters that open Markdown (or Streamlit's ``:icon:``, ``:red[…]`` and ``$math$``)
+#: anywhere in a line; the rest of ASCII punctuation only matters at a line's start.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>!:$~|#{}&])")
+_MD_LEADING = re.compile(r"^(\d*)([-+=>.)])")
+_MD_WWW = re.compile(r"(?i)(www)\.")  # a bare www. address would become a link
+
+
+def md_escape(text: str) -> str:
+    """``text`` shown literally by Streamlit's Markdown, on one line.
+
+    For any text a user or a file supplied (symbols, file names, URL values, rule names,
+    error messages quoting them): every character that could open a link, an image, HTML, a
+    ``:material/…:`` icon, a ``:red[…]`` colour or a ``$…$`` formula is backslash-escaped
+    (CommonMark), a bare ``www.`` address is broken, and line breaks become spaces.
+    """
+    flat = " ".join(str(text).split())
+    out = _MD_SPECIAL.sub(r"\\\1", flat)
+    out = _MD_WWW.sub(r"\1\\.", out)
+    return _MD_LEADING.sub(r"\1\\\2", out)
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
