@@ -87,6 +87,8 @@ def offline_dashboard(tmp_path_factory) -> Iterator[str]:
             "true",
             "--server.address",
             "127.0.0.1",
+            "--server.fileWatcherType",
+            "none",  # an edit in the worktree must not reload the page under test
         ],
         cwd=ROOT,
         env=env,
@@ -188,6 +190,7 @@ def use_sidebar_source(w: Watched, name: str) -> None:
     w.page.locator(".st-key-source_choice").get_by_text(name, exact=True).click()
 
 
+@pytest.mark.timeout(900)  # ~1 min on an idle machine; generous for a shared one
 def test_newcomer_offline_switch_to_replay_ten_times(offline_dashboard, browser):
     """No internet, empty database: the banner appears, its button shows the charts, 10 of 10.
 
@@ -211,6 +214,7 @@ def test_newcomer_offline_switch_to_replay_ten_times(offline_dashboard, browser)
         expect(page.get_by_text(re.compile(r"Replay · .* looped"))).to_be_visible(timeout=SLOW_MS)
         w.clean(where)
         close(w)
+        print(f"{where}: charts after the banner's button, no console error", flush=True)
 
 
 def _title(w: Watched, text: str = "BTCUSDT / ETHUSDT") -> None:
@@ -235,6 +239,7 @@ def _type(w: Watched, key: str, text: str) -> None:
     box.press("Enter")
 
 
+@pytest.mark.timeout(900)
 def test_every_control_is_safe_while_the_live_panel_refreshes(offline_dashboard, browser):
     """Each control, pressed while the live panel redraws twice a second: title, charts, no
     console error, no request to another origin — after every single step."""
@@ -331,4 +336,25 @@ def test_every_control_is_safe_while_the_live_panel_refreshes(offline_dashboard,
         settled()
         _title(w, "Pairs desk" if name == "X equal to Y" else "/")
         w.clean(name)
+    close(w)
+
+
+def test_hostile_url_text_is_shown_as_text_and_fetches_nothing(offline_dashboard, browser):
+    """``?x=[Click](https://ev.il)`` is no link, ``?y=![](http://host/a.png)`` loads no image,
+    and the URL's unusable values get their notes."""
+    from playwright.sync_api import expect
+
+    w = open_page(
+        browser,
+        offline_dashboard,
+        "/?x=[Click](https://ev.il)&y=![](http://host/a.png)&method=kalman&window=99999999",
+    )
+    page = w.page
+    expect(page.get_by_text("URL parameter method='kalman'")).to_be_visible(timeout=SLOW_MS)
+    expect(page.get_by_text("window='99999999' is above the maximum; using 1000")).to_be_visible()
+    expect(page.get_by_text("[Click](https://ev.il)").first).to_be_visible(timeout=SLOW_MS)
+    expect(page.locator('a[href*="ev.il"]')).to_have_count(0)
+    expect(page.locator('img[src*="host"]')).to_have_count(0)
+    _title(w, "Pairs desk")
+    w.clean("hostile URL")
     close(w)
