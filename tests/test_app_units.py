@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from tests.conftest import wait_for
 
 from service import exports
 from service.alerts import AlertMonitor, Rule, RuleState, evaluate, validate_rule
@@ -23,6 +20,7 @@ from service.desk import DashboardService, Source, acquire_service
 from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError, replay_db_path
 from storage import IdKind, Reader, StorageError, Tick, Writer
 from storage.__main__ import import_file
+from tests.conftest import wait_for
 from ui import charts
 from ui.sidebar import check_recording_path, save_upload
 
@@ -344,7 +342,7 @@ def test_uploads_are_size_limited_and_validated(tmp_path):
         AppSettings(upload_dir=str(tmp_path / "up")),
     )
     assert Path(saved).parent == tmp_path / "up" and Path(saved).name == "passwd_sample.gz"
-    with pytest.raises(ValueError, match="missing.gz cannot be replayed"):
+    with pytest.raises(ValueError, match=r"missing\.gz cannot be replayed"):
         check_recording_path(str(tmp_path / "up" / "missing.gz"), s)  # one message for all
 
 
