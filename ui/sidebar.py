@@ -57,6 +57,7 @@ URL_SPECS = {
 }
 _URL_NOTES = "_url_notes"
 _UPLOADS = "_checked_uploads"
+_REPLAY_ERROR = "_replay_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,20 +168,28 @@ def _replay_controls(service: DashboardService, settings: AppSettings) -> None:
                     path = check_recording_path(raw, settings)
                 except ValueError as exc:
                     st.error(md_escape(str(exc)))
-        if st.button(
+        st.button(
             "Start this replay",
             key="replay_go",
             icon=":material/replay:",
             disabled=path is None,
             width="stretch",
-        ):
-            try:
-                validate_recording(path)
-            except ValueError as exc:
-                st.error(md_escape(str(exc)))
-            else:
-                service.use_replay([path], speed)
-                st.rerun()
+            on_click=_start_replay,
+            args=(service, path, speed),
+        )
+        error = st.session_state.pop(_REPLAY_ERROR, None)
+        if error:
+            st.error(md_escape(error))
+
+
+def _start_replay(service: DashboardService, path: str | None, speed: float) -> None:
+    """The "Start this replay" button (a callback: it acts before the page reruns)."""
+    try:
+        validate_recording(path)
+    except ValueError as exc:
+        st.session_state[_REPLAY_ERROR] = str(exc)
+    else:
+        service.use_replay([path], speed)
 
 
 def url_notes() -> tuple[str, ...]:

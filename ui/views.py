@@ -170,12 +170,17 @@ def _rules_table(service: DashboardService, rules_df: pd.DataFrame, read_only: b
         format_func=lambda i: f"{i}: {labels[i]}",
     )
     current = next(r for r in rules if r.rule_id == rid)
-    if c2.button("Disable" if current.enabled else "Enable", key="rule_toggle", width="stretch"):
-        service.set_rule_enabled(rid, not current.enabled)
-        st.rerun()
-    if c3.button("Delete", key="rule_delete", width="stretch"):
-        service.delete_rule(rid)
-        st.rerun()
+    # Callbacks: the change is made before the page reruns, so the table is already current.
+    c2.button(
+        "Disable" if current.enabled else "Enable",
+        key="rule_toggle",
+        width="stretch",
+        on_click=service.set_rule_enabled,
+        args=(rid, not current.enabled),
+    )
+    c3.button(
+        "Delete", key="rule_delete", width="stretch", on_click=service.delete_rule, args=(rid,)
+    )
 
 
 # ------------------------------------------------------------------------- backtest
