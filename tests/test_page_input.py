@@ -71,7 +71,7 @@ def test_user_text_is_never_markdown():
     assert errors, "an invalid symbol must be refused with a message"
     for e in errors:
         assert "[" not in e.replace("\\[", ""), e  # every bracket escaped: no link, no image
-    assert any("\\[Click\\](https\\://ev.il)" in e for e in errors), errors
+    assert any("\\[Click\\](https\\:\u200b//ev.il)" in e for e in errors), errors
 
 
 def test_md_escape_leaves_no_markdown():
@@ -79,7 +79,8 @@ def test_md_escape_leaves_no_markdown():
         "\\[a\\](b) \\!\\[\\](c) \\<b\\>x\\</b\\> \\:red\\[y\\] \\$z\\$"
     )
     assert md_escape("- item") == "\\- item" and md_escape("12. x") == "12\\. x"
-    assert md_escape("see www.ev.il") == "see www\\.ev.il"
+    # GFM links bare addresses even when escaped: a zero-width space splits them.
+    assert md_escape("see www.ev.il or a@b.co") == "see www\u200b.ev.il or a\u200b@b.co"
     assert "\n" not in md_escape("one\ntwo")
 
 

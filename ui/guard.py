@@ -60,7 +60,10 @@ def fragment_slot(name: str):
 #: anywhere in a line; the rest of ASCII punctuation only matters at a line's start.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>!:$~|#{}&])")
 _MD_LEADING = re.compile(r"^(\d*)([-+=>.)])")
-_MD_WWW = re.compile(r"(?i)(www)\.")  # a bare www. address would become a link
+#: Bare addresses GFM turns into links whatever is escaped (``https://…``, ``www.…``,
+#: ``name@host``): a zero-width space splits them.
+_MD_AUTOLINK = re.compile(r"(?i)(://|www\.|@)")
+_ZWSP = "\u200b"
 
 
 def md_escape(text: str) -> str:
@@ -69,12 +72,19 @@ def md_escape(text: str) -> str:
     For any text a user or a file supplied (symbols, file names, URL values, rule names,
     error messages quoting them): every character that could open a link, an image, HTML, a
     ``:material/…:`` icon, a ``:red[…]`` colour or a ``$…$`` formula is backslash-escaped
-    (CommonMark), a bare ``www.`` address is broken, and line breaks become spaces.
+    (CommonMark); bare web and mail addresses, which GFM links even when escaped, get a
+    zero-width space after ``https:``, after ``www`` and before ``@``; line breaks become spaces.
     """
     flat = " ".join(str(text).split())
+    flat = _MD_AUTOLINK.sub(lambda m: _split(m.group(1)), flat)
     out = _MD_SPECIAL.sub(r"\\\1", flat)
-    out = _MD_WWW.sub(r"\1\\.", out)
     return _MD_LEADING.sub(r"\1\\\2", out)
+
+
+def _split(found: str) -> str:
+    if found == "@":
+        return _ZWSP + "@"
+    return found[:-1] + _ZWSP + found[-1] if found.endswith(".") else found[:1] + _ZWSP + found[1:]
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
