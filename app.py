@@ -20,7 +20,7 @@ from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError
 from ui.guard import db_label, fragment_slot, inject_css, md_escape, panel
 from ui.live import render_live, render_stationarity, show_new_alerts
 from ui.sidebar import render_sidebar
-from ui.state import session_reader
+from ui.state import page_views
 from ui.views import render_alerts, render_backtest, render_exports, render_health, render_multi
 
 #: What the page says about a replay: the recording repeats, and how its passes are joined.
@@ -30,7 +30,7 @@ LOOP_NOTE = (
     "join adds no jump. Statistics across passes repeat the same market; they are not new data."
 )
 
-TABS = ["Live", "Alerts", "Backtest", "Multi-symbol", "Feed health", "Exports"]
+TABS = ["Live", "Alerts", "Backtest", "Multi-symbol", "Scan", "Feed health", "Exports"]
 
 
 def _argv() -> list[str]:
@@ -78,8 +78,8 @@ def status_strip(service: DashboardService) -> None:
     st.caption(f"**{src}** · {feed} · database {md_escape(db_label(status.db_path))}")
     if status.source == Source.REPLAY:
         st.caption(LOOP_NOTE)
-    with session_reader(status.db_path, status.generation) as lease:
-        show_new_alerts(lease)
+    views = page_views(service.views, service.settings.shared_views)
+    show_new_alerts(views.alerts(status.db_path, status.generation))
     if status.read_only:
         st.info(md_escape(status.read_only), icon=":material/lock:")
     if status.source == Source.LIVE and status.probe.ok is False:
@@ -140,7 +140,7 @@ def main() -> None:
             + md_escape(" ".join(controls.problems))
         )
     tabs = st.tabs(TABS, key="view", bind="query-params")
-    live, alerts, bt, multi, health, exp = tabs
+    live, alerts, bt, multi, scan, health, exp = tabs
     if live.open:
         with live:
             if params is not None:
@@ -170,6 +170,11 @@ def main() -> None:
     if multi.open:
         with multi, panel("Multi-symbol"):
             render_multi(service, params, params.tf if params else "1m")
+    if scan.open:
+        from ui.scan import render_scan
+
+        with scan, panel("Scan"):
+            render_scan(service)
     if health.open:
         with health:
 

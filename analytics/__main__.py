@@ -7,6 +7,8 @@ This is the app layer of ``analytics``: the only module here that imports ``stor
     python -m analytics backtest --db PATH --x SYM --y SYM --tf 1m --window 500
                         [--entry 2] [--exit 0] [--stop 4] [--fee 0.0005] [--out FILE.csv]
     python -m analytics scan --db PATH --symbols A B C --tf 1m --window 500 [--out FILE.csv]
+    python -m analytics universe --db PATH --tf 5m [--symbols all|A,B,...] [--lookback BARS]
+                        [--lags K] [--top N] [--out FILE.csv]   (see analytics/universe.py)
 
 Each prints a JSON summary on stdout; ``--out`` writes the per-bar (or per-pair) table as
 CSV with ISO-8601 UTC times and empty cells where a value is undefined. Any error is one
@@ -31,6 +33,7 @@ from analytics.backtest import backtest
 from analytics.multi import correlation_matrix, scan_pairs
 from analytics.pairs import METHODS, PairAnalytics, compute_pair_frame
 from analytics.stationarity import stationarity
+from config import DB_FLAG_HELP, resolve_db
 
 
 class _UsageError(Exception):
@@ -84,7 +87,10 @@ def _clean(obj: Any) -> Any:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--db", required=True, help="SQLite file or postgresql:// URL written by storage"
+        "--db",
+        type=resolve_db,
+        default=resolve_db(None),
+        help=DB_FLAG_HELP,
     )
     p.add_argument("--tf", required=True, choices=("1s", "1m", "5m"), help="bar timeframe")
     p.add_argument("--window", required=True, type=int, help="rolling window, in bars")
@@ -367,7 +373,9 @@ def _storage_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 error)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    commands = {"backtest": _backtest, "scan": _scan}
+    from analytics.universe import universe_command
+
+    commands = {"backtest": _backtest, "scan": _scan, "universe": universe_command}
     try:
         command = commands.get(args[0]) if args else None
         out = command(args[1:]) if command else _summary(args)

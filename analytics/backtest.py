@@ -199,133 +199,214 @@ def backtest(
     known when deciding).
     """
     xa, ya = pair_arrays(x, y, min_len=1)
-    n = xa.size
-    z = as_series("zscore", zscore)
-    b = as_series("beta", beta)
-    if z.size != n or b.size != n:
-        raise ValueError(f"zscore and beta must have {n} bars like the prices")
-    if np.isinf(z).any() or np.isinf(b).any():
-        raise ValueError("zscore and beta must not be infinite (NaN marks undefined bars)")
-    entry_f = _threshold("entry_z", entry_z, allow_zero=False)
-    exit_f = _threshold("exit_z", exit_z)
-    stop_f = _threshold("stop_z", stop_z, allow_zero=False)
-    fee = _threshold("fee_rate", fee_rate)
-    if exit_f >= entry_f:
-        raise ValueError(f"exit_z ({exit_f}) must be below entry_z ({entry_f})")
-    if stop_f is not None and stop_f <= entry_f:
-        raise ValueError(f"stop_z ({stop_f}) must be above entry_z ({entry_f})")
+    rules = _Rules.checked(
+        xa, ya, zscore, beta, entry_z, exit_z, stop_z, fee_rate, min_quote_volume, min_trades
+    )
+    liquidity = _Liquidity.checked(xa, ya, volume_x, volume_y, trades_x, trades_y, rules)
     if bar_seconds is not None and not (math.isfinite(bar_seconds) and bar_seconds > 0):
         raise ValueError(f"bar_seconds must be positive, got {bar_seconds!r}")
-    vx = _optional("volume_x", volume_x, n)
-    vy = _optional("volume_y", volume_y, n)
-    tx = _optional("trades_x", trades_x, n)
-    ty = _optional("trades_y", trades_y, n)
-    min_qv = _threshold("min_quote_volume", min_quote_volume)
-    min_tr = _threshold("min_trades", min_trades)
-    if min_qv is not None and (vx is None or vy is None):
-        raise ValueError("min_quote_volume needs volume_x and volume_y")
-    if min_tr is not None and (tx is None or ty is None):
-        raise ValueError("min_trades needs trades_x and trades_y")
-
-    def liquid(t: int) -> bool:
-        if min_qv is not None and min(xa[t] * vx[t], ya[t] * vy[t]) < min_qv:
-            return False
-        return not (min_tr is not None and min(tx[t], ty[t]) < min_tr)
-
-    equity = np.zeros(n)
-    position = np.zeros(n)
-    trades: list[Trade] = []
-    realised = 0.0
-    fees_paid = 0.0
-    skipped = 0
-    side = 0  # +1 long spread, −1 short, 0 flat
+    book = _Book(xa, ya, rules.fee)
+    n = xa.size
     pending: tuple[str, int, float, str] | None = None  # (action, signal bar, beta, reason)
     blocked = 0  # side not to re-enter after a stop until |z| < entry
-    open_trade: dict | None = None
+    skipped = 0
     for t in range(n):
         if pending is not None:
-            action, sig, beta_sig, reason = pending
+            book.fill(t, *pending)
             pending = None
-            if action == "enter_long" or action == "enter_short":
-                side = 1 if action == "enter_long" else -1
-                qx, qy = float(side), -side * beta_sig
-                f = fee * (abs(qx) * xa[t] + abs(qy) * ya[t])
-                fees_paid += f
-                open_trade = {
-                    "side": "long" if side > 0 else "short",
-                    "signal_bar": sig,
-                    "entry_bar": t,
-                    "beta": beta_sig,
-                    "qty_x": qx,
-                    "qty_y": qy,
-                    "entry_x": float(xa[t]),
-                    "entry_y": float(ya[t]),
-                    "fees": f,
-                }
-            else:
-                ot = open_trade
-                gross = ot["qty_x"] * (xa[t] - ot["entry_x"])
-                gross += ot["qty_y"] * (ya[t] - ot["entry_y"])
-                f = fee * (abs(ot["qty_x"]) * xa[t] + abs(ot["qty_y"]) * ya[t])
-                fees_paid += f
-                realised += gross
-                total_fees = ot["fees"] + f
-                trades.append(
-                    Trade(
-                        **ot | {"fees": total_fees},
-                        exit_bar=t,
-                        exit_x=float(xa[t]),
-                        exit_y=float(ya[t]),
-                        gross_pnl=float(gross),
-                        pnl=float(gross - total_fees),
-                        exit_reason=reason,
-                    )
-                )
-                open_trade = None
-                side = 0
-        unreal = 0.0
-        if open_trade is not None:
-            unreal = open_trade["qty_x"] * (xa[t] - open_trade["entry_x"]) + open_trade["qty_y"] * (
-                ya[t] - open_trade["entry_y"]
-            )
-        equity[t] = realised + unreal - fees_paid
-        position[t] = side
-        zt = z[t]
+        book.mark(t)
+        zt = rules.z[t]
         if t + 1 >= n or math.isnan(zt):
             continue
-        if blocked and abs(zt) < entry_f:
+        if blocked and abs(zt) < rules.entry:
             blocked = 0
+        pending, blocked, skip = rules.decide(t, book.side, blocked, liquidity)
+        skipped += skip
+    book.close_open()
+    return _result(book, skipped, bar_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """The validated thresholds and signals of one backtest (see :func:`backtest`)."""
+
+    z: np.ndarray
+    beta: np.ndarray
+    entry: float
+    exit: float
+    stop: float | None
+    fee: float
+    min_quote_volume: float | None
+    min_trades: float | None
+
+    @classmethod
+    def checked(
+        cls, xa, ya, zscore, beta, entry_z, exit_z, stop_z, fee_rate, min_qv, min_tr
+    ) -> _Rules:
+        n = xa.size
+        z = as_series("zscore", zscore)
+        b = as_series("beta", beta)
+        if z.size != n or b.size != n:
+            raise ValueError(f"zscore and beta must have {n} bars like the prices")
+        if np.isinf(z).any() or np.isinf(b).any():
+            raise ValueError("zscore and beta must not be infinite (NaN marks undefined bars)")
+        entry_f = _threshold("entry_z", entry_z, allow_zero=False)
+        exit_f = _threshold("exit_z", exit_z)
+        stop_f = _threshold("stop_z", stop_z, allow_zero=False)
+        fee = _threshold("fee_rate", fee_rate)
+        if exit_f >= entry_f:
+            raise ValueError(f"exit_z ({exit_f}) must be below entry_z ({entry_f})")
+        if stop_f is not None and stop_f <= entry_f:
+            raise ValueError(f"stop_z ({stop_f}) must be above entry_z ({entry_f})")
+        return cls(
+            z,
+            b,
+            entry_f,
+            exit_f,
+            stop_f,
+            fee,
+            _threshold("min_quote_volume", min_qv),
+            _threshold("min_trades", min_tr),
+        )
+
+    def decide(self, t: int, side: int, blocked: int, liquidity: _Liquidity):
+        """What bar ``t``'s close asks for: ``(pending action or None, blocked, skipped 0/1)``."""
+        zt = self.z[t]
         if side == 0:
-            want = -1 if zt > entry_f else (1 if zt < -entry_f else 0)
-            if want and want != blocked and math.isfinite(b[t]):
-                if liquid(t):
-                    pending = ("enter_long" if want > 0 else "enter_short", t, float(b[t]), "")
-                else:
-                    skipped += 1
-        elif side < 0:
-            if stop_f is not None and zt > stop_f:
-                pending, blocked = ("exit", t, 0.0, "stop"), -1
-            elif zt <= exit_f:
-                pending = ("exit", t, 0.0, "revert")
-        else:
-            if stop_f is not None and zt < -stop_f:
-                pending, blocked = ("exit", t, 0.0, "stop"), 1
-            elif zt >= -exit_f:
-                pending = ("exit", t, 0.0, "revert")
-    if open_trade is not None:
-        ot = open_trade
-        gross = ot["qty_x"] * (xa[-1] - ot["entry_x"]) + ot["qty_y"] * (ya[-1] - ot["entry_y"])
-        trades.append(
+            want = -1 if zt > self.entry else (1 if zt < -self.entry else 0)
+            if want and want != blocked and math.isfinite(self.beta[t]):
+                if not liquidity.ok(t):
+                    return None, blocked, 1
+                action = "enter_long" if want > 0 else "enter_short"
+                return (action, t, float(self.beta[t]), ""), blocked, 0
+            return None, blocked, 0
+        # side < 0 is short the spread: stopped out above +stop, reverted at or below exit_z.
+        stopped = self.stop is not None and (zt > self.stop if side < 0 else zt < -self.stop)
+        if stopped:
+            return ("exit", t, 0.0, "stop"), side, 0
+        if (zt <= self.exit) if side < 0 else (zt >= -self.exit):
+            return ("exit", t, 0.0, "revert"), blocked, 0
+        return None, blocked, 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Liquidity:
+    """The liquidity filter: read on the signal bar (what is known when deciding)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    vx: np.ndarray | None
+    vy: np.ndarray | None
+    tx: np.ndarray | None
+    ty: np.ndarray | None
+    min_quote_volume: float | None
+    min_trades: float | None
+
+    @classmethod
+    def checked(cls, xa, ya, volume_x, volume_y, trades_x, trades_y, rules: _Rules) -> _Liquidity:
+        n = xa.size
+        vx = _optional("volume_x", volume_x, n)
+        vy = _optional("volume_y", volume_y, n)
+        tx = _optional("trades_x", trades_x, n)
+        ty = _optional("trades_y", trades_y, n)
+        if rules.min_quote_volume is not None and (vx is None or vy is None):
+            raise ValueError("min_quote_volume needs volume_x and volume_y")
+        if rules.min_trades is not None and (tx is None or ty is None):
+            raise ValueError("min_trades needs trades_x and trades_y")
+        return cls(xa, ya, vx, vy, tx, ty, rules.min_quote_volume, rules.min_trades)
+
+    def ok(self, t: int) -> bool:
+        qv = self.min_quote_volume
+        if qv is not None and min(self.x[t] * self.vx[t], self.y[t] * self.vy[t]) < qv:
+            return False
+        return not (self.min_trades is not None and min(self.tx[t], self.ty[t]) < self.min_trades)
+
+
+class _Book:
+    """Positions, fills at closes, fees and equity of one backtest."""
+
+    def __init__(self, xa: np.ndarray, ya: np.ndarray, fee: float):
+        self.x, self.y, self.fee = xa, ya, fee
+        self.equity = np.zeros(xa.size)
+        self.position = np.zeros(xa.size)
+        self.trades: list[Trade] = []
+        self.realised = 0.0
+        self.fees_paid = 0.0
+        self.side = 0  # +1 long spread, −1 short, 0 flat
+        self.open: dict | None = None
+
+    def _gross(self, t: int) -> float:
+        ot = self.open
+        return ot["qty_x"] * (self.x[t] - ot["entry_x"]) + ot["qty_y"] * (self.y[t] - ot["entry_y"])
+
+    def fill(self, t: int, action: str, sig: int, beta_sig: float, reason: str) -> None:
+        """Fill an action decided at bar ``sig`` at bar ``t``'s close."""
+        xt, yt = self.x[t], self.y[t]
+        if action in ("enter_long", "enter_short"):
+            self.side = 1 if action == "enter_long" else -1
+            qx, qy = float(self.side), -self.side * beta_sig
+            f = self.fee * (abs(qx) * xt + abs(qy) * yt)
+            self.fees_paid += f
+            self.open = {
+                "side": "long" if self.side > 0 else "short",
+                "signal_bar": sig,
+                "entry_bar": t,
+                "beta": beta_sig,
+                "qty_x": qx,
+                "qty_y": qy,
+                "entry_x": float(xt),
+                "entry_y": float(yt),
+                "fees": f,
+            }
+            return
+        ot = self.open
+        gross = ot["qty_x"] * (xt - ot["entry_x"])
+        gross += ot["qty_y"] * (yt - ot["entry_y"])
+        f = self.fee * (abs(ot["qty_x"]) * xt + abs(ot["qty_y"]) * yt)
+        self.fees_paid += f
+        self.realised += gross
+        total_fees = ot["fees"] + f
+        self.trades.append(
+            Trade(
+                **ot | {"fees": total_fees},
+                exit_bar=t,
+                exit_x=float(xt),
+                exit_y=float(yt),
+                gross_pnl=float(gross),
+                pnl=float(gross - total_fees),
+                exit_reason=reason,
+            )
+        )
+        self.open = None
+        self.side = 0
+
+    def mark(self, t: int) -> None:
+        """Equity and position after bar ``t``'s close (an open trade at mark-to-market)."""
+        unreal = self._gross(t) if self.open is not None else 0.0
+        self.equity[t] = self.realised + unreal - self.fees_paid
+        self.position[t] = self.side
+
+    def close_open(self) -> None:
+        """Report a trade still open at the end at the last closes, without exit fee."""
+        if self.open is None:
+            return
+        ot = self.open
+        gross = self._gross(-1)
+        self.trades.append(
             Trade(
                 **ot,
                 exit_bar=None,
-                exit_x=float(xa[-1]),
-                exit_y=float(ya[-1]),
+                exit_x=float(self.x[-1]),
+                exit_y=float(self.y[-1]),
                 gross_pnl=float(gross),
                 pnl=float(gross - ot["fees"]),
                 exit_reason="open",
             )
         )
+
+
+def _result(book: _Book, skipped: int, bar_seconds: float | None) -> BacktestResult:
+    equity, trades, n = book.equity, book.trades, book.equity.size
     closed = [tr for tr in trades if tr.exit_bar is not None]
     win_rate = (sum(tr.pnl > 0 for tr in closed) / len(closed)) if closed else float("nan")
     peak = np.maximum.accumulate(np.maximum(equity, 0.0))
@@ -336,17 +417,17 @@ def backtest(
     ann = None
     if bar_seconds is not None:
         ann = sharpe * math.sqrt(SECONDS_PER_YEAR / float(bar_seconds))
-    readonly(equity, position)
+    readonly(equity, book.position)
     return BacktestResult(
         trades=tuple(trades),
         equity=equity,
-        position=position,
+        position=book.position,
         total_pnl=float(equity[-1]),
         n_trades=len(trades),
         win_rate=float(win_rate),
         max_drawdown=max_dd,
         sharpe=sharpe,
         sharpe_annualised=ann,
-        fees_paid=float(fees_paid),
+        fees_paid=float(book.fees_paid),
         skipped_entries=skipped,
     )

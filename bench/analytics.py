@@ -22,12 +22,8 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import statsmodels.api as sm
 from scipy.stats import theilslopes
 from statsmodels.tsa.stattools import adfuller, coint

@@ -34,10 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from storage import IdKind, Tick, Writer
 
-from storage import IdKind, Tick, Writer  # noqa: E402 - after the path tweak
+ROOT = Path(__file__).resolve().parents[1]
 
 #: The environment as started: the Chromium run must not inherit the panel run's settings.
 START_ENV = dict(os.environ)
@@ -151,6 +150,54 @@ def measure_panel(script: Path, writer: Writer, state: dict, now_s: int, repeat:
     }
 
 
+#: Records, in the page, each change of the newest-trade time shown (with the wall clock).
+OBSERVE_LAST_UPDATE_JS = """() => {
+    window.__seen = [];
+    const grab = () => {
+      const c = document.querySelector('.st-key-last_update code');
+      const t = c ? c.textContent : '';
+      const last = window.__seen[window.__seen.length - 1];
+      if (t && (!last || last.text !== t))
+        window.__seen.push({text: t, at: Date.now()});
+    };
+    new MutationObserver(grab).observe(document.body,
+      {subtree: true, childList: true, characterData: true});
+    grab();
+}"""
+
+
+def trade_to_screen(seen: list[dict]) -> dict:
+    """Trade-to-screen latency from ``window.__seen`` of :data:`OBSERVE_LAST_UPDATE_JS`."""
+    shown = []
+    for s in seen:
+        text = s["text"].strip()  # "HH:MM:SS.mmm" UTC, the newest trade's exchange time
+        if len(text) != 12:
+            continue
+        h, m, rest = text.split(":")
+        of_day = ((int(h) * 60 + int(m)) * 60) * 1000 + round(float(rest) * 1000)
+        day0 = s["at"] - s["at"] % 86_400_000
+        # The day is the one that puts the trade nearest to when it was seen (midnight-safe).
+        t_ms = min(
+            (day0 + d * 86_400_000 + of_day for d in (-1, 0, 1)),
+            key=lambda t, at=s["at"]: abs(at - t),
+        )
+        shown.append((t_ms, s["at"]))
+    # A trade first appears at the refresh after it happened; the oldest trade shown first by
+    # update k happened just after the newest trade of update k-1: its delay is bounded by
+    # (display time of k) - (trade time shown at k-1).
+    worst = [(b_at - a_t) / 1000 for (a_t, _), (_, b_at) in itertools.pairwise(shown)]
+    newest = [(at - t) / 1000 for t, at in shown]
+    worst = [w for w in worst if 0 <= w < 60]
+    if not worst:
+        return {"skipped": "no updates observed"}
+    return {
+        "updates": len(shown),
+        "worst_case_s_max": max(worst),
+        "worst_case_s_p95": float(np.percentile(worst, 95)),
+        "newest_trade_age_s_median": statistics.median(newest),
+    }
+
+
 def measure_latency(seconds: float, screenshot: str | None = None) -> dict:
     """Trade-to-screen latency in Chromium, default refresh interval, replayed recording."""
     import socket
@@ -210,19 +257,7 @@ def measure_latency(seconds: float, screenshot: str | None = None) -> dict:
             page.locator(".st-key-last_update code").first.wait_for(timeout=30_000)
             page.wait_for_timeout(5_000)  # let the feed connect and the first charts draw
             # Record, in the page, when the newest-trade time shown changes (wall clock).
-            page.evaluate("""() => {
-                window.__seen = [];
-                const grab = () => {
-                  const c = document.querySelector('.st-key-last_update code');
-                  const t = c ? c.textContent : '';
-                  const last = window.__seen[window.__seen.length - 1];
-                  if (t && (!last || last.text !== t))
-                    window.__seen.push({text: t, at: Date.now()});
-                };
-                new MutationObserver(grab).observe(document.body,
-                  {subtree: true, childList: true, characterData: true});
-                grab();
-            }""")
+            page.evaluate(OBSERVE_LAST_UPDATE_JS)
             time.sleep(seconds)
             seen = page.evaluate("() => window.__seen")
             if screenshot:
@@ -237,34 +272,7 @@ def measure_latency(seconds: float, screenshot: str | None = None) -> dict:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
-    shown = []
-    for s in seen:
-        text = s["text"].strip()  # "HH:MM:SS.mmm" UTC, the newest trade's exchange time
-        if len(text) != 12:
-            continue
-        h, m, rest = text.split(":")
-        of_day = ((int(h) * 60 + int(m)) * 60) * 1000 + round(float(rest) * 1000)
-        day0 = s["at"] - s["at"] % 86_400_000
-        # The day is the one that puts the trade nearest to when it was seen (midnight-safe).
-        t_ms = min(
-            (day0 + d * 86_400_000 + of_day for d in (-1, 0, 1)),
-            key=lambda t, at=s["at"]: abs(at - t),
-        )
-        shown.append((t_ms, s["at"]))
-    # A trade first appears at the refresh after it happened; the oldest trade shown first by
-    # update k happened just after the newest trade of update k-1: its delay is bounded by
-    # (display time of k) - (trade time shown at k-1).
-    worst = [(b_at - a_t) / 1000 for (a_t, _), (_, b_at) in itertools.pairwise(shown)]
-    newest = [(at - t) / 1000 for t, at in shown]
-    worst = [w for w in worst if 0 <= w < 60]
-    if not worst:
-        return {"skipped": "no updates observed"}
-    return {
-        "updates": len(shown),
-        "worst_case_s_max": max(worst),
-        "worst_case_s_p95": float(np.percentile(worst, 95)),
-        "newest_trade_age_s_median": statistics.median(newest),
-    }
+    return trade_to_screen(seen)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,7 +306,6 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         os.environ.pop("DATABASE_URL", None)
-        sys.path.insert(0, str(ROOT))
         rng = np.random.default_rng(7)
         state = {s: p for s, p in SYMBOLS.items()} | {f"{s}_id": 1 for s in SYMBOLS}
         results: dict = {"window": args.window, "bars_shown": args.bars, "repeat": args.repeat}

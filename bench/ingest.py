@@ -33,16 +33,15 @@ import threading
 import time
 from pathlib import Path
 
+from websocket import create_connection
+
+from ingestion.backoff import instant_backoff
+from ingestion.config import FeedSettings
+from ingestion.parse import parse_message
+from ingestion.replay import SAMPLE_RECORDING
+from ingestion.service import FeedService
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from websocket import create_connection  # noqa: E402 - after the path set-up above
-
-from ingestion.backoff import instant_backoff  # noqa: E402
-from ingestion.config import FeedSettings  # noqa: E402
-from ingestion.parse import parse_message  # noqa: E402
-from ingestion.replay import SAMPLE_RECORDING  # noqa: E402
-from ingestion.service import FeedService  # noqa: E402
 
 SYMBOL = "BTCUSDT"
 

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
 import time
 
+from config import DB_FLAG_HELP, resolve_db
 from ingestion.config import ConfigError, FeedSettings, normalize_symbols
 from ingestion.parse import StreamKind
 from ingestion.service import FeedService
 
-ENV_DB_PATH = "DB_PATH"
 EXIT_CONFIG = 2
 EXIT_UNCLEAN = 1
 
@@ -35,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--db",
         default=None,
-        help=f"SQLite file or postgresql:// URL (default: $DATABASE_URL, else ${ENV_DB_PATH})",
+        help=DB_FLAG_HELP,
     )
     p.add_argument(
         "--stream",
@@ -83,6 +82,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    done = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        done.set()
+
+    # Before start-up: a SIGTERM while feeds start (history loading) stops cleanly too,
+    # rather than killing the process with owed ranges unrecorded in the writer queue.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -91,12 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         symbols = normalize_symbols(args.symbols)
         if not symbols:
             raise ConfigError("--symbols is empty")
-        db = args.db or os.environ.get("DATABASE_URL") or os.environ.get(ENV_DB_PATH)
-        if not db:
-            raise ConfigError(
-                f"no database: pass --db PATH|postgresql://..., or set "
-                f"DATABASE_URL or {ENV_DB_PATH}"
-            )
+        db = resolve_db(args.db)  # the one rule: --db, $DATABASE_URL, $DB_PATH, data.db
         if args.duration is not None and args.duration <= 0:
             raise ConfigError("--duration must be > 0 seconds")
         overrides = {
@@ -114,16 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-
-    done = threading.Event()
-    received: list[str] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signal.Signals(signum).name)
-        done.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
     print(
         f"collecting {', '.join(symbols)} ({settings.stream.value}) into {db} "
         f"from {settings.ws_base}",
@@ -151,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{writer.queued} left queued",
             flush=True,
         )
+    for symbol, ranges in service.owed().items():
+        # Recorded in the gap ledger (open/failed): the next start resumes each of them.
+        print(f"{symbol}: not stored, owed to the next start: {'; '.join(ranges)}", flush=True)
     if not clean:
         print("error: stopped before every queued tick was stored", file=sys.stderr)
         return EXIT_UNCLEAN

@@ -15,20 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from config import BINANCE_REST_BASE, BINANCE_WS_BASE, ConfigError, binance_roots
 from ingestion.parse import StreamKind
 
 __all__ = ["ConfigError", "FeedSettings", "normalize_symbols"]
 
-#: Environment variables read by ``FeedSettings.from_env`` (flags given explicitly win).
-ENV_WS_BASE = "BINANCE_WS_BASE"
-ENV_REST_BASE = "BINANCE_REST_BASE"
-
-
-class ConfigError(ValueError):
-    """A fatal configuration error (bad setting, unknown or delisted symbol, busy database).
-
-    The message is one line naming what is wrong; the CLI prints it and exits non-zero.
-    """
+# ConfigError (config.ConfigError) is any fatal configuration error: a bad setting, an unknown
+# or delisted symbol, a busy database. Its message is one line naming what is wrong; the CLI
+# prints it and exits non-zero.
 
 
 def normalize_symbols(symbols: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -56,9 +50,9 @@ class FeedSettings:
 
     # --- where -------------------------------------------------------------------------------
     #: WebSocket root, without route: ``wss://fstream.binance.com`` (or ``ws://127.0.0.1:P``).
-    ws_base: str = "wss://fstream.binance.com"
+    ws_base: str = BINANCE_WS_BASE
     #: REST root: ``https://fapi.binance.com``.
-    rest_base: str = "https://fapi.binance.com"
+    rest_base: str = BINANCE_REST_BASE
     #: ``aggTrade`` (default, documented) or ``trade`` (opt-in, undocumented on USD-M).
     stream: StreamKind = StreamKind.AGG_TRADE
     #: Route path between root and ``/ws``; ``None`` picks ``/market`` for aggTrade and
@@ -131,6 +125,12 @@ class FeedSettings:
     #: 1s bars keep the hole, and the gap's ``detail`` names the minutes. False = leave the
     #: bars built from the ticks that exist.
     kline_fallback: bool = True
+    #: A repair (gap or start-up history) that REST failed is kept owed (status ``failed``)
+    #: and retried in this run after this many seconds, doubling up to
+    #: ``repair_retry_max_s`` (with ``backoff_jitter``); every start retries it as well.
+    repair_retry_initial_s: float = 5.0
+    #: Cap of the in-run repair retry delay, in seconds.
+    repair_retry_max_s: float = 300.0
 
     # --- writing -----------------------------------------------------------------------------
     #: Capacity of the queue to the storage writer, in items (a tick, or one REST page).
@@ -231,11 +231,8 @@ class FeedSettings:
         Overrides whose value is ``None`` are ignored, so unset CLI flags do not win.
         """
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        if env.get(ENV_WS_BASE):
-            values["ws_base"] = env[ENV_WS_BASE]
-        if env.get(ENV_REST_BASE):
-            values["rest_base"] = env[ENV_REST_BASE]
+        ws_base, rest_base = binance_roots(env)
+        values: dict[str, Any] = {"ws_base": ws_base, "rest_base": rest_base}
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)

@@ -100,12 +100,18 @@ class Faults:
     rest_500: int = 0
     #: ``Retry-After`` of those 429/418 responses, in whole seconds.
     retry_after_s: int = 1
+    #: Every REST data request answers 500 while this is true (an outage of unknown length).
+    rest_down: bool = False
+    #: Every REST data request is answered this many seconds late (a slow REST).
+    rest_delay_s: float = 0.0
     #: Per symbol: REST no longer has ids below this (history expired).
     rest_min_id: dict[str, int] = field(default_factory=dict)
     #: Close every connection this long (seconds) after it opened: the 24 h cut. None = never.
     max_connection_s: float | None = None
     #: Extra exchangeInfo entries, e.g. ``{"symbol": "OLDUSDT", "status": "SETTLING"}``.
     extra_symbols: list[dict[str, Any]] = field(default_factory=list)
+    #: Static-kline symbols delisted now: status SETTLING, and klines answer -1121.
+    delisted: set[str] = field(default_factory=set)
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,8 +447,12 @@ class FakeBinance:
         max_incoming_per_s: int | None = 10,
         weight_limit_per_min: int = 2400,
         id_offset: int = 0,
+        static_klines: dict[str, list[list[Any]]] | None = None,
     ) -> None:
         self.recording = recording
+        #: Symbols served from fixed 1m kline rows (Binance's arrays, oldest first) besides the
+        #: recording: a universe of many symbols for the kline fetcher.
+        self.static_klines = {k.upper(): v for k, v in (static_klines or {}).items()}
         self.faults = faults or Faults()
         self.ping_interval_s = ping_interval_s
         self.pong_timeout_s = pong_timeout_s
@@ -935,7 +945,9 @@ def _rest(app: FakeBinance, path: str, params: dict[str, str]) -> tuple[int, Any
         retry = app.faults.retry_after_s if not over else int(60 - time.time() % 60) + 1
         headers["Retry-After"] = str(retry)
         return 429, {"code": -1003, "msg": "Too many requests."}, headers
-    if data_path and app._take_fault("rest_500"):
+    if data_path and app.faults.rest_delay_s > 0:
+        time.sleep(app.faults.rest_delay_s)
+    if data_path and (app.faults.rest_down or app._take_fault("rest_500")):
         return 500, {"code": -1000, "msg": "An unknown error occurred."}, headers
     try:
         if path == "/fapi/v1/exchangeInfo":
@@ -946,6 +958,8 @@ def _rest(app: FakeBinance, path: str, params: dict[str, str]) -> tuple[int, Any
             symbol = params.get("symbol")
             if not symbol:
                 raise _BadRequest(-1102, "Mandatory parameter 'symbol' was not sent.")
+            if symbol.upper() in app.static_klines and path == "/fapi/v1/klines":
+                return 200, _static_klines(app, symbol.upper(), params), headers
             kind = "trade" if path == "/fapi/v1/trades" else "agg"
             view = timeline.views.get((symbol.upper(), kind))
             if symbol.upper() not in timeline.recording.symbols:
@@ -977,6 +991,9 @@ def _exchange_info(app: FakeBinance) -> dict[str, Any]:
     entries = []
     for symbol in app.recording.symbols:
         entries.append(_symbol_entry({"symbol": symbol}))
+    for symbol in app.static_klines:
+        status = "SETTLING" if symbol in app.faults.delisted else "TRADING"
+        entries.append(_symbol_entry({"symbol": symbol, "status": status}))
     for extra in app.faults.extra_symbols:
         entries.append(_symbol_entry(extra))
     return {
@@ -1124,6 +1141,21 @@ def _klines(app: FakeBinance, view: _View, params: dict[str, str]) -> list[list[
             ]
         )
     return rows
+
+
+def _static_klines(app: FakeBinance, symbol: str, params: dict[str, str]) -> list[list[Any]]:
+    """1m rows of a static-kline symbol with open time in [startTime, endTime], at most limit."""
+    if symbol in app.faults.delisted:
+        raise _BadRequest(-1121, "Invalid symbol.")
+    if params.get("interval", "") != "1m":
+        raise _BadRequest(-1120, "Invalid interval.")
+    limit = min(max(_int_param(params, "limit") or 500, 1), 1500)
+    rows = app.static_klines[symbol]
+    times = [r[0] for r in rows]
+    start, end = _int_param(params, "startTime"), _int_param(params, "endTime")
+    hi = len(rows) if end is None else bisect.bisect_right(times, end)
+    lo = max(0, hi - limit) if start is None else bisect.bisect_left(times, start)
+    return rows[lo : min(hi, lo + limit)]
 
 
 def start_fake_binance(files: Iterable[str], **kwargs: Any) -> FakeBinance:

@@ -11,10 +11,15 @@ exactly one per aggregate, so ``a > last + 1`` is a gap of ``last+1 .. a-1``; ``
 is a duplicate (overlap after a reconnect) and dropped. Long silences with consecutive
 ids are quiet markets, not loss.
 
-Gap life: every gap is recorded in storage as ``open`` and updated once its repair ends
-(``repaired``, ``partial``, ``unrepairable``, ``failed``, or ``open`` again if the feed
-stopped first). Gaps an earlier run left ``open`` or ``failed`` are retried when the feed
-starts, updating the same record. Ids REST no longer has are gone for good; with
+Gap life: every range of ids the feed means to store from REST (a gap, and the start-up
+history below the first live id) is recorded in storage as ``open`` *before* it is fetched
+and updated once its repair ends (``repaired``, ``partial``, ``unrepairable``, ``open``
+again if the feed stopped first, or ``failed`` while REST fails: then it is retried in this
+run after a backoff delay, see ``ingestion.owed``). Gaps an earlier run left ``open`` or
+``failed`` are retried when the feed starts, updating the same record. When REST cannot
+tell the history's first id at start, the history is recorded by time (``Gap.from_ts_ms``:
+the trades since ``history_trades_s`` before start, up to the first live id) and its first
+id is resolved once REST answers. Ids REST no longer has are gone for good; with
 ``kline_fallback`` the minutes they fall in (known from the trade times around them) get
 Binance's 1m klines instead, and the gap's ``detail`` says which minutes: those minutes'
 1m and 5m bars are then complete, their ticks and 1s bars are not.
@@ -35,9 +40,11 @@ from typing import Any
 
 import pandas as pd
 
+from ingestion import backoff as _backoff
 from ingestion.backoff import BackoffFactory, ConnectLimiter
 from ingestion.config import FeedSettings
 from ingestion.connection import Connection
+from ingestion.owed import RetryShelf
 from ingestion.parse import (
     KLINE_COLUMNS,
     ParseError,
@@ -77,9 +84,11 @@ class _GapRef:
 
 @dataclass
 class _Backfill:
-    """Fetch ids ``first..last`` from REST.
+    """Fetch ids ``first..last`` from REST; recorded in storage (``ref``) before it is fetched.
 
-    ``kind`` is ``history`` (start-up loading, not a hole) or ``gap`` (recorded in storage).
+    ``kind`` is ``history`` (start-up loading, not counted as a hole) or ``gap``.
+    ``from_ms`` set: the range is known by time only (the trades at or after it up to
+    ``last``); ``first`` is resolved from REST before fetching.
     """
 
     first: int
@@ -92,6 +101,10 @@ class _Backfill:
     before_ms: int | None = None
     #: Trade time of id ``last + 1``, or another upper bound of the missing trades' times.
     after_ms: int | None = None
+    from_ms: int | None = None
+    #: Delays (seconds) before each retry after REST failed; made at the first failure.
+    delays: Any = None
+    attempts: int = 0
 
 
 @dataclass
@@ -147,6 +160,8 @@ class SymbolFeed:
         repaired by the repair thread after start-up, updating their records.
     retry_gap_times : per ``gap_id`` of ``retry_gaps``, the stored trade times of the ids
         just before and just after the gap (None where not stored), for the kline fallback.
+    repair_backoff : factory of delays (seconds) between attempts of a repair REST failed;
+        default ``backoff(settings.repair_retry_initial_s, 2, settings.repair_retry_max_s)``.
     """
 
     def __init__(
@@ -162,6 +177,7 @@ class SymbolFeed:
         last_stored_ms: int | None = None,
         retry_gaps: Sequence[Gap] = (),
         retry_gap_times: Mapping[int, tuple[int | None, int | None]] | None = None,
+        repair_backoff: BackoffFactory | None = None,
     ) -> None:
         self.symbol = symbol.upper()
         self.settings = settings
@@ -212,6 +228,20 @@ class SymbolFeed:
         self._last_error = ""
         self._last_error_ms: int | None = None
         self._lock = threading.Lock()
+        # Owed data: repairs recorded and not finished (by id(job)), and those REST failed,
+        # waiting for their next attempt.
+        self._owed: dict[int, _Backfill] = {}
+        self._shelf: RetryShelf[_Backfill] = RetryShelf()
+        self._repair_backoff = repair_backoff or (
+            lambda: _backoff.backoff(
+                settings.repair_retry_initial_s,
+                2.0,
+                max(settings.repair_retry_initial_s, settings.repair_retry_max_s),
+                settings.backoff_jitter,
+            )
+        )
+        # Start of the history window when REST could not tell its first id at start.
+        self._history_from_ms: int | None = None
 
     # --- life --------------------------------------------------------------------------------
     def start(self) -> SymbolFeed:
@@ -264,6 +294,7 @@ class SymbolFeed:
         else:
             state = FeedState.LIVE
         last_ms = self._last_trade_ms
+        owed = list(self._owed.values())
         return SymbolStatus(
             symbol=self.symbol,
             state=state,
@@ -283,9 +314,13 @@ class SymbolFeed:
             gaps_repaired=c.gaps_repaired,
             ids_missing=c.ids_missing,
             ids_backfilled=c.ids_backfilled,
-            backfill_pending=self._job_active or not self._jobs.empty(),
+            backfill_pending=self._job_active or not self._jobs.empty() or len(self._shelf) > 0,
             backfill_todo_ids=self._backfill_todo,
             history_loaded=self._history_loaded,
+            owed_ranges=len(owed),
+            owed_ids=sum(max(0, j.last - j.first + 1) for j in owed),
+            owed_by_time=sum(1 for j in owed if j.from_ms is not None),
+            repair_retry_in_s=_round(self._shelf.due_in_s()),
             rejected=c.rejected,
             duplicates=c.duplicates,
             stored=self._writer.stored(self.symbol),
@@ -297,6 +332,19 @@ class SymbolFeed:
             queue_blocked_s=wstats.blocked_s,
             updated_ms=now_ms,
         )
+
+    def owed(self) -> list[str]:
+        """The ranges this feed recorded as owed and has not stored, one line each (ids,
+        or the time they start at when REST has not told the first id yet)."""
+        out = []
+        for job in sorted(self._owed.values(), key=lambda j: j.last):
+            if job.from_ms is not None:
+                since = datetime.fromtimestamp(job.from_ms / 1000, UTC).isoformat()[:23]
+                text = f"trades since {since}Z up to id {job.last}"
+            else:
+                text = f"ids {job.first}..{job.last} ({job.last - job.first + 1:,} ids)"
+            out.append(f"{text}, {job.kind}")
+        return out
 
     def reject_reasons(self) -> dict[str, int]:
         return dict(self._c.reject_reasons)
@@ -373,7 +421,9 @@ class SymbolFeed:
             return
         tid = tick.trade_id
         last = self._last_id
-        if last is not None:
+        if last is None and self._history_from_ms is not None:
+            self._owe_history_by_time(tid - 1, tick.ts_ms)
+        elif last is not None:
             if tid <= last:
                 self._c.duplicates += 1
                 self._dup_run += 1
@@ -471,6 +521,8 @@ class SymbolFeed:
         traded_since_connect = latest_ms > self._connected_ms
         if last is None:
             if traded_since_connect:
+                if self._history_from_ms is not None:  # history owed up to here
+                    self._owe_history_by_time(latest_id, latest_ms)
                 self._last_id = latest_id  # no resume point: start from here
                 self._last_id_ms = latest_ms
                 return self._go_stale(latest_id)
@@ -505,26 +557,47 @@ class SymbolFeed:
     def _found_gap(
         self, first: int, last: int, where: str, stale: bool = False, after_ms: int | None = None
     ) -> None:
-        """Ids ``first..last`` are missing (``first - 1`` is ``_last_id``); queue their repair."""
+        """Ids ``first..last`` are missing (``first - 1`` is ``_last_id``); record them as owed
+        (before any later tick reaches the writer) and queue their repair."""
         before_ms = self._last_id_ms
         kind = self._pending_kind or "gap"
         completes_history = self._pending_kind == "history"
         self._pending_kind = None
         if stale:
             kind = "gap"  # history plus trades the socket missed: one recorded gap
-        if kind == "history":
-            self._jobs.put(_Backfill(first, last, "history", reason="start-up history"))
-            return
         missing = last - first + 1
-        self._c.gaps_found += 1
-        self._c.ids_missing += missing
-        gap = Gap(self.symbol, first, last, _now_ms(), status="open", detail=where)
+        if kind == "history":
+            where = "start-up history"
+            log.info("%s: start-up history owes ids %d..%d", self.symbol, first, last)
+        else:
+            self._c.gaps_found += 1
+            self._c.ids_missing += missing
+            log.warning("%s: gap of %d ids (%d..%d) %s", self.symbol, missing, first, last, where)
+        completes_history = completes_history or kind == "history"
+        job = _Backfill(first, last, kind, None, where, completes_history, before_ms, after_ms)
+        self._owe(job, Gap(self.symbol, first, last, _now_ms(), status="open", detail=where))
+
+    def _owe_history_by_time(self, last: int, after_ms: int) -> None:
+        """REST could not tell the history's first id at start: owe the trades since the
+        history window's start up to id ``last`` (the one before the first live id)."""
+        from_ms, self._history_from_ms = self._history_from_ms, None
+        self._pending_kind = None
+        assert from_ms is not None
+        since = datetime.fromtimestamp(from_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+        where = f"start-up history since {since}Z (first id not known yet: REST failed)"
+        log.warning("%s: %s, up to id %d", self.symbol, where, last)
+        job = _Backfill(last, last, "history", None, where, True, after_ms=after_ms)
+        job.from_ms = from_ms
+        self._owe(job, Gap(self.symbol, last, last, _now_ms(), "open", 0, where, None, from_ms))
+
+    def _owe(self, job: _Backfill, gap: Gap) -> None:
+        """Record ``gap`` through the writer queue (ahead of every later tick), then queue
+        the job that fetches it."""
         ref = _GapRef(gap)
+        job.ref = ref
         self._writer.submit(lambda storage: _record_gap(storage, ref))
-        log.warning("%s: gap of %d ids (%d..%d) %s", self.symbol, missing, first, last, where)
-        self._jobs.put(
-            _Backfill(first, last, "gap", ref, where, completes_history, before_ms, after_ms)
-        )
+        self._owed[id(job)] = job
+        self._jobs.put(job)
 
     def _reject(self, exc: ParseError, payload: bytes) -> None:
         c = self._c
@@ -552,7 +625,7 @@ class SymbolFeed:
             self._history_ready.set()
         self._queue_retries()
         while not self._stop.is_set():
-            job = self._jobs.get()
+            job = self._next_job()
             if job is None or self._stop.is_set():
                 break
             self._job_active = True
@@ -576,6 +649,18 @@ class SymbolFeed:
                 self._finish_gap(
                     job, "open", 0, f"{job.reason}; not repaired: the feed stopped first"
                 )
+        # Shelved repairs stay ``failed`` in storage: the next start retries them.
+
+    def _next_job(self) -> Any:
+        """The next queued job, or a shelved repair whose retry is due (whichever comes first)."""
+        while True:
+            job = self._shelf.pop_due()
+            if job is not None:
+                return job
+            try:
+                return self._jobs.get(timeout=self._shelf.due_in_s())
+            except queue.Empty:
+                continue
 
     def _queue_retries(self) -> None:
         """Queue the repair of gaps an earlier run left open or failed, updating their records.
@@ -588,8 +673,10 @@ class SymbolFeed:
             before_ms, after_ms = self._retry_gap_times.get(gap.gap_id or 0, (None, None))
             where = gap.detail.split(";", 1)[0] or "found earlier"
             ref = _GapRef(gap, gap.gap_id)
-            self._c.gaps_found += 1
-            self._c.ids_missing += gap.missing
+            kind = "history" if where.startswith("start-up history") else "gap"
+            if kind == "gap":
+                self._c.gaps_found += 1
+                self._c.ids_missing += gap.missing
             log.info(
                 "%s: retrying %s gap %d..%d left by an earlier run",
                 self.symbol,
@@ -597,17 +684,18 @@ class SymbolFeed:
                 gap.first_missing_id,
                 gap.last_missing_id,
             )
-            self._jobs.put(
-                _Backfill(
-                    gap.first_missing_id,
-                    gap.last_missing_id,
-                    "gap",
-                    ref,
-                    f"{where}; retried on start (was {gap.status})",
-                    before_ms=before_ms,
-                    after_ms=after_ms,
-                )
+            job = _Backfill(
+                gap.first_missing_id,
+                gap.last_missing_id,
+                kind,
+                ref,
+                f"{where}; retried on start (was {gap.status})",
+                before_ms=before_ms,
+                after_ms=after_ms,
+                from_ms=gap.from_ts_ms,
             )
+            self._owed[id(job)] = job
+            self._jobs.put(job)
         self._retry_gaps = []
 
     def _start_up(self) -> None:
@@ -616,6 +704,31 @@ class SymbolFeed:
         if not settings.history:
             return
         now = _now_ms()
+        first_trade_ms: int | None = None
+        try:
+            first_trade_ms = self._history_anchor(now)
+        except (RestError, ParseError) as exc:
+            if self._last_id is None and settings.history_trades_s > 0:
+                # The range is still known: by time, up to the first live id. Owed from then.
+                self._history_from_ms = now - int(settings.history_trades_s * 1000)
+                self._pending_kind = "history"
+            log.warning("%s: start-up history: REST failed: %s", self.symbol, exc)
+            self._error(f"start-up history: REST failed: {exc}")
+        if settings.history_klines_s > 0:
+            end = (first_trade_ms if first_trade_ms is not None else now) // 60_000 * 60_000
+            start = end - int(settings.history_klines_s * 1000)
+            try:
+                self._load_klines(start, end)
+            except (RestError, ParseError) as exc:  # trades matter more: carry on
+                log.warning("%s: 1m klines history failed: %s", self.symbol, exc)
+                self._error(f"1m klines history failed: {exc}")
+        if self._pending_kind != "history":
+            self._history_loaded = True
+
+    def _history_anchor(self, now: int) -> int | None:
+        """Set the resume point below the history window's first trade (or load the recent
+        trades, for ``@trade``); return that trade's time, None if there is none."""
+        settings = self.settings
         first_trade_ms: int | None = None
         if settings.stream is StreamKind.AGG_TRADE:
             if settings.history_trades_s > 0:
@@ -644,16 +757,7 @@ class SymbolFeed:
                     self._last_id = ticks[-1].trade_id
                     self._last_id_ms = self._last_trade_ms = ticks[-1].ts_ms
                     self._pending_kind = "history"
-        if settings.history_klines_s > 0:
-            end = (first_trade_ms if first_trade_ms is not None else now) // 60_000 * 60_000
-            start = end - int(settings.history_klines_s * 1000)
-            try:
-                self._load_klines(start, end)
-            except (RestError, ParseError) as exc:  # trades matter more: carry on
-                log.warning("%s: 1m klines history failed: %s", self.symbol, exc)
-                self._error(f"1m klines history failed: {exc}")
-        if self._pending_kind != "history":
-            self._history_loaded = True
+        return first_trade_ms
 
     def _load_klines(self, start_ms: int, end_ms: int) -> list[int]:
         """1m klines for the closed minutes ``[start_ms, end_ms)``, queued for storage after
@@ -696,6 +800,8 @@ class SymbolFeed:
         self._probe_results.put((tick.trade_id, tick.ts_ms, ""))
 
     def _run_backfill(self, job: _Backfill) -> None:
+        if job.from_ms is not None and not self._resolve_first_id(job):
+            return
         try:
             if self.settings.stream is StreamKind.AGG_TRADE:
                 fetched, unavailable, failure, holes = self._backfill_agg(job)
@@ -704,23 +810,21 @@ class SymbolFeed:
         finally:
             self._backfill_todo = 0
         missing = job.last - job.first + 1
-        if job.completes_history:
-            self._history_loaded = True
-        if job.kind == "history":
-            self._history_loaded = True
-            log.info("%s: history loaded, %d trades", self.symbol, fetched)
-            if failure:
-                self._error(f"history incomplete: {failure}")
-            return
         if fetched >= missing:
             status, detail = "repaired", f"{job.reason}; {fetched} ids fetched from REST"
-            self._c.gaps_repaired += 1
+            if job.kind == "gap":
+                self._c.gaps_repaired += 1
         elif failure and self._stop.is_set():
             status = "open"
             detail = f"{job.reason}; {fetched} of {missing} ids fetched before the feed stopped"
         elif failure:
-            status = "partial" if fetched else "failed"
-            detail = f"{job.reason}; {fetched} of {missing} ids fetched; REST failed: {failure}"
+            # Still owed: retried in this run after a backoff delay, and on every start.
+            status = "failed"
+            delay_s = self._shelve(job)
+            detail = (
+                f"{job.reason}; {fetched} of {missing} ids fetched; REST failed: {failure}; "
+                f"attempt {job.attempts}, next in {delay_s:.1f} s"
+            )
         elif fetched:
             status = "partial"
             detail = f"{job.reason}; {fetched} of {missing} ids fetched; {unavailable}"
@@ -731,17 +835,83 @@ class SymbolFeed:
             note = self._kline_fallback(holes)
             detail = f"{detail}; {note}" if note else detail
         if status != "repaired":
-            self._error(f"gap {job.first}..{job.last}: {status} ({detail})")
+            self._error(f"{job.kind} {job.first}..{job.last}: {status} ({detail})")
+        elif job.kind == "history":
+            log.info("%s: history loaded, %d trades", self.symbol, fetched)
+        if status not in ("open", "failed"):  # stored, or declared unrepairable
+            self._owed.pop(id(job), None)
+            if job.completes_history:
+                self._history_loaded = True
         self._finish_gap(job, status, fetched, detail)
 
-    def _finish_gap(self, job: _Backfill, status: str, fetched: int, detail: str) -> None:
+    def _shelve(self, job: _Backfill) -> float:
+        """Put a repair REST failed aside for its next attempt; returns the delay in seconds."""
+        if job.delays is None:
+            job.delays = self._repair_backoff()
+        job.attempts += 1
+        return self._shelf.put(job, job.delays)
+
+    def _resolve_first_id(self, job: _Backfill) -> bool:
+        """Turn a range known by time into ids (the first trade at or after ``job.from_ms``).
+
+        Returns True when ``job`` is ready to fetch; False when REST failed (shelved for a
+        retry) or the range holds no trade (then it is recorded as repaired, 0 ids).
+        """
+        assert job.from_ms is not None
+        try:
+            first = self._first_id_since(job.from_ms)
+        except (RestError, ParseError) as exc:
+            if self._stop.is_set():
+                return False  # still open in storage
+            delay_s = self._shelve(job)
+            detail = (
+                f"{job.reason}; REST failed: {exc}; attempt {job.attempts}, next in {delay_s:.1f} s"
+            )
+            self._error(f"{job.kind} up to id {job.last}: failed ({detail})")
+            self._finish_gap(job, "failed", 0, detail)
+            return False
+        job.from_ms = None
+        if first is None or first > job.last:
+            self._owed.pop(id(job), None)
+            if job.completes_history:
+                self._history_loaded = True
+            self._finish_gap(
+                job, "repaired", 0, f"{job.reason}; no trade in that window", job.last + 1
+            )
+            return False
+        job.first = first
+        job.reason = f"{job.reason}; first id {first} from REST"
+        self._finish_gap(job, "open", 0, job.reason, first)
+        return True
+
+    def _first_id_since(self, from_ms: int) -> int | None:
+        """Id of the first trade at or after ``from_ms`` that REST has (None: no trade)."""
+        if self.settings.stream is StreamKind.AGG_TRADE:
+            rows = self._rest.agg_trades(
+                self.symbol, start_ms=from_ms, end_ms=from_ms + 3_599_999, limit=1
+            )
+            return parse_rest_agg_trade(rows[0], self.symbol).trade_id if rows else None
+        # ``@trade``: only the newest trades are public; older ids are unrepairable anyway.
+        rows = self._rest.recent_trades(self.symbol, limit=self.settings.rest_page_limit)
+        ticks = [parse_rest_trade(r, self.symbol) for r in rows]
+        return min((t.trade_id for t in ticks if t.ts_ms >= from_ms), default=None)
+
+    def _finish_gap(
+        self, job: _Backfill, status: str, fetched: int, detail: str, first_id: int | None = None
+    ) -> None:
         ref = job.ref
         if ref is None:
             return
 
         def update(storage: Any) -> None:
             if ref.gap_id is not None:
-                storage.update_gap(ref.gap_id, status=status, repaired_count=fetched, detail=detail)
+                storage.update_gap(
+                    ref.gap_id,
+                    status=status,
+                    repaired_count=fetched,
+                    detail=detail,
+                    first_missing_id=first_id,
+                )
 
         self._writer.submit(update)
 

@@ -25,15 +25,11 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from config import SAMPLE_RECORDING
 from ingestion.fakebinance import FakeBinance, Faults
 from ingestion.recording import load_recording
 
 __all__ = ["SAMPLE_RECORDING", "ReplayServer", "auto_id_offset", "main", "start_replay_server"]
-
-#: The real BTCUSDT/ETHUSDT futures trades bundled with the repository (see samples/README.md).
-SAMPLE_RECORDING = (
-    Path(__file__).resolve().parent.parent / "samples" / ("btcusdt_ethusdt_20240808_trades.txt.gz")
-)
 
 #: The handle returned by ``start_replay_server``: ``.port``, ``.ws_base``, ``.rest_base``,
 #: ``.stop()``, and ``.stats`` / ``.faults`` for tests.

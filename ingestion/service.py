@@ -25,6 +25,7 @@ from typing import Any
 from ingestion.backoff import BackoffFactory, ConnectLimiter, backoff
 from ingestion.config import ConfigError, FeedSettings, normalize_symbols
 from ingestion.feed import SymbolFeed
+from ingestion.owed import check_stored_ids
 from ingestion.rest import RestClient, RestError, RestStats
 from ingestion.status import SymbolStatus
 from ingestion.writer import TickWriter, WriterStats
@@ -63,6 +64,8 @@ class FeedService:
     symbols : e.g. ``["BTCUSDT", "ETHUSDT"]`` or ``"btcusdt,ethusdt"``.
     settings : ``FeedSettings`` (default: Binance's production endpoints).
     backoff_factory : reconnect delays; default ``backoff(...)`` from the settings.
+    repair_backoff : delays between attempts of a repair REST failed (gap or start-up
+        history); default ``backoff`` from ``settings.repair_retry_*``.
     collector_id : name under which status is saved in storage (default ``host:pid``).
     on_commit : called in the writer thread after every commit with the ticks and the
         wall-clock time (s); for monitoring and the latency benchmark. Keep it quick.
@@ -80,8 +83,10 @@ class FeedService:
         backoff_factory: BackoffFactory | None = None,
         collector_id: str | None = None,
         on_commit: Callable[[list[Tick], float], None] | None = None,
+        repair_backoff: BackoffFactory | None = None,
     ) -> None:
         self.settings = settings or FeedSettings()
+        self._repair_backoff = repair_backoff
         self._db = db
         self._symbols = list(
             normalize_symbols(symbols if isinstance(symbols, str) else list(symbols))
@@ -279,6 +284,13 @@ class FeedService:
     def rest_status(self) -> RestStats:
         return self._rest.stats()
 
+    def owed(self) -> dict[str, list[str]]:
+        """Per symbol, the ranges recorded as owed and not stored yet (see ``SymbolFeed.owed``):
+        after ``stop()``, exactly what this run could not store; the next start resumes it."""
+        with self._lock:
+            feeds = list(self._feeds.values())
+        return {f.symbol: owed for f in feeds if (owed := f.owed())}
+
     def reject_reasons(self) -> dict[str, dict[str, int]]:
         with self._lock:
             return {s: f.reject_reasons() for s, f in self._feeds.items()}
@@ -311,6 +323,9 @@ class FeedService:
                 stored_kind = storage.id_kind(symbol)
                 # The time before the gap a restart leaves (kline fallback).
                 last_stored_ms = storage.trade_time_ms(symbol, last_stored)
+                if stored_kind == self.settings.stream.id_kind.value:
+                    # Holes no run recorded (e.g. left by an older version) become gaps.
+                    check_stored_ids(storage, symbol, int(time.time() * 1000))
             # Gaps an earlier run could not finish: the new feed retries them, knowing the
             # stored trade times around each (None where not stored, e.g. pruned).
             retry_gaps = storage.open_gaps(symbol)
@@ -341,6 +356,7 @@ class FeedService:
             last_stored_ms=last_stored_ms,
             retry_gaps=retry_gaps,
             retry_gap_times=retry_gap_times,
+            repair_backoff=self._repair_backoff,
         )
 
     def _symbol_failed(self, symbol: str, exc: Exception) -> None:

@@ -66,6 +66,12 @@ class SymbolStatus:
     queue_capacity: int
     queue_blocked_s: float  # total time feeds waited for queue space: back-pressure
     updated_ms: int
+    # Owed data (``ingestion.owed``): ranges recorded in the gap ledger and not yet stored
+    # nor declared unrepairable (gaps and start-up history, this run's and earlier runs').
+    owed_ranges: int = 0
+    owed_ids: int = 0  # ids in them (a range known by time only counts 1 until resolved)
+    owed_by_time: int = 0  # ranges whose first id REST has not told yet
+    repair_retry_in_s: float | None = None  # next retry of a repair REST failed, if any
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (for ``storage.Writer.save_feed_status``)."""
@@ -93,6 +99,10 @@ class SymbolStatus:
         )
         if self.backfill_todo_ids:
             text += f" backfill_todo={self.backfill_todo_ids}"
+        if self.owed_ranges:
+            text += f" owed={self.owed_ids}ids/{self.owed_ranges}ranges"
+            if self.repair_retry_in_s is not None:
+                text += f" retry_in={self.repair_retry_in_s:.1f}s"
         if self.last_error:
             text += f" error={self.last_error!r}"
         return text

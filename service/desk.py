@@ -30,6 +30,7 @@ from typing import Any
 
 from service import feeds as feedlib
 from service.alerts import AlertMonitor
+from service.pageviews import PageViews
 from service.settings import SAMPLE_RECORDING, AppSettings
 from storage import StorageError, Writer, WriterBusyError, open_reader, open_writer
 from storage.backend import backend_of, sqlite_path
@@ -125,6 +126,8 @@ class DashboardService:
         self._probe = Probe(None)
         self._probe_thread: threading.Thread | None = None
         self._xinfo = _ExchangeInfo()
+        #: The page's timed reads, shared by every browser session (service/pageviews.py).
+        self.views = PageViews()
         self._open_storage(fresh=self.source == Source.REPLAY)
         if self.source == Source.LIVE:
             self.probe_async()
@@ -490,6 +493,7 @@ class DashboardService:
             self._closed = True
             self._teardown_feed()
             self._close_storage()
+            self.views.close()
 
 
 def _short(exc: BaseException) -> str:

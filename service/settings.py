@@ -1,8 +1,10 @@
 """Dashboard settings: one frozen record from defaults, the environment and CLI flags.
 
-``streamlit run app.py -- --replay FILE [FILE ...] [--speed X] [--no-autostart]``; the same
+``streamlit run app.py -- [--db DB] [--replay FILE ...] [--speed X] [--no-autostart]``; the same
 through the environment: ``REPLAY_FILES`` (paths separated by ``os.pathsep``), ``REPLAY_SPEED``,
-``FEED_AUTOSTART=0``. ``BINANCE_WS_BASE``, ``BINANCE_REST_BASE`` and ``DB_PATH`` are honoured.
+``FEED_AUTOSTART=0``. The database follows the one rule of ``config.resolve_db`` (``--db``, then
+``DATABASE_URL``, then ``DB_PATH``, then ``data.db``); ``BINANCE_WS_BASE`` and
+``BINANCE_REST_BASE`` are read by ``config.binance_roots``.
 """
 
 from __future__ import annotations
@@ -14,45 +16,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.config import StorageSettings
-
-#: The real BTCUSDT + ETHUSDT capture bundled with the repository (see samples/).
-SAMPLE_RECORDING = (
-    Path(__file__).resolve().parent.parent / "samples" / ("btcusdt_ethusdt_20240808_trades.txt.gz")
+from config import (
+    BINANCE_REST_BASE,
+    BINANCE_WS_BASE,
+    ConfigError,
+    binance_roots,
+    env_bool,
+    env_number,
+    resolve_db,
 )
-
-DEFAULT_WS_BASE = "wss://fstream.binance.com"
-DEFAULT_REST_BASE = "https://fapi.binance.com"
+from config import SAMPLE_RECORDING as SAMPLE_RECORDING  # re-exported for the page
+from storage.backend import is_postgres
+from storage.config import StorageSettings
 
 UPLOAD_SUBDIR = "pairs-desk-uploads"
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
-
-class SettingsError(ValueError):
+class SettingsError(ConfigError):
     """A bad flag or environment variable; the message names it."""
-
-
-def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if not raw:
-        return default
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise SettingsError(f"{name}={env[name]!r}: expected 1/0, true/false, yes/no or on/off")
-
-
-def _positive(name: str, raw: str | float) -> float:
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if not value > 0 or value > 1000:
-        raise SettingsError(f"{name}={raw!r}: expected a number in (0, 1000]")
-    return value
 
 
 def replay_db_path(db_path: str) -> str:
@@ -85,12 +66,15 @@ class AppSettings:
     replay_dirs : further folders whose recordings a path typed in the page may replay
         (``REPLAY_DIRS``, separated by ``os.pathsep``); the bundled samples folder and
         ``upload_dir`` are always allowed, nothing else on the server is.
+    shared_views : the live page's analytics, charts and reads are computed once per data
+        version for every tab (``SHARED_VIEWS``; default on). Off, each browser session
+        computes its own, as before (kept for ``bench/viewers.py``'s baseline).
     """
 
     db_path: str = "data.db"
     replay_db_path: str = "data.replay.db"
-    ws_base: str = DEFAULT_WS_BASE
-    rest_base: str = DEFAULT_REST_BASE
+    ws_base: str = BINANCE_WS_BASE
+    rest_base: str = BINANCE_REST_BASE
     replay_files: tuple[str, ...] = ()
     replay_speed: float = 1.0
     autostart: bool = True
@@ -100,6 +84,7 @@ class AppSettings:
     max_upload_mb: float = 50.0
     upload_dir: str = "uploads"
     replay_dirs: tuple[str, ...] = ()
+    shared_views: bool = True
 
     @property
     def start_in_replay(self) -> bool:
@@ -110,6 +95,7 @@ class AppSettings:
         """Defaults, then the environment, then CLI flags (``argv`` after ``--``)."""
         env = os.environ if env is None else env
         parser = argparse.ArgumentParser(prog="streamlit run app.py --", add_help=False)
+        parser.add_argument("--db", default=None)
         parser.add_argument("--replay", nargs="+", metavar="FILE", default=None)
         parser.add_argument("--speed", default=None)
         parser.add_argument("--no-autostart", action="store_true")
@@ -119,14 +105,16 @@ class AppSettings:
             raise SettingsError(f"bad dashboard flags {' '.join(argv)!r}") from None
         if unknown:
             raise SettingsError(
-                f"unknown dashboard flag(s) {' '.join(unknown)}: expected --replay FILE ... "
-                "[--speed X] [--no-autostart]"
+                f"unknown dashboard flag(s) {' '.join(unknown)}: expected [--db DB] "
+                "[--replay FILE ...] [--speed X] [--no-autostart]"
             )
         try:
             storage = StorageSettings.from_env(dict(env))
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
-        db_path = storage.db  # DATABASE_URL (PostgreSQL) if set, else DB_PATH
+        db_path = resolve_db(args.db, env)  # the one rule: --db, DATABASE_URL, DB_PATH, data.db
+        # A replay's own SQLite file sits beside the live SQLite file (or $DB_PATH's).
+        beside = db_path if not is_postgres(db_path) else storage.db_path
         files: tuple[str, ...] = ()
         if args.replay:
             files = tuple(args.replay)
@@ -135,21 +123,32 @@ class AppSettings:
         for f in files:
             if not Path(f).is_file():
                 raise SettingsError(f"replay file {f!r} does not exist")
-        speed_raw = args.speed if args.speed is not None else env.get("REPLAY_SPEED") or 1.0
+        ws_base, rest_base = binance_roots(env)
+        try:
+            speed = env_number(
+                "--speed" if args.speed is not None else "REPLAY_SPEED",
+                1.0,
+                raw=args.speed if args.speed is not None else env.get("REPLAY_SPEED"),
+                high=1000,
+            )
+            autostart = env_bool("FEED_AUTOSTART", True, env) and not args.no_autostart
+            max_upload_mb = env_number("MAX_UPLOAD_MB", 50.0, env, high=1000)
+            shared_views = env_bool("SHARED_VIEWS", True, env)
+        except ConfigError as exc:
+            raise SettingsError(str(exc)) from None
         return cls(
             db_path=db_path,
-            replay_db_path=env.get("REPLAY_DB_PATH") or replay_db_path(storage.db_path),
-            ws_base=(env.get("BINANCE_WS_BASE") or DEFAULT_WS_BASE).rstrip("/"),
-            rest_base=(env.get("BINANCE_REST_BASE") or DEFAULT_REST_BASE).rstrip("/"),
+            replay_db_path=env.get("REPLAY_DB_PATH") or replay_db_path(beside),
+            ws_base=ws_base,
+            rest_base=rest_base,
             replay_files=files,
-            replay_speed=_positive(
-                "--speed" if args.speed is not None else "REPLAY_SPEED", speed_raw
-            ),
-            autostart=_env_bool(env, "FEED_AUTOSTART", True) and not args.no_autostart,
-            max_upload_mb=_positive("MAX_UPLOAD_MB", env.get("MAX_UPLOAD_MB") or 50.0),
+            replay_speed=speed,
+            autostart=autostart,
+            max_upload_mb=max_upload_mb,
             upload_dir=env.get("UPLOAD_DIR")
             or str(Path(tempfile.gettempdir()) / "pairs-desk-uploads"),
             replay_dirs=tuple(
                 d for d in (env.get("REPLAY_DIRS") or "").split(os.pathsep) if d.strip()
             ),
+            shared_views=shared_views,
         )

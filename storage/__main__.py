@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from config import DB_FLAG_HELP
 from storage.backend import default_db, describe, open_reader, open_writer
 from storage.config import StorageSettings
 from storage.errors import StorageError, UnknownSymbolError
@@ -213,9 +214,7 @@ def _cmd_copy(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m storage", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    db_help = (
-        "SQLite file or postgresql:// URL (default: $DATABASE_URL, else $DB_PATH, else data.db)"
-    )
+    db_help = DB_FLAG_HELP
 
     imp = sub.add_parser("import", help="import recorded trades or klines")
     imp.add_argument("files", nargs="+", metavar="FILE")
@@ -272,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        # Inside the try: building the parser reads the environment (DB_PATH and retention).
+        # Inside the try: the environment (DB_PATH, retention) is checked before any command.
+        StorageSettings.from_env()
         args = build_parser().parse_args(argv)
         return args.func(args)
     except (StorageError, UnknownSymbolError, FileFormatError, ValueError) as exc:

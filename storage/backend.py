@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from storage.config import StorageSettings
+from config import resolve_db
 from storage.errors import ConnectionLostError, StorageError
 
 Backend = Literal["sqlite", "postgresql"]
@@ -68,8 +68,8 @@ def describe(db: str | os.PathLike[str]) -> str:
 
 
 def default_db(env: dict[str, str] | None = None) -> str:
-    """``$DATABASE_URL``, else ``$DB_PATH``, else ``data.db``."""
-    return StorageSettings.from_env(env).db
+    """``$DATABASE_URL``, else ``$DB_PATH``, else ``data.db`` (``config.resolve_db``, no flag)."""
+    return resolve_db(None, env)
 
 
 def open_writer(db: str | os.PathLike[str] | None = None, **options: Any):

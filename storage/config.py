@@ -5,22 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-DEFAULT_DB_PATH = "data.db"
-
-
-def _env_float(env: dict[str, str], name: str, default: float | None) -> float | None:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("none", "forever", "off"):
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise ValueError(f"{name}={raw!r} must be positive (or 'forever')")
-    return value
+from config import DEFAULT_DB as DEFAULT_DB_PATH
+from config import ENV_DATABASE_URL, ENV_DB_PATH, env_number, resolve_db
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +31,11 @@ class StorageSettings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> StorageSettings:
         env = dict(os.environ if env is None else env)
-        hours = _env_float(env, "TICKS_KEEP_HOURS", 48.0)
-        days = _env_float(env, "BARS_1S_KEEP_DAYS", 7.0)
+        hours = env_number("TICKS_KEEP_HOURS", 48.0, env, forever=True)
+        days = env_number("BARS_1S_KEEP_DAYS", 7.0, env, forever=True)
         values = {
-            "db_path": env.get("DB_PATH") or DEFAULT_DB_PATH,
-            "database_url": env.get("DATABASE_URL") or None,
+            "db_path": env.get(ENV_DB_PATH) or DEFAULT_DB_PATH,
+            "database_url": env.get(ENV_DATABASE_URL) or None,
             "ticks_keep_s": None if hours is None else hours * 3600.0,
             "bars_1s_keep_s": None if days is None else days * 86400.0,
         }
@@ -58,5 +44,7 @@ class StorageSettings:
 
     @property
     def db(self) -> str:
-        """The database to open: ``database_url`` if set, else ``db_path`` (see storage.backend)."""
-        return self.database_url or self.db_path
+        """The database to open: ``database_url`` if set, else ``db_path`` (the config rule)."""
+        return resolve_db(
+            None, {ENV_DATABASE_URL: self.database_url or "", ENV_DB_PATH: self.db_path}
+        )

@@ -131,6 +131,15 @@ def migrations(timescale: bool) -> list[list[str]]:
                 PRIMARY KEY (sym_id, lo_id)
             )""",
         ],
+        # 2 -> 3: ranges known by time only, and the id contiguity check point (see
+        # storage/schema.py, 2 -> 3).
+        [
+            "ALTER TABLE gaps ADD COLUMN from_ts_ms BIGINT",
+            """CREATE TABLE id_checks (
+                sym_id         INTEGER PRIMARY KEY,
+                checked_to_id  BIGINT NOT NULL
+            )""",
+        ],
     ]
 
 

@@ -9,6 +9,7 @@ the table of 1s bars (``_bars_table``) and what :meth:`info` adds around the sym
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
@@ -250,9 +251,45 @@ class ReaderBase:
             }
         )
 
+    def bar_closes(
+        self, symbol: str, tf: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> np.ndarray:
+        """``(open_time_ms, close, quote_volume)`` per traded bar in ``[start_ms, end_ms]``.
+
+        An ``(n, 3)`` float64 array, oldest first: the lean read of the universe scan, which
+        reads hundreds of symbols at once (times in ms are exact in float64).
+        """
+        tf_s = timeframe_s(tf)
+        _check_range(start_ms, end_ms, None)
+        lo = _LO if start_ms is None else int(start_ms)
+        hi = _HI if end_ms is None else int(end_ms)
+        rows = self._q(
+            "SELECT open_time_ms, close, quote_volume FROM "
+            + self._bars_table(tf_s)
+            + " WHERE sym_id = ? AND tf_s = ? AND open_time_ms BETWEEN ? AND ? "
+            "ORDER BY open_time_ms",
+            (self._sym_id(symbol), tf_s, lo, hi),
+        )
+        flat = np.fromiter(itertools.chain.from_iterable(rows), np.float64, 3 * len(rows))
+        return flat.reshape(len(rows), 3)
+
     def bar_range(self, symbol: str, tf: str) -> tuple[int, int] | None:
         """(first, last) bar open time of a symbol, or None if it has no bars."""
         return self._bar_range(self._q, self._sym_id(symbol), timeframe_s(tf))
+
+    def newest_bar_stamp(self, symbol: str, tf: str) -> tuple[int, int, float] | None:
+        """(open time ms, trades, volume) of a symbol's newest bar, or None if it has none.
+
+        One primary-key lookup: a cheap "did this symbol's bars change?" stamp for caches.
+        A trade lands in the newest bar, so the stamp moves with every stored trade.
+        """
+        tf_s = timeframe_s(tf)
+        rows = self._q(
+            f"SELECT open_time_ms, trades, volume FROM {self._bars_table(tf_s)} "
+            "WHERE sym_id = ? AND tf_s = ? ORDER BY open_time_ms DESC LIMIT 1",
+            (self._sym_id(symbol), tf_s),
+        )
+        return None if not rows else (int(rows[0][0]), int(rows[0][1]), float(rows[0][2]))
 
     def _bar_range(self, q: Query, sid: int, tf_s: int) -> tuple[int, int] | None:
         # Two single-aggregate subqueries: SQLite answers each from the index in O(log n);

@@ -59,7 +59,13 @@ class Gap:
 
     ``status`` is one of ``open`` (found, not yet repaired), ``repaired`` (every missing id
     was fetched from REST), ``partial`` (some were), ``unrepairable`` (REST no longer has
-    them) or ``failed`` (REST errors). ``repaired_count`` counts the ids fetched.
+    them) or ``failed`` (REST errors; retried). ``open`` and ``failed`` are owed: every start
+    retries them. ``repaired_count`` counts the ids fetched.
+
+    ``from_ts_ms`` set means the range is known by time only (start-up history whose first
+    id REST could not tell yet): the ids of the trades at or after ``from_ts_ms`` up to
+    ``last_missing_id``; ``first_missing_id`` is then a placeholder (``last_missing_id``)
+    until the first id is resolved (``update_gap(..., first_missing_id=...)``).
     """
 
     symbol: str
@@ -70,6 +76,7 @@ class Gap:
     repaired_count: int = 0
     detail: str = ""
     gap_id: int | None = None
+    from_ts_ms: int | None = None
 
     @property
     def missing(self) -> int:

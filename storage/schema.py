@@ -110,6 +110,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (sym_id, lo_id)
     ) WITHOUT ROWID;
     """,
+    # 2 -> 3: owed ranges known by time only (start-up history before REST told its first
+    # id: ``gaps.from_ts_ms``), and per symbol the highest trade id up to which the stored
+    # ids were checked contiguous (holes below it are recorded as gaps): the start-up check
+    # then reads only the ids above it.
+    """
+    ALTER TABLE gaps ADD COLUMN from_ts_ms INTEGER;
+    CREATE TABLE id_checks (
+        sym_id         INTEGER PRIMARY KEY,
+        checked_to_id  INTEGER NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -23,7 +23,6 @@ import pandas as pd
 
 from storage.bars import aggregate_ticks, merge_bars
 from storage.errors import (
-    IdKindConflictError,
     StorageError,
     WriterBusyError,
 )
@@ -32,16 +31,15 @@ from storage.readbase import PAIR_COLUMNS as PAIR_COLUMNS
 from storage.readbase import ReaderBase
 from storage.readbase import _check_range as _check_range
 from storage.readbase import _empty_pair as _empty_pair
-from storage.records import Gap, IdKind, Tick, timeframe_s
 from storage.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from storage.timefmt import now_ms
 from storage.writebase import GAP_STATUSES as GAP_STATUSES  # re-exported
 from storage.writebase import (
-    WriterReads,
-    check_gap_status,
+    WriterBase,
+    bar_merge_set,
     check_ticks,
-    tick_arrays,
-    tick_batches,
+    derived_5m_columns,
+    kline_bar_columns,
     traded_klines,
 )
 
@@ -49,31 +47,7 @@ _UPSERT_HEAD = """
 INSERT INTO bars (sym_id, tf_s, open_time_ms, open, high, low, close, volume, quote_volume,
                   trades, buy_volume, first_ts_ms, first_id, last_ts_ms, last_id, src)
 VALUES """
-_UPSERT_TAIL = """
-ON CONFLICT (sym_id, tf_s, open_time_ms) DO UPDATE SET
-    open = CASE WHEN (excluded.first_ts_ms, excluded.first_id) < (bars.first_ts_ms, bars.first_id)
-                THEN excluded.open ELSE bars.open END,
-    first_ts_ms = CASE WHEN (excluded.first_ts_ms, excluded.first_id)
-                            < (bars.first_ts_ms, bars.first_id)
-                       THEN excluded.first_ts_ms ELSE bars.first_ts_ms END,
-    first_id = CASE WHEN (excluded.first_ts_ms, excluded.first_id)
-                         < (bars.first_ts_ms, bars.first_id)
-                    THEN excluded.first_id ELSE bars.first_id END,
-    close = CASE WHEN (excluded.last_ts_ms, excluded.last_id) > (bars.last_ts_ms, bars.last_id)
-                 THEN excluded.close ELSE bars.close END,
-    last_ts_ms = CASE WHEN (excluded.last_ts_ms, excluded.last_id)
-                           > (bars.last_ts_ms, bars.last_id)
-                      THEN excluded.last_ts_ms ELSE bars.last_ts_ms END,
-    last_id = CASE WHEN (excluded.last_ts_ms, excluded.last_id) > (bars.last_ts_ms, bars.last_id)
-                   THEN excluded.last_id ELSE bars.last_id END,
-    high = max(bars.high, excluded.high),
-    low = min(bars.low, excluded.low),
-    volume = bars.volume + excluded.volume,
-    quote_volume = bars.quote_volume + excluded.quote_volume,
-    trades = bars.trades + excluded.trades,
-    buy_volume = bars.buy_volume + excluded.buy_volume
-WHERE bars.src = 0
-"""
+_UPSERT_TAIL = "\n" + bar_merge_set("bars", "max", "min") + "\n"
 
 _REPLACE_HEAD = """
 INSERT OR REPLACE INTO bars (sym_id, tf_s, open_time_ms, open, high, low, close, volume,
@@ -105,6 +79,11 @@ _BAR_MERGE_COLUMNS = (
     "open_time_ms, open, high, low, close, volume, quote_volume, trades, "
     "buy_volume, first_ts_ms, first_id, last_ts_ms, last_id, src"
 )
+
+
+def _rows(sym_id: int, cols: list[np.ndarray]) -> list[tuple]:
+    """Bar columns (:data:`BAR_WRITE_COLUMNS`) as rows for a multi-row INSERT."""
+    return list(zip([sym_id] * len(cols[0]), *(c.tolist() for c in cols), strict=True))
 
 
 def _describe(path: Path, exc: sqlite3.Error) -> str:
@@ -196,7 +175,7 @@ class WriteResult:
     duplicates: int
 
 
-class Writer(WriterReads):
+class Writer(WriterBase):
     """The one writer of a database file.
 
     Thread-safe: an internal lock serialises calls, so the ingestion writer thread, the alert
@@ -275,12 +254,6 @@ class Writer(WriterReads):
             self._release_writer_lock()
             self.closed = True
 
-    def __enter__(self) -> Writer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: all or nothing."""
@@ -313,32 +286,15 @@ class Writer(WriterReads):
         with self._tx():
             yield
 
-    # ----------------------------------------------------------------- symbols
-    def _sym_id(self, conn: sqlite3.Connection, symbol: str, kind: str) -> int:
-        cached = self._sym_cache.get(symbol)
-        if cached is None:
-            row = conn.execute(
-                "SELECT sym_id, id_kind FROM symbols WHERE symbol = ?", (symbol,)
-            ).fetchone()
-            if row is None:
-                cur = conn.execute(
-                    "INSERT INTO symbols (symbol, id_kind) VALUES (?, ?)", (symbol, kind)
-                )
-                row = (cur.lastrowid, kind)
-            cached = (int(row[0]), str(row[1]))
-            self._sym_cache[symbol] = cached
-        sym_id, stored_kind = cached
-        if stored_kind != kind and not self._has_tick_data(conn, sym_id):
-            # Only klines so far (they carry no trade ids): the first ticks fix the id kind.
-            conn.execute("UPDATE symbols SET id_kind = ? WHERE sym_id = ?", (kind, sym_id))
-            self._sym_cache[symbol] = (sym_id, kind)
-            return sym_id
-        if stored_kind != kind:
-            raise IdKindConflictError(
-                f"{symbol} holds {stored_kind} ids; refusing to mix in {kind} ids "
-                "(aggregate ids and trade ids are different id spaces)"
-            )
-        return sym_id
+    # ----------------------------------------------------------------- engine hooks
+    def _unit(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn(conn)`` in one write transaction (:class:`WriterBase`'s hook)."""
+        with self._tx() as conn:
+            return fn(conn)
+
+    @staticmethod
+    def _exec(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return conn.execute(sql, params)
 
     @staticmethod
     def _has_tick_data(conn: sqlite3.Connection, sym_id: int) -> bool:
@@ -353,36 +309,6 @@ class Writer(WriterReads):
         )
 
     # ----------------------------------------------------------------- ticks
-    def write_ticks(self, ticks: Sequence[Tick]) -> int:
-        """Store ticks and maintain their 1s/1m/5m bars in one transaction.
-
-        Idempotent: a tick whose (symbol, trade_id) is stored already is ignored, and so are
-        repeats inside the batch. Returns how many ticks were new.
-        """
-        if not ticks:
-            return 0
-        batches = tick_batches(ticks)
-        inserted = 0
-        with self._tx() as conn:
-            for (symbol, kind), arrays in batches.items():
-                inserted += self._insert_arrays(conn, symbol, kind, *arrays)
-        return inserted
-
-    def write_tick_arrays(
-        self,
-        symbol: str,
-        id_kind: IdKind | str,
-        trade_id: np.ndarray,
-        ts_ms: np.ndarray,
-        price: np.ndarray,
-        qty: np.ndarray,
-        is_buyer_maker: np.ndarray,
-    ) -> int:
-        """Columnar twin of :meth:`write_ticks` for importers and benchmarks (one symbol)."""
-        cols = tick_arrays(symbol, id_kind, trade_id, ts_ms, price, qty, is_buyer_maker)
-        with self._tx() as conn:
-            return self._insert_arrays(conn, *cols)
-
     def _insert_arrays(self, conn, symbol, kind, ids, ts, px, qty, bm) -> int:
         check_ticks(symbol, ids, ts, px, qty, bm)
         sym_id = self._sym_id(conn, symbol, kind)
@@ -454,17 +380,7 @@ class Writer(WriterReads):
         if not rows:
             return
         merged = merge_bars(np.asarray(rows, dtype=np.float64), 300_000)
-        n = len(merged[0])
-        out = zip(
-            [sym_id] * n,
-            [300] * n,
-            *[
-                col.astype(np.int64).tolist() if i in (0, 7, 9, 10, 11, 12, 13) else col.tolist()
-                for i, col in enumerate(merged)
-            ],
-            strict=True,
-        )
-        _insert_rows(conn, _REPLACE_HEAD, "", list(out))
+        _insert_rows(conn, _REPLACE_HEAD, "", _rows(sym_id, derived_5m_columns(merged)))
 
     # ----------------------------------------------------------------- klines
     def write_klines(self, symbol: str, rows: pd.DataFrame) -> int:
@@ -481,38 +397,12 @@ class Writer(WriterReads):
         if checked is None:
             return 0
         symbol, rows, ot = checked
-        n = len(rows)
-        out = list(
-            zip(
-                [0] * n,
-                [60] * n,
-                ot.tolist(),
-                *[
-                    rows[c].astype(float).tolist()
-                    for c in ("open", "high", "low", "close", "volume", "quote_volume")
-                ],
-                rows["count"].astype(np.int64).tolist(),
-                rows["taker_buy_volume"].astype(float).tolist(),
-                ot.tolist(),
-                [-1] * n,
-                rows["close_time"].astype(np.int64).tolist(),
-                [-1] * n,
-                [1] * n,
-                strict=True,
-            )
-        )
+        cols = kline_bar_columns(rows, ot)
         with self._tx() as conn:
             sym_id = self._sym_id_any(conn, symbol)
-            _insert_rows(conn, _REPLACE_HEAD, "", [(sym_id, *r[1:]) for r in out])
+            _insert_rows(conn, _REPLACE_HEAD, "", _rows(sym_id, cols))
             self._derive_5m(conn, sym_id, int(ot.min()), int(ot.max()))
-        return n
-
-    def _sym_id_any(self, conn: sqlite3.Connection, symbol: str) -> int:
-        """The symbol's id whatever its id kind (klines carry no trade ids)."""
-        row = conn.execute("SELECT sym_id FROM symbols WHERE symbol = ?", (symbol,)).fetchone()
-        if row is not None:
-            return int(row[0])
-        return self._sym_id(conn, symbol, IdKind.AGG.value)
+        return len(rows)
 
     # ----------------------------------------------------------------- gaps
     def _fetch(self, sql: str, params: tuple) -> list[tuple]:
@@ -520,117 +410,6 @@ class Writer(WriterReads):
         open_gaps)."""
         with self._lock, _translated(self.path):
             return self._conn.execute(sql, params).fetchall()
-
-    def record_gap(self, gap: Gap) -> int:
-        """Record a hole in a symbol's id sequence; returns its ``gap_id``."""
-        check_gap_status(gap.status)
-        with self._tx() as conn:
-            sym_id = self._sym_id_any(conn, gap.symbol.upper())
-            cur = conn.execute(
-                "INSERT INTO gaps (sym_id, first_missing_id, last_missing_id, found_ts_ms, "
-                "status, repaired_count, detail, updated_ts_ms) VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    sym_id,
-                    gap.first_missing_id,
-                    gap.last_missing_id,
-                    gap.found_ts_ms,
-                    gap.status,
-                    gap.repaired_count,
-                    gap.detail,
-                    now_ms(),
-                ),
-            )
-            return int(cur.lastrowid)
-
-    def update_gap(
-        self, gap_id: int, *, status: str, repaired_count: int, detail: str = ""
-    ) -> None:
-        check_gap_status(status)
-        with self._tx() as conn:
-            cur = conn.execute(
-                "UPDATE gaps SET status = ?, repaired_count = ?, detail = ?, updated_ts_ms = ? "
-                "WHERE gap_id = ?",
-                (status, repaired_count, detail, now_ms(), gap_id),
-            )
-            if cur.rowcount == 0:
-                raise ValueError(f"no gap with id {gap_id}")
-
-    def save_feed_status(self, collector_id: str, symbol: str, status: dict[str, Any]) -> None:
-        """Publish one symbol's feed health for readers in any process."""
-        with self._tx() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO feed_status (collector_id, symbol, status, updated_ts_ms) "
-                "VALUES (?,?,?,?)",
-                (collector_id, symbol.upper(), json.dumps(status, default=str), now_ms()),
-            )
-
-    # ----------------------------------------------------------------- alerts
-    def add_alert_rule(
-        self,
-        *,
-        name: str,
-        x: str,
-        y: str,
-        tf: str,
-        metric: str,
-        op: str,
-        threshold: float,
-        cooldown_s: float,
-        params: dict | None = None,
-    ) -> int:
-        timeframe_s(tf)
-        with self._tx() as conn:
-            cur = conn.execute(
-                "INSERT INTO alert_rules (name, x, y, tf, metric, op, threshold, cooldown_s, "
-                "enabled, params, created_ts_ms) VALUES (?,?,?,?,?,?,?,?,1,?,?)",
-                (
-                    name,
-                    x.upper(),
-                    y.upper(),
-                    tf,
-                    metric,
-                    op,
-                    float(threshold),
-                    float(cooldown_s),
-                    json.dumps(params or {}),
-                    now_ms(),
-                ),
-            )
-            return int(cur.lastrowid)
-
-    def set_alert_rule_enabled(self, rule_id: int, enabled: bool) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                "UPDATE alert_rules SET enabled = ? WHERE rule_id = ?", (int(enabled), rule_id)
-            )
-
-    def delete_alert_rule(self, rule_id: int) -> None:
-        with self._tx() as conn:
-            conn.execute("DELETE FROM alert_rules WHERE rule_id = ?", (rule_id,))
-
-    def record_alert(
-        self,
-        *,
-        rule_id: int,
-        bar_time_ms: int,
-        value: float,
-        message: str,
-        fired_ts_ms: int | None = None,
-    ) -> bool:
-        """Store a fired alert; False if this rule already fired for this bar."""
-        with self._tx() as conn:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO alert_events (rule_id, fired_ts_ms, bar_time_ms, value, "
-                "message) VALUES (?,?,?,?,?)",
-                (
-                    rule_id,
-                    fired_ts_ms if fired_ts_ms is not None else now_ms(),
-                    bar_time_ms,
-                    float(value),
-                    message,
-                ),
-            )
-            return cur.rowcount == 1
 
     # ----------------------------------------------------------------- retention
     def prune(

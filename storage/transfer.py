@@ -135,7 +135,7 @@ class _Sink:
                     [(sid, *r[:4], int(bool(r[4]))) for r in rows],
                 )
                 return cur.rowcount
-            from storage.postgres import _copy_buffer
+            from storage.pg_base import _copy_buffer
 
             self.writer._begin_unit(conn)
             self.writer._stage(
@@ -167,7 +167,7 @@ class _Sink:
                     [(sid, tf_s, *r) for r in rows],
                 )
                 return cur.rowcount
-            from storage.postgres import _copy_buffer
+            from storage.pg_base import _copy_buffer
 
             c = list(zip(*rows, strict=True))
             kinds = [

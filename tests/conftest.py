@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+
 # ---------------------------------------------------------------- polling (every test file)
 def wait_for(condition, timeout_s: float = 20.0, what: str = "condition", *, interval_s=0.05):
     """Poll ``condition`` until it returns a truthy value; return that value.

@@ -73,9 +73,14 @@ def test_fatal_configuration_errors_exit_2_with_one_line(server, tmp_path, args,
     assert needle in result.stderr and "Traceback" not in result.stderr
 
 
-def test_missing_database_is_a_configuration_error(server):
-    result = _run(["--symbols", "btcusdt", "--rest-base", server.rest_base], _env())
-    assert result.returncode == 2 and "DB_PATH" in result.stderr
+def test_unwritable_database_is_a_configuration_error(server, tmp_path):
+    """Without --db the collector follows the one database rule (tests/test_db_rule.py); a
+    database it cannot create is one line naming it and exit 2."""
+    db = tmp_path / "no" / "such" / "dir" / "x.db"
+    args = ["--symbols", "btcusdt", "--rest-base", server.rest_base, "--db", str(db)]
+    result = _run(args, _env())
+    assert result.returncode == 2 and str(db) in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_environment_sets_endpoints_and_database_and_flags_win(server, tmp_path):

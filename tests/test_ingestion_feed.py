@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
-
 from ingestion.backoff import instant_backoff
 from ingestion.config import ConfigError, FeedSettings
 from ingestion.fakebinance import FakeBinance, Faults
@@ -27,6 +25,7 @@ from ingestion.rest import RestClient
 from ingestion.service import FeedService
 from ingestion.status import FeedState
 from storage import Gap, Reader, Tick, UnknownSymbolError, Writer, open_reader, open_writer
+from tests.conftest import wait_for
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 SPEED = 30.0  # 43 s of recorded trades in about 1.5 s
@@ -127,7 +126,10 @@ def test_clean_stream_stores_exactly_the_source(recording, tmp_path):
     # Server pings were echoed, our own pings were answered: both directions of liveness.
     assert server.stats.pongs_ok >= 4 and server.stats.pongs_bad == 0
     assert server.stats.client_pings >= 2
-    assert gaps(db).empty  # start-up history is loading, not a gap
+    # The start-up history is owed data: recorded before it was fetched, then repaired.
+    history = gaps(db)
+    assert list(history["status"]) == ["repaired"] * 2
+    assert history["detail"].str.startswith("start-up history").all()
     for symbol, status in service.status().items():
         assert status.state is FeedState.STOPPED
         assert status.rejected == 0 and status.duplicates >= 0
@@ -283,7 +285,9 @@ def test_quiet_market_is_not_mistaken_for_a_dead_feed(tmp_path):
     assert status.reconnects == 0 and status.last_error == ""
     got = stored_ids(db, "CTKUSDT")
     assert got[: len(published)] == published  # a real id, e.g. 16599292, kept as is
-    assert gaps(db).empty
+    found = gaps(db)  # only the start-up history, owed and then stored
+    assert found["detail"].str.startswith("start-up history").all()
+    assert set(found["status"]) <= {"repaired"}
 
 
 def test_unrepairable_and_partial_gaps_are_recorded_not_hidden(recording, tmp_path):

@@ -9,15 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
-
 from ingestion.replay import start_replay_server
 from storage import StorageError, open_reader
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +153,8 @@ def test_dashboard_defers_to_live_collectors_and_two_collectors_coexist(pg_url, 
     try:
         wait_for(
             lambda: any(sym == "BTCUSDT" for _, sym in _live_rows(pg_url)),
-            60.0, "the collector's live status",
+            60.0,
+            "the collector's live status",
         )
         settings = AppSettings(
             db_path=pg_url,
@@ -175,7 +174,8 @@ def test_dashboard_defers_to_live_collectors_and_two_collectors_coexist(pg_url, 
                 [s.symbol for s in svc.feed_status()] == ["ETHUSDT"]
                 and svc.feed_status()[0].state.value == "live"
             ),
-            60.0, "the dashboard's own ETHUSDT feed",
+            60.0,
+            "the dashboard's own ETHUSDT feed",
         )
 
         second = _collector(pg_url, server, "btcusdt")
@@ -187,7 +187,8 @@ def test_dashboard_defers_to_live_collectors_and_two_collectors_coexist(pg_url, 
                 and (COLLECTOR_ID, "ETHUSDT") in r
                 and r
             ),
-            60.0, "two BTCUSDT collectors and the dashboard's ETHUSDT feed published",
+            60.0,
+            "two BTCUSDT collectors and the dashboard's ETHUSDT feed published",
         )
         assert len({c for c, sym in rows if sym == "BTCUSDT"}) == 2
     finally:

@@ -19,13 +19,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import wait_for
 from websocket import ABNF, WebSocketTimeoutException, create_connection
 
 from ingestion.fakebinance import FakeBinance, Faults
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING, start_replay_server
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CRYPTOFEED = (

@@ -12,14 +12,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from tests.conftest import wait_for
 
 from storage import Gap, IdKind, Reader, StorageError, Tick, Writer, WriterBusyError
 from storage.__main__ import main
@@ -27,6 +24,7 @@ from storage.config import StorageSettings
 from storage.retention import RetentionJob
 from storage.schema import APPLICATION_ID, SCHEMA_VERSION
 from storage.sqlite import now_ms
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_S = 20.0  # generous upper bound for anything we poll for; typical waits are ms
@@ -572,7 +570,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None
     with Writer(db) as w:
         assert w.last_trade_id("BTCUSDT") == 7
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert conn.execute("SELECT count(*) FROM pruned_ranges").fetchone()[0] == 0
     conn.close()
 

@@ -1,78 +1,56 @@
 """The live panel (key figures, six charts, toasts) and the stationarity section.
 
-``render_live`` runs inside ``st.fragment(run_every=refresh)``: only it reruns. It reads the
-last ``window + bars shown`` bars of the pair (cost independent of the history stored),
-recomputes only when the database changed (``Reader.data_version``), and draws figures with
-stable keys and ``uirevision`` so zoom and pan survive refreshes.
+``render_live`` runs inside ``st.fragment(run_every=refresh)``: only it reruns. The pair's
+analytics (the last ``window + bars shown`` bars, cost independent of the history stored), key
+figures and chart payloads come from ``service.pageviews.PageViews``: computed once per data
+version and shared by every tab of the same view. Figures keep stable keys and ``uirevision``
+so zoom and pan survive refreshes.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
+from functools import partial
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from analytics.stationarity import MIN_BARS, stationarity
-from service.compute import METHODS, PairParams, PairView, compute_pair
+from service.compute import METHODS, PairParams, PairView
 from service.desk import DashboardService, ServiceStatus
-from storage import UnknownSymbolError
+from service.pageviews import newest_1s_bar_ms
+from service.viewcache import Snapshot
+from storage import Reader, UnknownSymbolError
 from ui import charts
 from ui.guard import WAIT_ICON, fmt_age, fmt_num, fmt_time, md_escape, panel
 from ui.plot import figure_payload, show_payload
-from ui.state import Lease, cached, session_reader, store
+from ui.state import Lease, page_views, session_reader, store
 
 
-def load_analytics(lease: Lease, params: PairParams, version: Hashable) -> PairView:
-    """The pair's analytics, recomputed only when the database changed since the last run."""
-    key = (params, version)
-
-    def compute() -> PairView:
-        frame = lease.reader.pair_frame(params.x, params.y, params.tf, limit=params.read_bars)
-        return compute_pair(frame, params)
-
-    return cached("live", key, compute)
-
-
-def load_candles(lease: Lease, params: PairParams, version: Hashable) -> dict[str, pd.DataFrame]:
-    key = (params, version)
-
-    def read() -> dict[str, pd.DataFrame]:
-        n = min(params.display_bars, 1000)
-        return {
-            "x": lease.reader.bars(params.x, params.tf, limit=n),
-            "y": lease.reader.bars(params.y, params.tf, limit=n),
-        }
-
-    return cached("candles", key, read)
-
-
-def newest_trade_ms(service: DashboardService, lease: Lease, params: PairParams) -> int | None:
-    """Exchange time of the newest trade of either leg (feed status, else the newest 1s bar)."""
+def feed_newest_trade_ms(service: DashboardService, params: PairParams) -> int | None:
+    """Exchange time of the newest trade of either leg, from the in-process feed (no I/O)."""
     best: int | None = None
     for s in service.feed_status():
         if s.symbol in (params.x, params.y) and s.last_trade_ms is not None:
             best = max(best or 0, int(s.last_trade_ms))
-    if best is not None:
-        return best
-    for sym in (params.x, params.y):
-        try:
-            rng = lease.reader.bar_range(sym, "1s")
-        except UnknownSymbolError:
-            continue
-        if rng is not None:
-            best = max(best or 0, rng[1])
     return best
 
 
-def show_new_alerts(lease: Lease) -> None:
-    """Toasts for alerts fired since this session last looked (on every tab)."""
+def show_new_alerts(events: pd.DataFrame) -> None:
+    """Toasts for alerts fired since this session last looked (on every tab).
+
+    ``events`` are the newest alert events, read once for every session
+    (``PageViews.alerts``); each session toasts those after its start it has not shown yet.
+    """
     s = store()
-    events = lease.reader.alert_events(since_ms=s.started_ms, limit=20)
-    events = events[events["event_id"] > s.seen_event_id]
+    if events.empty:
+        return
+    events = events[
+        (events["event_id"] > s.seen_event_id) & (events["fired_ts_ms"] >= s.started_ms)
+    ]
     if events.empty:
         return
     for row in events.sort_values("event_id").itertuples(index=False):
@@ -94,10 +72,10 @@ def _feed_line(service: DashboardService, status: ServiceStatus, params: PairPar
     return " · ".join(parts)
 
 
-def key_figures(result: PairView) -> None:
+def key_figure_tiles(result: PairView) -> list[tuple[str, str, str]]:
+    """(label, value, help) of the nine key-figure tiles."""
     f = result.figures
     p = result.params
-    cols = st.columns(9)
     hl = f["half_life_bars"]
     tiles = [
         (p.x, fmt_num(f["x"], 8), "Last close of X."),
@@ -122,7 +100,11 @@ def key_figures(result: PairView) -> None:
         ),
         ("Bars", f"{f['bars']:,}", "Bars of the pair read for this view (window + shown)."),
     ]
-    for col, (label, value, help_) in zip(cols, tiles, strict=True):
+    return tiles
+
+
+def key_figures(tiles: list[tuple[str, str, str]]) -> None:
+    for col, (label, value, help_) in zip(st.columns(len(tiles)), tiles, strict=True):
         col.metric(label, value, help=help_)
 
 
@@ -131,24 +113,22 @@ def _waiting(what: str, have: int, need: int) -> None:
 
 
 def charts_grid(
-    result: PairView,
-    price_mode: str,
-    candles: dict[str, pd.DataFrame] | None,
-    version: Hashable,
+    snap: Snapshot[PairView], price_mode: str, candles: dict[str, pd.DataFrame] | None
 ) -> None:
     """Six charts on one time axis; a chart still warming up says what it waits for.
 
-    Each chart's payload is rebuilt only when the data (``version``) or the view changed, so
-    an idle refresh re-sends what it sent last time without recomputing it.
+    Each chart's payload is built once per data version and view for every session
+    (``snap.derive``), so a refresh serialises nothing new; the browser component skips a
+    payload it already drew, and Streamlit sends a payload the tab already has (≥ 10 kB) as a
+    hash reference.
     """
+    result = snap.value
     p = result.params
     t = result.table.iloc[-p.display_bars :]
     hedge, corr = result.hedge, result.corr
 
     def plot(build: Callable[[], go.Figure], key: str) -> None:
-        payload = cached(
-            f"payload:{key}", (p, price_mode, version), lambda: figure_payload(build())
-        )
+        payload = snap.derive(("payload", key, price_mode), lambda: figure_payload(build()))
         show_payload(payload, key)
 
     left, right = st.columns(2)
@@ -185,42 +165,64 @@ def charts_grid(
 
 
 def render_live(service: DashboardService, params: PairParams, price_mode: str) -> None:
-    """One refresh of the live panel."""
+    """One refresh of the live panel: at most one database read (the data version), shared by
+    every tab of the same view; the analytics and chart payloads are computed once per version.
+    """
     status = service.status()
-    with session_reader(status.db_path, status.generation) as lease:
-        newest = newest_trade_ms(service, lease, params)
-        age = None if newest is None else max(0.0, time.time() - newest / 1000.0)
-        with st.container(key="last_update"):
-            st.markdown(
-                f"**Last update** `{fmt_time(newest, millis=True)}` UTC "
-                f"(age {fmt_age(age)}) · refreshed {fmt_time(time.time() * 1000)} · "
-                f"{_feed_line(service, status, params)}"
+    views = page_views(service.views, service.settings.shared_views)
+    db = (status.db_path, status.generation)
+    snap: Snapshot[PairView] | None = None
+    waiting: UnknownSymbolError | None = None
+    try:
+        snap = views.pair(*db, params)
+    except UnknownSymbolError as exc:
+        waiting = exc
+    newest = feed_newest_trade_ms(service, params)
+    if newest is None and snap is not None:  # no feed in this process: the newest 1s bar
+        newest = snap.derive(
+            "newest_1s", lambda: views.read(*db, partial(newest_1s_bar_ms, params=params))
+        )
+    age = None if newest is None else max(0.0, time.time() - newest / 1000.0)
+    with st.container(key="last_update"):
+        st.markdown(
+            f"**Last update** `{fmt_time(newest, millis=True)}` UTC "
+            f"(age {fmt_age(age)}) · refreshed {fmt_time(time.time() * 1000)} · "
+            f"{_feed_line(service, status, params)}"
+        )
+    if snap is None:
+        st.info(
+            f"Waiting for the first trades: {waiting}. The feed collects "
+            f"{params.x} and {params.y} as soon as it runs.",
+            icon=WAIT_ICON,
+        )
+        return
+    result = snap.value
+    if result.n_bars == 0:
+        st.info(
+            f"Waiting for the first bar in which both {params.x} and {params.y} have traded.",
+            icon=WAIT_ICON,
+        )
+        return
+    if result.error:
+        st.warning(f"Statistics are undefined on this data: {result.error}")
+    candles = None
+    if price_mode == "candles":
+        with panel("Candles"):
+            candles = snap.derive(
+                "candles", lambda: views.read(*db, partial(read_candles, params=params))
             )
-        version = lease.version()
-        try:
-            result = load_analytics(lease, params, version)
-        except UnknownSymbolError as exc:
-            st.info(
-                f"Waiting for the first trades: {exc}. The feed collects "
-                f"{params.x} and {params.y} as soon as it runs.",
-                icon=WAIT_ICON,
-            )
-            return
-        if result.n_bars == 0:
-            st.info(
-                f"Waiting for the first bar in which both {params.x} and {params.y} have traded.",
-                icon=WAIT_ICON,
-            )
-            return
-        if result.error:
-            st.warning(f"Statistics are undefined on this data: {result.error}")
-        candles = None
-        if price_mode == "candles":
-            with panel("Candles"):
-                candles = load_candles(lease, params, version)
     with panel("Key figures"):
-        key_figures(result)
-    charts_grid(result, price_mode, candles, version)
+        key_figures(snap.derive("tiles", lambda: key_figure_tiles(result)))
+    charts_grid(snap, price_mode, candles)
+
+
+def read_candles(reader: Reader, params: PairParams) -> dict[str, pd.DataFrame]:
+    """Both legs' bars for the candles price mode (the bars shown, at most 1,000)."""
+    n = min(params.display_bars, 1000)
+    return {
+        "x": reader.bars(params.x, params.tf, limit=n),
+        "y": reader.bars(params.y, params.tf, limit=n),
+    }
 
 
 # ------------------------------------------------------------------------- stationarity

@@ -6,6 +6,9 @@ used by two threads at once, and ``Reader.data_version()`` is only meaningful on
 connection across runs. So each session keeps one Reader behind a lock: a run that gets the
 lock reuses it (its ``data_version`` keys the caches, so an idle refresh recomputes nothing);
 a run that finds it busy opens a throw-away Reader of its own.
+
+The timed fragments (live panel, status strip, feed health) do not use it: they read through
+:func:`page_views`, the process-wide ``service.pageviews.PageViews`` shared by every session.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
+from service.pageviews import PageViews
 from storage import Reader, open_reader
 
 T = TypeVar("T")
@@ -39,6 +43,8 @@ class SessionStore:
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     #: Newest alert event already shown as a toast in this session.
     seen_event_id: int = 0
+    #: This session's own PageViews, only when sharing is off (``SHARED_VIEWS=0``).
+    views: PageViews | None = None
 
     def close(self) -> None:
         if self.reader is not None:
@@ -53,6 +59,20 @@ def store() -> SessionStore:
     if s is None:
         s = st.session_state[_KEY] = SessionStore()
     return s
+
+
+def page_views(shared: PageViews, share: bool) -> PageViews:
+    """The PageViews this session reads the timed fragments through.
+
+    ``shared`` is the service's (one per process); with ``share`` off (``SHARED_VIEWS=0``) the
+    session gets one of its own, computing everything itself (the old per-session behaviour).
+    """
+    if share:
+        return shared
+    s = store()
+    if s.views is None:
+        s.views = PageViews(shared=False)
+    return s.views
 
 
 _serials = iter(range(1, 1 << 62))

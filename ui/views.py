@@ -24,7 +24,7 @@ from storage import StorageError, timeframe_s
 from storage.timefmt import ms_to_iso
 from ui import charts
 from ui.guard import WAIT_ICON, db_label, fmt_age, fmt_datetime, fmt_num, fmt_time, md_escape, panel
-from ui.state import cached, session_reader, store
+from ui.state import cached, page_views, session_reader, store
 
 PLOT_CONFIG = {"displaylogo": False, "scrollZoom": True}
 DL_ICON = ":material/download:"
@@ -459,6 +459,7 @@ def health_table(statuses: list) -> pd.DataFrame:
                 "reconnects": d.get("reconnects"),
                 "gaps found": d.get("gaps_found"),
                 "gaps repaired": d.get("gaps_repaired"),
+                "owed": owed_text(d),
                 "ids backfilled": d.get("ids_backfilled"),
                 "rejected": d.get("rejected"),
                 "duplicates": d.get("duplicates"),
@@ -468,6 +469,21 @@ def health_table(statuses: list) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def owed_text(d: dict) -> str:
+    """Ranges recorded as owed and not stored yet (gaps, start-up history), e.g.
+    ``4,707 ids in 1 range, retry in 3 s``; empty when nothing is owed."""
+    ranges = int(d.get("owed_ranges") or 0)
+    if not ranges:
+        return ""
+    text = f"{int(d.get('owed_ids') or 0):,} ids in {ranges} range{'s' if ranges > 1 else ''}"
+    if d.get("owed_by_time"):
+        text += f" ({d['owed_by_time']} by time, first id not known yet)"
+    retry_s = d.get("repair_retry_in_s")
+    if retry_s is not None:
+        text += f", REST failed: retry in {float(retry_s):.0f} s"
+    return text
 
 
 def _state_style(value: str) -> str:
@@ -486,9 +502,12 @@ def render_health(service: DashboardService) -> None:
     )
     own = [dict(s.to_dict(), collector="this dashboard") for s in service.feed_status()]
     # Every other process that publishes into this database (a headless collector, another
-    # dashboard on PostgreSQL): two collectors of one symbol show as two rows.
-    with session_reader(status.db_path, status.generation) as lease:
-        published = lease.reader.feed_status(max_age_s=120)
+    # dashboard on PostgreSQL): two collectors of one symbol show as two rows. Read once for
+    # every open tab (PageViews.health), with the gaps below.
+    health = page_views(service.views, service.settings.shared_views).health(
+        status.db_path, status.generation
+    )
+    published = health.published
     now_ms = time.time() * 1000
     others = []
     for row in published.itertuples():
@@ -537,8 +556,7 @@ def render_health(service: DashboardService) -> None:
             help=f"{r.errors} errors, {r.rate_limited} rate-limited",
         )
         c[5].metric("Commit errors", f"{w.errors}", help=w.last_error or "none")
-    with session_reader(status.db_path, status.generation) as lease:
-        gaps = lease.reader.gaps()
+    gaps = health.gaps
     st.markdown("**Gaps found in the id sequences**")
     if gaps.empty:
         st.caption("None found.")
