@@ -59,6 +59,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: The server process of each URL (to read its memory from /proc).
+SERVER_PIDS: dict[str, int] = {}
+
+
+def peak_rss_mb(url: str) -> float:
+    """The server's peak resident memory so far (``VmHWM``), MB."""
+    status = Path(f"/proc/{SERVER_PIDS[url]}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
 @contextlib.contextmanager
 def offline_server(tmp: Path) -> Iterator[str]:
     """``streamlit run app.py`` with no replay, an empty database and no reachable Binance."""
@@ -109,6 +119,7 @@ def offline_server(tmp: Path) -> Iterator[str]:
 
     try:
         wait_for(healthy, 60, "the Streamlit server")
+        SERVER_PIDS[url] = proc.pid
         yield url
     finally:
         proc.terminate()
@@ -360,4 +371,42 @@ def test_hostile_url_text_is_shown_as_text_and_fetches_nothing(offline_dashboard
     expect(page.locator('img[src*="host"]')).to_have_count(0)
     _title(w, "Pairs desk")
     w.clean("hostile URL")
+    close(w)
+
+
+def test_a_gzip_bomb_upload_is_refused_once_in_bounded_memory(offline_dashboard, browser, tmp_path):
+    """2 GiB of zeros in one line (2 MB gzip) uploaded in the page: one refusal naming the
+    file, no server path, the server's peak memory grows < 100 MB, and later reruns do not
+    decompress it again (the peak stays put)."""
+    import gzip
+
+    from playwright.sync_api import expect
+
+    bomb = tmp_path / "bomb.gz"
+    chunk = b"\0" * (16 << 20)
+    with gzip.open(bomb, "wb", compresslevel=9) as fh:
+        for _ in range(128):
+            fh.write(chunk)
+    w = open_page(browser, offline_dashboard)
+    page = w.page
+    expect(page.locator(".st-key-source_choice")).to_be_visible(timeout=SLOW_MS)
+    _segment(w, "source_choice", "Replay")
+    page.get_by_text("Replay another recording").click()
+    page.get_by_text("Upload a file", exact=True).click()
+    before = peak_rss_mb(offline_dashboard)
+    page.locator('.st-key-replay_upload input[type="file"]').set_input_files(str(bomb))
+    refusal = page.get_by_text(re.compile(r"bomb\.gz is not a trade recording"))
+    expect(refusal).to_be_visible(timeout=SLOW_MS)
+    expect(refusal).to_contain_text("line longer than")
+    expect(refusal).not_to_contain_text(str(tmp_path))
+    after_once = peak_rss_mb(offline_dashboard)
+    assert after_once - before < 100, (before, after_once)
+    for tf in ("1m", "1s"):  # full reruns with the upload still in the widget
+        _segment(w, "tf", tf)
+        _title(w, f"· {tf}")
+    expect(refusal).to_be_visible(timeout=SLOW_MS)
+    after_reruns = peak_rss_mb(offline_dashboard)
+    print(f"server peak RSS {before:.0f} MB → {after_once:.0f} → {after_reruns:.0f}", flush=True)
+    assert after_reruns - before < 100
+    w.clean("bomb upload")
     close(w)
