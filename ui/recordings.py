@@ -23,7 +23,7 @@ import gzip
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -98,7 +98,9 @@ def _lines(raw: BinaryIO, max_bytes: int, max_line: int) -> Iterator[str]:
     """Decoded lines of ``raw`` (gzip or plain), at most ``max_bytes`` in all."""
     magic = raw.read(2)
     raw.seek(0)
-    stream: BinaryIO = gzip.GzipFile(fileobj=raw) if magic == b"\x1f\x8b" else raw  # type: ignore[assignment]
+    stream: BinaryIO = raw
+    if magic == b"\x1f\x8b":
+        stream = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
     read = 0
     while read < max_bytes:
         line = stream.readline(max_line + 1)
@@ -166,7 +168,13 @@ def save_upload(name: str, data: bytes, settings: AppSettings) -> str:
     return str(path)
 
 
-def checked_upload(cache: dict[str, Checked], file_id: str, name: str, read, settings) -> Checked:
+def checked_upload(
+    cache: dict[str, Checked],
+    file_id: str,
+    name: str,
+    read: Callable[[], bytes],
+    settings: AppSettings,
+) -> Checked:
     """``save_upload`` once per upload: later reruns reuse the result kept under ``file_id``.
 
     ``read`` returns the upload's bytes (called only the first time).
