@@ -313,6 +313,32 @@ def _stats(
     return {"i": i, "j": j, "eg": eg, "oos": oos, "half": half}
 
 
+def _movers(
+    p: np.ndarray, syms: list[str], n_val: int, lags: int
+) -> tuple[np.ndarray, tuple[tuple[str, str], ...]]:
+    """Which symbols move in both parts, the skipped ones with the reason; checks the budget."""
+    n = p.shape[0]
+    moving = _moving(p, [(0, n - n_val), (n - n_val, n)])
+    skipped = tuple(
+        (s, "price does not move in the formation or the validation period")
+        for s, ok in zip(syms, moving, strict=True)
+        if not ok
+    )
+    kept = int(moving.sum())
+    if kept < 2:
+        raise ValueError(
+            f"need at least two symbols whose price moves, got {kept}"
+            + (f" (skipped: {', '.join(s for s, _ in skipped)})" if skipped else "")
+        )
+    width = kept * (lags + 2)
+    if 8 * width * width * 2 > MOMENT_BUDGET_BYTES:
+        raise ValueError(
+            f"lags={lags} with {kept} symbols needs {16 * width * width / 1e9:.1f} GB of "
+            f"moment matrices (budget {MOMENT_BUDGET_BYTES / 1e9:.1f} GB): use fewer lags"
+        )
+    return moving, skipped
+
+
 def scan_universe(
     prices: pd.DataFrame,
     quote_volume: pd.DataFrame | None = None,
@@ -362,24 +388,8 @@ def scan_universe(
     n = p_all.shape[0]
     n_val = _split(n, validation_fraction)
     lags = _check_lags(lags, n, n_val)
-    moving = _moving(p_all, [(0, n - n_val), (n - n_val, n)])
-    skipped = tuple(
-        (s, "price does not move in the formation or the validation period")
-        for s, ok in zip(syms_all, moving, strict=True)
-        if not ok
-    )
+    moving, skipped = _movers(p_all, syms_all, n_val, lags)
     syms = [s for s, ok in zip(syms_all, moving, strict=True) if ok]
-    if len(syms) < 2:
-        raise ValueError(
-            f"need at least two symbols whose price moves, got {len(syms)}"
-            + (f" (skipped: {', '.join(s for s, _ in skipped)})" if skipped else "")
-        )
-    width = len(syms) * (lags + 2)
-    if 8 * width * width * 2 > MOMENT_BUDGET_BYTES:
-        raise ValueError(
-            f"lags={lags} with {len(syms)} symbols needs {16 * width * width / 1e9:.1f} GB of "
-            f"moment matrices (budget {MOMENT_BUDGET_BYTES / 1e9:.1f} GB): use fewer lags"
-        )
     p = p_all[:, moving]
     mean, sd = p.mean(axis=0), p.std(axis=0)
     x = (p - mean) / sd  # centred and scaled: the t-statistics do not depend on scale

@@ -5,7 +5,7 @@
 1. Throughput. A replay server (a separate process, so it has its own interpreter) sends
    real BTCUSDT aggregates, looped with ids continuing upwards, as fast as the socket takes
    them. Each round runs, on fresh connections:
-   - *bare*: ``websocket-client`` ``recv`` + ``ingestion.parse.parse_message`` per frame,
+   - *bare*: ``websocket-client`` ``recv`` + ``formats.parse_message`` per frame,
      nothing else (same socket options as the pipeline: no UTF-8 check, no locks);
    - *pipeline*: ``FeedService`` (connection, parse, id-gap check, bounded queue, batched
      commits through ``storage.Writer`` into a fresh SQLite file) until ``--messages`` ticks
@@ -35,9 +35,9 @@ from pathlib import Path
 
 from websocket import create_connection
 
+from formats.wire import parse_message
 from ingestion.backoff import instant_backoff
 from ingestion.config import FeedSettings
-from ingestion.parse import parse_message
 from ingestion.replay import SAMPLE_RECORDING
 from ingestion.service import FeedService
 

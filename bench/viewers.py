@@ -29,6 +29,7 @@ samples server RSS and each tab's JS heap every 30 s: growth after warm-up is th
     python -m bench.viewers                          # about 8 minutes
     python -m bench.viewers --tabs 1,4 --seconds 15  # quicker
     python -m bench.viewers --soak 10 --soak-tabs 4  # memory soak
+    python -m bench.viewers --inprocess 4            # CPU per refresh, AppTest sessions
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ CHROME_ARGS = [
     "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
     "--enable-precise-memory-info",
+    "--js-flags=--expose-gc",  # the soak reads each tab's heap after a full collection
 ]
 #: What each mode changes against the project's configuration.
 MODES: dict[str, tuple[dict[str, str], list[str]]] = {
@@ -83,7 +85,13 @@ CHART_RENDERS_JS = """() => {
   const g = document.querySelector('.st-key-chart_zscore .js-pd-plot');
   return g ? Number(g.dataset.rendered || 0) : 0;
 }"""
+#: The default view's refresh interval (seconds).
+REFRESH_S = 0.5
 JS_HEAP_JS = "() => performance.memory ? performance.memory.usedJSHeapSize : null"
+#: The heap after a full collection: V8's heap saws between collections, so a raw sample
+#: says little about growth.
+JS_HEAP_AFTER_GC_JS = """() => { if (window.gc) window.gc();
+  return performance.memory ? performance.memory.usedJSHeapSize : null; }"""
 
 
 # ----------------------------------------------------------------------------- /proc
@@ -319,13 +327,15 @@ def soak(minutes: float, n_tabs: int, mode: str, speed: float, every_s: float = 
                     pages = [open_tab(browser, server.url) for _ in range(n_tabs)]
                     t0, c0 = time.monotonic(), cpu_s(server.pid)
                     while (elapsed := time.monotonic() - t0) < minutes * 60:
-                        heaps = [p.evaluate(JS_HEAP_JS) or 0 for p in pages]
+                        heaps = [p.evaluate(JS_HEAP_AFTER_GC_JS) or 0 for p in pages]
                         samples.append(
                             {
                                 "t_s": round(elapsed),
                                 "rss_mb": rss_mb(server.pid),
                                 "js_heap_mb": [round(h / 1e6, 2) for h in heaps],
-                                "cores_so_far": (cpu_s(server.pid) - c0) / max(elapsed, 1e-9),
+                                "cores_so_far": (cpu_s(server.pid) - c0) / elapsed
+                                if elapsed > 1
+                                else None,
                             }
                         )
                         print(json.dumps(samples[-1]), file=sys.stderr, flush=True)
@@ -368,6 +378,92 @@ def soak_growth(samples: list[dict], warm_fraction: float = 0.2) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- in process
+def inprocess(sessions: int, rounds: int) -> dict:
+    """CPU per live-panel refresh with ``sessions`` sessions of one view in one process.
+
+    No browser and no server: ``AppTest`` sessions run ``bench/dashboard.py``'s live-panel
+    script against 15 minutes of generated history; each round (one per 0.5 s) stores one new
+    trade (a new data version) and refreshes every session once. CPU is
+    ``time.process_time`` around each run, so a loaded machine slows it down but does not
+    change it much. Per mode: the mean over all refreshes, and the median for the session that
+    refreshes first after new data and for every further session.
+    """
+    import gc
+    import statistics
+
+    from streamlit.testing.v1 import AppTest
+
+    from bench.dashboard import PANEL_SCRIPT, SYMBOLS, T0_MS, write_history
+    from service import registry
+    from service.desk import acquire_service
+    from service.settings import AppSettings
+    from storage import IdKind, Tick, Writer
+
+    out: dict = {"sessions": sessions, "rounds": rounds}
+    with tempfile.TemporaryDirectory(prefix="bench-viewers-inproc-") as tmp:
+        db = Path(tmp) / "inproc.db"
+        script = Path(tmp) / "panel.py"
+        script.write_text(PANEL_SCRIPT)
+        os.environ.update(
+            DB_PATH=str(db),
+            FEED_AUTOSTART="0",
+            BINANCE_REST_BASE="http://127.0.0.1:9",
+            BINANCE_WS_BASE="ws://127.0.0.1:9",
+            TICKS_KEEP_HOURS="forever",
+            BARS_1S_KEEP_DAYS="forever",
+            BENCH_WINDOW="60",
+            BENCH_BARS="600",
+        )
+        os.environ.pop("DATABASE_URL", None)
+        state = dict(SYMBOLS) | {f"{s}_id": 1 for s in SYMBOLS}
+        with Writer(db) as w:
+            write_history(w, 0, 900, np.random.default_rng(7), state)
+        now_s = 900
+        for mode, (env, flags) in MODES.items():
+            os.environ.update(env)
+            # AppTest's runner skips Streamlit's post-run collection: do what the server does.
+            post_gc = "true" in flags
+            svc = acquire_service(AppSettings.load([]))
+            apps = [AppTest.from_file(str(script), default_timeout=60) for _ in range(sessions)]
+            for at in apps:
+                at.run()  # warm: imports, first read
+            first, further = [], []
+            for _ in range(rounds):
+                round_t0 = time.monotonic()
+                state["BTCUSDT_id"] += 1
+                svc.writer.write_ticks(
+                    [
+                        Tick(
+                            "BTCUSDT",
+                            state["BTCUSDT_id"],
+                            T0_MS + now_s * 1000 + 500,
+                            state["BTCUSDT"],
+                            0.01,
+                            False,
+                            IdKind.AGG,
+                        )
+                    ]
+                )
+                now_s += 1
+                for i, at in enumerate(apps):
+                    t = time.process_time()
+                    at.run()
+                    if post_gc:
+                        gc.collect(2)
+                    (first if i == 0 else further).append(1000 * (time.process_time() - t))
+                # Rounds at the default refresh interval, as the tabs would ask.
+                time.sleep(max(0.0, REFRESH_S - (time.monotonic() - round_t0)))
+            out[mode] = {
+                "mean_cpu_ms_per_refresh": statistics.mean(first + further),
+                "first_session_cpu_ms": statistics.median(first),
+                "further_session_cpu_ms": statistics.median(further) if further else None,
+            }
+            print(mode, json.dumps(out[mode]), file=sys.stderr, flush=True)
+        registry.SERVICE.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tabs", default="0,1,2,4,8", help="tab counts, increasing (0 = no tab)")
@@ -378,12 +474,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--soak", type=float, metavar="MINUTES", help="run the memory soak instead")
     ap.add_argument("--soak-tabs", type=int, default=4)
     ap.add_argument("--soak-mode", default="shared", choices=list(MODES))
+    ap.add_argument(
+        "--inprocess",
+        type=int,
+        metavar="SESSIONS",
+        help="instead: CPU per refresh of SESSIONS AppTest sessions in one process, per mode",
+    )
+    ap.add_argument("--rounds", type=int, default=20, help="with --inprocess: new versions")
     ap.add_argument("--out", help="also write the JSON results to this file")
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
         print(f"cannot run: {CHROMIUM} is not installed", file=sys.stderr)
         return 2
-    if args.soak:
+    if args.inprocess:
+        result = inprocess(args.inprocess, args.rounds)
+    elif args.soak:
         result = soak(args.soak, args.soak_tabs, args.soak_mode, args.speed)
     else:
         tabs = [int(t) for t in args.tabs.split(",")]

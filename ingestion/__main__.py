@@ -17,8 +17,8 @@ import threading
 import time
 
 from config import DB_FLAG_HELP, resolve_db
+from formats.wire import StreamKind
 from ingestion.config import ConfigError, FeedSettings, normalize_symbols
-from ingestion.parse import StreamKind
 from ingestion.service import FeedService
 
 EXIT_CONFIG = 2
@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         # Recorded in the gap ledger (open/failed): the next start resumes each of them.
         print(f"{symbol}: not stored, owed to the next start: {'; '.join(ranges)}", flush=True)
     if not clean:
-        print("error: stopped before every queued tick was stored", file=sys.stderr)
+        detail = f": {writer.unstored}" if writer is not None and writer.unstored else ""
+        print(f"error: stopped before every queued tick was stored{detail}", file=sys.stderr)
         return EXIT_UNCLEAN
     return 0
 

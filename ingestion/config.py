@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from config import BINANCE_REST_BASE, BINANCE_WS_BASE, ConfigError, binance_roots
-from ingestion.parse import StreamKind
+from formats.wire import StreamKind
 
 __all__ = ["ConfigError", "FeedSettings", "normalize_symbols"]
 
@@ -69,6 +69,12 @@ class FeedSettings:
     ping_interval_s: float | None = 30.0
     #: A ping unanswered this long (seconds) means a dead socket: reconnect.
     pong_timeout_s: float = 10.0
+    #: Largest message (bytes) accepted, one frame or a text assembled from continuation
+    #: frames; a bigger one ends the connection. Binance trade messages are < 1 KiB.
+    max_message_bytes: int = 1 << 20
+    #: More server pings than this within one second (Binance sends one per 3 min) is a
+    #: ping flood: the connection is ended and dialled again after the backoff.
+    max_pings_per_s: int = 20
     #: No trade for this long (seconds) shows the symbol as ``quiet`` (display only).
     quiet_after_s: float = 10.0
     #: Connected this long (seconds) without one trade: ask REST whether the market traded.
@@ -119,6 +125,9 @@ class FeedSettings:
     rest_page_limit: int = 1000
     #: Most ids one gap repair fetches (newest first kept); older ones are recorded unrepaired.
     max_backfill_ids: int = 100_000
+    #: A stream id more than this past the last one is a suspect, held until REST confirms
+    #: it exists (``ingestion.suspect``): a lie must not make every later trade a duplicate.
+    suspect_id_jump: int = 100_000
     #: Ids of a gap that REST no longer has (``unrepairable``/``partial``) are replaced by
     #: Binance's 1m klines for the closed minutes they fall in, when the trade times around
     #: them are known: those minutes' 1m and 5m bars become the exchange's, their ticks and
@@ -192,6 +201,9 @@ class FeedSettings:
             "max_backfill_ids",
             "connect_attempts_per_window",
             "rest_weight_limit_per_min",
+            "max_message_bytes",
+            "suspect_id_jump",
+            "max_pings_per_s",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected >= 1")

@@ -10,6 +10,12 @@ server's pings are answered by websocket-client inside ``recv``. Before Binance'
 cut the connection is replaced *make-before-break*: dial the new socket, read what is left
 on the old one for ``drain_old_s``, then close it; overlapping trades are dropped by id
 upstream, and anything still missing is a gap that REST repairs.
+
+Hostile input is bounded here (issue 14): a frame longer than ``max_message_bytes`` is
+refused from its header, before its payload is read; a text assembled from continuation
+frames is refused as soon as it grows past the same limit (an endless fragment); more
+than ``max_pings_per_s`` server pings in a second is a ping flood. Each ends the
+connection with its reason, and the usual backoff applies before the next dial.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import websocket
-from websocket import ABNF, WebSocketTimeoutException
+from websocket import ABNF, WebSocketPayloadException, WebSocketTimeoutException
+from websocket._abnf import continuous_frame, frame_buffer
 
 from ingestion.backoff import BackoffFactory, ConnectLimiter
 from ingestion.config import FeedSettings
@@ -97,6 +104,49 @@ class _ReadAheadSocket:
         return getattr(self._sock, name)
 
 
+class _BoundedFrames(frame_buffer):
+    """websocket-client's frame reader, refusing a frame whose header announces more than
+    ``limit`` bytes (before a byte of its payload is read)."""
+
+    def __init__(self, recv_fn: Callable[[int], bytes], limit: int) -> None:
+        super().__init__(recv_fn, skip_utf8_validation=True)
+        self.limit = limit
+
+    def recv_length(self) -> None:
+        super().recv_length()
+        if self.length is not None and self.length > self.limit:
+            raise WebSocketPayloadException(
+                f"frame of {self.length} bytes is over the {self.limit}-byte message limit"
+            )
+
+
+class _BoundedMessages(continuous_frame):
+    """websocket-client's continuation assembly, refusing a message past ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(fire_cont_frame=False, skip_utf8_validation=True)
+        self.limit = limit
+
+    def add(self, frame: ABNF) -> None:
+        held = len(self.cont_data[1]) if self.cont_data else 0
+        if held + len(frame.data) > self.limit:
+            self.cont_data = None  # free what was held
+            self.recving_frames = None
+            raise WebSocketPayloadException(
+                f"message over the {self.limit}-byte limit across continuation frames"
+            )
+        super().add(frame)
+
+
+def _bounded(ws: websocket.WebSocket, limit: int) -> websocket.WebSocket:
+    """Bound ``ws``'s frame and message sizes. websocket-client has no option for it; its
+    reader (``frame_buffer``) and assembler (``continuous_frame``) are replaced by
+    subclasses that check the sizes (checked against websocket-client 1.9)."""
+    ws.frame_buffer = _BoundedFrames(ws._recv, limit)
+    ws.cont_frame = _BoundedMessages(limit)
+    return ws
+
+
 class _Session:
     """One open socket and its timers."""
 
@@ -110,6 +160,8 @@ class _Session:
         self.ping_payload: bytes | None = None
         self.ping_sent = 0.0
         self.pings = 0
+        self.server_pings = 0  # in the current one-second window
+        self.server_ping_window = 0.0
 
 
 class Connection:
@@ -221,7 +273,10 @@ class Connection:
         url = self._url()
         self.attempts += 1
         self._listener.on_connecting(url, self.attempts)
-        ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=False)
+        ws = _bounded(
+            websocket.WebSocket(skip_utf8_validation=True, enable_multithread=False),
+            self._settings.max_message_bytes,
+        )
         try:
             ws.connect(url, timeout=self._settings.connect_timeout_s)
             ws.settimeout(self._settings.read_poll_s)
@@ -260,6 +315,8 @@ class Connection:
                 opcode, data = ws.recv_data(control_frame=True)
             except WebSocketTimeoutException:
                 opcode, data = None, None
+            except WebSocketPayloadException as exc:  # over a size limit: end this socket
+                return f"refused a message: {_describe(exc)}", False
             except Exception as exc:  # closed, reset, protocol error: reconnect
                 if self._stop.is_set():
                     return "stopped", False
@@ -278,6 +335,9 @@ class Connection:
                     session.ping_payload = None
             elif opcode == ABNF.OPCODE_CLOSE:
                 return f"server closed the connection{_close_text(data)}", False
+            elif opcode == ABNF.OPCODE_PING and self._ping_flood(session):
+                limit = settings.max_pings_per_s
+                return f"ping flood: more than {limit} pings in 1 s, no data", False
             now = time.monotonic()
             if now < next_check:
                 continue
@@ -307,6 +367,14 @@ class Connection:
             reason = listener.on_tick(now - session.opened)
             if reason:
                 return reason, False
+
+    def _ping_flood(self, session: _Session) -> bool:
+        """Count a server ping; True once a one-second window holds too many."""
+        now = time.monotonic()
+        if now - session.server_ping_window >= 1.0:
+            session.server_ping_window, session.server_pings = now, 0
+        session.server_pings += 1
+        return session.server_pings > self._settings.max_pings_per_s
 
     def _drain(self, session: _Session) -> None:
         """Read what the old socket still holds (overlap with the new one is harmless)."""

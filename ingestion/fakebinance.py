@@ -25,7 +25,10 @@ symbol, stamped with the send time (used by the latency benchmark).
 
 Fault injection (``Faults``, changeable while running) drops connections, sends garbage,
 skips ids, stalls, returns 429/418/500, forgets old ids, cuts connections at an age (the
-24 h cut), and adds delisted or non-perpetual symbols to exchangeInfo.
+24 h cut), and adds delisted or non-perpetual symbols to exchangeInfo. Hostile endpoints
+(issue 14, ``ingestion.fakehostile``): per connection, a silent socket, a ping flood or a
+text frame that never finishes (``Faults.hostile``); raw frames injected into the stream
+(``Faults.inject``: a 100,000-deep JSON array, an id past 2**64, a far-ahead id ...).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from ingestion.fakehostile import run_hostile
 from ingestion.recording import Recording, SymbolRecording, TradeColumns, load_recording
 
 __all__ = ["GARBAGE_FRAMES", "FakeBinance", "Faults"]
@@ -102,8 +106,10 @@ class Faults:
     retry_after_s: int = 1
     #: Every REST data request answers 500 while this is true (an outage of unknown length).
     rest_down: bool = False
-    #: Every REST data request is answered this many seconds late (a slow REST).
+    #: Every REST request (exchangeInfo too) is answered this many seconds late (a slow REST).
     rest_delay_s: float = 0.0
+    #: The next N ``aggTrades?fromId=`` replies (with rows) end with a malformed row ``{"a": "x"}``.
+    rest_bad_rows: int = 0
     #: Per symbol: REST no longer has ids below this (history expired).
     rest_min_id: dict[str, int] = field(default_factory=dict)
     #: Close every connection this long (seconds) after it opened: the 24 h cut. None = never.
@@ -112,6 +118,13 @@ class Faults:
     extra_symbols: list[dict[str, Any]] = field(default_factory=list)
     #: Static-kline symbols delisted now: status SETTLING, and klines answer -1121.
     delisted: set[str] = field(default_factory=set)
+    #: Per connection of each symbol, in turn: a hostile mode (``ingestion.fakehostile``:
+    #: ``silent``, ``ping_flood``, ``endless_fragments``) that replaces the replay, or None.
+    hostile: list[str | None] = field(default_factory=list)
+    #: ``(symbol, after_n, payload)``: on the first connection of ``symbol``, send the raw
+    #: text frame ``payload`` after its ``after_n``-th data message (a nested frame, a trade
+    #: with an impossible id ...; see ``fakehostile.hostile_trade``).
+    inject: list[tuple[str, int, bytes]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,6 +414,7 @@ class ServerStats:
 
     ws_connections: list[str] = field(default_factory=list)  # paths, in order
     rest_requests: list[tuple[float, str, dict[str, str], int]] = field(default_factory=list)
+    rest_received: list[str] = field(default_factory=list)  # paths as they arrive, answered or not
     messages_sent: dict[str, int] = field(default_factory=dict)  # per symbol, data frames
     garbage_sent: int = 0
     pings_sent: int = 0
@@ -408,6 +422,7 @@ class ServerStats:
     pongs_bad: int = 0
     client_pings: int = 0
     drops: int = 0
+    hostile_frames: int = 0  # frames sent by hostile modes and injections
 
 
 _INTERVALS_MS = {
@@ -603,6 +618,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._upgrade(app, parts)
             return
         params = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query).items()}
+        with app._lock:
+            app.stats.rest_received.append(parts.path)
         status, body, headers = _rest(app, parts.path, params)
         with app._lock:
             app.stats.rest_requests.append((time.time(), parts.path, params, status))
@@ -790,6 +807,15 @@ class _WsSession:
         k_conn = app._next_conn_index(first_symbol)
         drop_after = faults.drop_after[k_conn] if k_conn < len(faults.drop_after) else None
         stall_after = faults.stall_after[k_conn] if k_conn < len(faults.stall_after) else None
+        hostile = faults.hostile[k_conn] if k_conn < len(faults.hostile) else None
+        if hostile is not None:
+            run_hostile(self, hostile)
+            return
+        inject = sorted(
+            (after, payload)
+            for sym, after, payload in faults.inject
+            if k_conn == 0 and sym.upper() == first_symbol
+        )
         sent = 0
         garbage_i = 0
         next_ping = time.monotonic() + (app.ping_interval_s or math.inf)
@@ -860,6 +886,10 @@ class _WsSession:
                 with app._lock:
                     app.stats.garbage_sent += 1
             counts[view.symbol] = counts.get(view.symbol, 0) + 1
+            while inject and inject[0][0] <= sent:
+                out.append(encode_frame(OP_TEXT, inject.pop(0)[1]))
+                with app._lock:
+                    app.stats.hostile_frames += 1
             if len(out) >= 256:
                 self._flush(out, counts)
             if drop_after is not None and sent >= drop_after:
@@ -945,7 +975,7 @@ def _rest(app: FakeBinance, path: str, params: dict[str, str]) -> tuple[int, Any
         retry = app.faults.retry_after_s if not over else int(60 - time.time() % 60) + 1
         headers["Retry-After"] = str(retry)
         return 429, {"code": -1003, "msg": "Too many requests."}, headers
-    if data_path and app.faults.rest_delay_s > 0:
+    if app.faults.rest_delay_s > 0:
         time.sleep(app.faults.rest_delay_s)
     if data_path and (app.faults.rest_down or app._take_fault("rest_500")):
         return 500, {"code": -1000, "msg": "An unknown error occurred."}, headers
@@ -968,6 +998,8 @@ def _rest(app: FakeBinance, path: str, params: dict[str, str]) -> tuple[int, Any
                 body = []  # an aggregate-only recording has no trade view
             elif path == "/fapi/v1/aggTrades":
                 body = _agg_trades(app, view, params)
+                if body and "fromId" in params and app._take_fault("rest_bad_rows"):
+                    body.append({"a": "x"})
             elif path == "/fapi/v1/trades":
                 limit = min(max(_int_param(params, "limit") or 500, 1), 1000)
                 end = timeline.published_end(view)

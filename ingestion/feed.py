@@ -40,12 +40,7 @@ from typing import Any
 
 import pandas as pd
 
-from ingestion import backoff as _backoff
-from ingestion.backoff import BackoffFactory, ConnectLimiter
-from ingestion.config import FeedSettings
-from ingestion.connection import Connection
-from ingestion.owed import RetryShelf
-from ingestion.parse import (
+from formats.wire import (
     KLINE_COLUMNS,
     ParseError,
     StreamKind,
@@ -54,8 +49,14 @@ from ingestion.parse import (
     parse_rest_kline,
     parse_rest_trade,
 )
+from ingestion import backoff as _backoff
+from ingestion.backoff import BackoffFactory, ConnectLimiter
+from ingestion.config import FeedSettings
+from ingestion.connection import Connection
+from ingestion.owed import RetryShelf
 from ingestion.rest import RestClient, RestError
 from ingestion.status import FeedState, SymbolStatus
+from ingestion.suspect import SuspectIds, Verdict, confirm_id
 from ingestion.writer import TickWriter
 from storage.records import Gap, Tick
 
@@ -105,6 +106,8 @@ class _Backfill:
     #: Delays (seconds) before each retry after REST failed; made at the first failure.
     delays: Any = None
     attempts: int = 0
+    #: Ids below this were fetched and queued for storage by the running attempt (progress).
+    next_id: int | None = None
 
 
 @dataclass
@@ -125,6 +128,13 @@ class _Probe:
     last_id: int | None
     connected_ms: int
     idle_s: float
+
+
+@dataclass
+class _Confirm:
+    """Ask REST whether a far-ahead id exists (``ingestion.suspect``)."""
+
+    tick: Tick
 
 
 @dataclass
@@ -215,9 +225,13 @@ class SymbolFeed:
         self._next_probe = 0.0
         self._messages_at_open = 0
         self._probe_in_flight = False
+        # REST's newest id at a probe that found it too fresh to judge (None: no such probe).
+        self._rest_ahead_id: int | None = None
         self._rates: collections.deque[tuple[float, int]] = collections.deque(maxlen=12)
         # Written by the repair thread, read by the connection thread:
         self._probe_results: queue.SimpleQueue[tuple[int, int, str]] = queue.SimpleQueue()
+        self._verdicts: queue.SimpleQueue[Verdict] = queue.SimpleQueue()
+        self._suspects = SuspectIds(settings.suspect_id_jump)  # owned by the connection thread
         # Shared, display only:
         self._stale = False
         self._fatal = False
@@ -279,10 +293,21 @@ class SymbolFeed:
         now_ms = _now_ms()
         c = self._c
         wstats = self._writer.stats()
+        storage_rejects = self._writer.rejected(self.symbol)
+        last_error = self._last_error
         if self._fatal:
             state = FeedState.ERROR
         elif self._stop.is_set():
             state = FeedState.STOPPED
+        elif wstats.failing_s > 0:  # never "live" while nothing is stored (issue 14)
+            state = FeedState.ERROR
+            last_error = f"nothing stored for {wstats.failing_s:.0f} s: {wstats.last_error}"
+        elif not wstats.running:  # the writer thread ended: nothing more is stored
+            state = FeedState.ERROR
+            last_error = f"nothing stored: the storage writer stopped ({wstats.last_error})"
+        elif wstats.commit_running_s > self.settings.stale_after_s:  # a wedged database
+            state = FeedState.ERROR
+            last_error = f"nothing stored: a commit has run for {wstats.commit_running_s:.0f} s"
         elif self._stale:
             state = FeedState.STALE
         elif not self._open:
@@ -321,10 +346,10 @@ class SymbolFeed:
             owed_ids=sum(max(0, j.last - j.first + 1) for j in owed),
             owed_by_time=sum(1 for j in owed if j.from_ms is not None),
             repair_retry_in_s=_round(self._shelf.due_in_s()),
-            rejected=c.rejected,
+            rejected=c.rejected + sum(storage_rejects.values()),
             duplicates=c.duplicates,
             stored=self._writer.stored(self.symbol),
-            last_error=self._last_error,
+            last_error=last_error,
             last_error_ms=self._last_error_ms,
             connected_for_s=None if not self._open else _round(self._conn.connected_for_s),
             queue_depth=wstats.queued,
@@ -342,12 +367,16 @@ class SymbolFeed:
                 since = datetime.fromtimestamp(job.from_ms / 1000, UTC).isoformat()[:23]
                 text = f"trades since {since}Z up to id {job.last}"
             else:
-                text = f"ids {job.first}..{job.last} ({job.last - job.first + 1:,} ids)"
+                first = max(job.first, job.next_id or job.first)  # queued pages get stored
+                text = f"ids {first}..{job.last} ({job.last - first + 1:,} ids)"
             out.append(f"{text}, {job.kind}")
         return out
 
     def reject_reasons(self) -> dict[str, int]:
-        return dict(self._c.reject_reasons)
+        """Rejected messages by reason, the storage writer's refusals included."""
+        return dict(
+            self._c.reject_reasons + collections.Counter(self._writer.rejected(self.symbol))
+        )
 
     def _rate(self) -> float:
         samples = list(self._rates)
@@ -398,6 +427,7 @@ class SymbolFeed:
         self._connected_ms = _now_ms()
         self._messages_at_open = self._c.messages
         self._next_probe = 0.0
+        self._rest_ahead_id = None
         log.info("%s: connected to %s", self.symbol, url)
 
     def on_close(self, reason: str, planned: bool) -> None:
@@ -416,9 +446,17 @@ class SymbolFeed:
         except ParseError as exc:
             self._reject(exc, payload)
             return
+        except Exception as exc:  # no frame may kill the feed (issue 14)
+            # RecursionError (deep nesting), MemoryError, a parser bug: reject the frame.
+            self._reject(ParseError("unparseable", f"{type(exc).__name__}: {exc}"[:120]), payload)
+            return
         if tick.symbol != self.symbol:
             self._reject(ParseError("wrong_symbol", tick.symbol), payload)
             return
+        self._accept(tick)
+
+    def _accept(self, tick: Tick) -> None:
+        """The id sequence rules for one parsed tick of this symbol (module docstring)."""
         tid = tick.trade_id
         last = self._last_id
         if last is None and self._history_from_ms is not None:
@@ -429,6 +467,9 @@ class SymbolFeed:
                 self._dup_run += 1
                 if self._dup_run == _BACKWARDS_AFTER:
                     self._went_backwards(tid, last)
+                return
+            if self._suspects.is_suspect(tick, last):
+                self._hold_suspect(tick)
                 return
             if tid != last + 1:
                 self._found_gap(last + 1, tid - 1, "in the live stream", after_ms=tick.ts_ms)
@@ -445,6 +486,31 @@ class SymbolFeed:
         batch.append(tick)
         if len(batch) >= _BATCH_MAX:
             self._flush()
+
+    def _hold_suspect(self, tick: Tick) -> None:
+        held, ask = self._suspects.hold(tick)
+        if not held:
+            self._reject(ParseError("suspect_overflow", f"id {tick.trade_id}"), b"")
+        elif ask is not None:
+            self._jobs.put(_Confirm(ask))
+
+    def _settle_suspects(self) -> None:
+        """Apply REST's verdicts on held far-ahead ids (in the connection thread)."""
+        while True:
+            try:
+                verdict = self._verdicts.get_nowait()
+            except queue.Empty:
+                break
+            release, refuted = self._suspects.settle(verdict)
+            for tick in refuted:
+                self._reject(ParseError("suspect_id", verdict.detail), str(tick).encode())
+            if refuted:
+                self._error(f"far-ahead id {verdict.trade_id} rejected: {verdict.detail}")
+            for tick in release:
+                self._accept(tick)
+        again = self._suspects.due()
+        if again is not None:
+            self._jobs.put(_Confirm(again))
 
     def _went_backwards(self, tid: int, last: int) -> None:
         """Thousands of ids in a row at or below the last one: not an overlap any more."""
@@ -474,6 +540,7 @@ class SymbolFeed:
         self._pending_kind = None
 
     def on_tick(self, connected_s: float) -> str | None:
+        self._settle_suspects()
         if self._batch:
             self._flush()
         now = time.monotonic()
@@ -510,11 +577,17 @@ class SymbolFeed:
             self._error(f"REST probe failed: {error}")
             return None
         last = self._last_id
+        self._suspects.trust(latest_id)
         if last is not None and latest_id <= last:
             return None  # the exchange has nothing we lack: a quiet market
         grace_ms = self.settings.stale_grace_s * 1000
-        if latest_ms > _now_ms() - grace_ms:
+        # REST had an id at the last probe (``stale_grace_s`` ago at least) that the socket
+        # still has not delivered: stale, however young the market's trades are (issue 14).
+        ahead, self._rest_ahead_id = self._rest_ahead_id, None
+        missed = ahead is not None and (last is None or last < ahead)
+        if latest_ms > _now_ms() - grace_ms and not missed:
             # Too fresh to judge: the socket may deliver it any moment. Look again soon.
+            self._rest_ahead_id = latest_id
             self._next_probe = min(self._next_probe, time.monotonic() + self.settings.stale_grace_s)
             return None
         # The exchange has ids we never saw, old enough that the socket should have sent them.
@@ -632,11 +705,24 @@ class SymbolFeed:
             try:
                 if isinstance(job, _Probe):
                     self._run_probe(job)
+                elif isinstance(job, _Confirm):
+                    limit = self.settings.rest_page_limit
+                    self._verdicts.put(confirm_id(self._rest, job.tick, self._stream, limit))
                 else:
                     self._run_backfill(job)
             except Exception as exc:  # keep repairing later gaps
                 log.exception("%s: REST job failed", self.symbol)
                 self._error(f"REST job failed: {exc}")
+                if isinstance(job, _Backfill) and not self._stop.is_set():
+                    # Still owed (a reply we could not handle, say): try again later.
+                    delay_s = self._shelve(job)
+                    self._finish_gap(
+                        job,
+                        "failed",
+                        0,
+                        f"{job.reason}; the repair failed: {exc!r}; attempt {job.attempts}, "
+                        f"next in {delay_s:.1f} s",
+                    )
             finally:
                 self._job_active = False
         # Leave an honest record of repairs that the stop interrupted.
@@ -802,6 +888,7 @@ class SymbolFeed:
     def _run_backfill(self, job: _Backfill) -> None:
         if job.from_ms is not None and not self._resolve_first_id(job):
             return
+        job.next_id = None  # every attempt fetches the whole range (writes are idempotent)
         try:
             if self.settings.stream is StreamKind.AGG_TRADE:
                 fetched, unavailable, failure, holes = self._backfill_agg(job)
@@ -1043,6 +1130,7 @@ class SymbolFeed:
             if last_row_id < next_id:
                 break  # REST went backwards: do not loop forever
             next_id = last_row_id + 1
+            job.next_id = next_id
             prev_ms = last_row.ts_ms if last_row and last_row.trade_id == last_row_id else None
         if self._stop.is_set() and next_id <= job.last:
             return fetched, "; ".join(notes), "stopped before the repair finished", holes

@@ -20,6 +20,7 @@ until ``Retry-After`` has passed, then resumes.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -27,11 +28,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
+from formats.wire import KLINE_COLUMNS, ParseError, parse_rest_kline
 from ingestion.config import FeedSettings
-from ingestion.parse import KLINE_COLUMNS, ParseError, parse_rest_kline
 from ingestion.rest import RestClient, RestError
 
 MINUTE_MS = 60_000
@@ -124,13 +126,29 @@ class KlineFetcher:
         self._stop = stop or threading.Event()
         self._clock, self._progress = clock, progress
 
-    def run(self, symbols: Sequence[str], start_ms: int, end_ms: int) -> list[SymbolFetch]:
-        """Fetch ``[start_ms, end_ms]`` (clipped to closed minutes by the caller)."""
-        from storage import UnknownSymbolError, open_reader, open_writer
+    def run(
+        self, symbols: Sequence[str], start_ms: int, end_ms: int, *, writer: Any = None
+    ) -> list[SymbolFetch]:
+        """Fetch ``[start_ms, end_ms]`` (clipped to closed minutes by the caller).
+
+        ``writer``: a storage writer already open on ``db`` (the page's, which holds SQLite's
+        one-writer lock); None opens one for the run.
+        """
+        from storage import open_writer
+
+        if writer is not None:
+            return self._run(writer, symbols, start_ms, end_ms)
+        with open_writer(self.db) as own:
+            return self._run(own, symbols, start_ms, end_ms)
+
+    def _run(
+        self, writer: Any, symbols: Sequence[str], start_ms: int, end_ms: int
+    ) -> list[SymbolFetch]:
+        from storage import UnknownSymbolError, open_reader
 
         results: list[SymbolFetch] = []
         t0 = self._clock()
-        with open_writer(self.db) as writer, open_reader(self.db) as reader:
+        with open_reader(self.db) as reader:
             for k, sym in enumerate(symbols):
                 if self._stop.is_set():
                     break
@@ -197,6 +215,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="share of the IP's request-weight budget this command may use (0..1]",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("-v", "--verbose", action="store_true", help="log retries and rate limits")
     return p.parse_args(argv)
 
 
@@ -207,6 +226,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     try:
         args = _parse(argv)
+        # Retries and rate-limit pauses are logged only with -v: the progress lines and the
+        # final one-line error say what matters.
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.ERROR,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
         db = args.db or os.environ.get("DATABASE_URL") or os.environ.get("DB_PATH")
         if not db:
             raise ValueError("no database: pass --db PATH|postgresql://... or set DB_PATH")

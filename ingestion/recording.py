@@ -1,37 +1,35 @@
-"""Load recorded Binance trades for replay: capture lines, WS JSON lines, collector NDJSON.
+"""Load recorded Binance trades for replay, through the one reader of :mod:`formats`.
 
-Accepted line formats (gzip or plain text, detected per file and per line):
-
-- raw capture ``<local_ns> <json>`` (hftbacktest, ``../shared/data/real/``)
-- cryptofeed capture ``<unix_ts>: <json>`` with a ``<url> <-> <ts>`` header line
-- plain WebSocket JSON lines, raw payloads or combined ``{"stream", "data"}``
-- the original collector's NDJSON ``{"symbol", "ts": ISO-8601, "price", "size"}``
-
-Only trade events are kept (``trade`` with ``X == "MARKET"``, ``aggTrade``, collector rows);
-book, depth, kline and snapshot lines are counted and skipped. Prices and quantities keep
-their original decimal strings so the replay serves exactly what was recorded.
+Every format ``storage import`` reads is accepted, with the same rules (``docs/formats.md``):
+captures, cryptofeed files, WebSocket JSON lines, collector NDJSON and Binance's trades and
+aggTrades CSV dumps (klines dumps hold no trades and are skipped). Prices and quantities keep
+their original decimal strings, so the replay serves exactly what was recorded.
 
 Aggregates for ``@aggTrade`` replay of a ``@trade`` recording are *derived*: consecutive
 trades (in trade-id order) with the same trade time ``T`` (same ms), price and taker side
 ``m`` form one aggregate, ``q`` is their exact decimal sum, ``f``/``l`` are their first and
 last trade ids, and ``a`` counts up by one from ``AGG_ID_BASE``. Real Binance aggregation
-(fills of one taker order) can only merge more than this, never less. Collector NDJSON has
-no ids and no side: trade ids are numbered 1, 2, ... in file order and ``m`` is ``false``.
+(fills of one taker order) can only merge more than this, never less.
+
+Collector NDJSON carries no ids: ``formats`` gives each print the synthetic id
+``ts_ms * 1000 + n`` that ``storage import`` stores. A replay must look like Binance, whose
+trade ids count up by one, so the replay serves those prints (in synthetic-id order, which is
+time then file order) as trade ids 1, 2, 3 ...; time, price, quantity and side are the
+imported ones (side: buyer-is-maker, as ``formats`` stores every collector print).
 """
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from formats import Limits, ParseError, ReadStats, TickChunk, read_file
+from storage.records import IdKind
 
 __all__ = ["AGG_ID_BASE", "Recording", "SymbolRecording", "load_recording"]
 
@@ -97,109 +95,6 @@ class Recording:
         return max(s.aggs.ts_ms[-1] for s in self.symbols.values())
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    with path.open("rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return path.open("r", encoding="utf-8", errors="replace")
-
-
-def _json_part(line: str) -> str | None:
-    """The JSON text of one line of any accepted format, or None (header, blank)."""
-    if line.startswith("{"):
-        return line
-    head, sep, rest = line.partition(" ")
-    if sep and rest.startswith("{") and head.rstrip(":").replace(".", "", 1).isdigit():
-        return rest
-    return None
-
-
-def _iso_ms(value: str) -> int:
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamp {value!r} has no time zone")
-    return round(moment.timestamp() * 1000)
-
-
-def _iter_events(lines: Iterable[str]) -> Iterator[tuple[str, str, tuple] | None]:
-    """Yield ``(kind, symbol, row)`` for trade lines and None for skipped ones."""
-    for raw in lines:
-        line = raw.strip()
-        if not line:
-            continue
-        text = _json_part(line)
-        if text is None:
-            yield None
-            continue
-        try:
-            msg: Any = json.loads(text)
-        except ValueError:
-            yield None
-            continue
-        if isinstance(msg, dict) and "data" in msg and "stream" in msg:
-            msg = msg["data"]
-        if not isinstance(msg, dict):
-            yield None
-            continue
-        try:
-            event = msg.get("e")
-            if event == "trade":
-                if msg.get("X", "MARKET") != "MARKET":
-                    yield None
-                    continue
-                t = int(msg["t"])
-                yield (
-                    "trade",
-                    msg["s"].upper(),
-                    (
-                        t,
-                        int(msg["T"]),
-                        int(msg.get("E", msg["T"])),
-                        str(msg["p"]),
-                        str(msg["q"]),
-                        bool(msg["m"]),
-                        t,
-                        t,
-                    ),
-                )
-            elif event == "aggTrade":
-                yield (
-                    "agg",
-                    msg["s"].upper(),
-                    (
-                        int(msg["a"]),
-                        int(msg["T"]),
-                        int(msg.get("E", msg["T"])),
-                        str(msg["p"]),
-                        str(msg["q"]),
-                        bool(msg["m"]),
-                        int(msg["f"]),
-                        int(msg["l"]),
-                    ),
-                )
-            elif {"symbol", "ts", "price", "size"} <= msg.keys():
-                ts = _iso_ms(str(msg["ts"]))
-                yield (
-                    "ndjson",
-                    str(msg["symbol"]).upper(),
-                    (
-                        0,
-                        ts,
-                        ts,
-                        repr(float(msg["price"])),
-                        repr(float(msg["size"])),
-                        False,
-                        0,
-                        0,
-                    ),
-                )
-            else:
-                yield None
-        except (KeyError, TypeError, ValueError, AttributeError):
-            yield None
-
-
 def _sorted_unique(rows: list[tuple]) -> list[tuple]:
     rows.sort(key=lambda r: (r[1], r[0]))
     out: list[tuple] = []
@@ -243,29 +138,59 @@ def _agg_row(agg_id: int, current: list[Any]) -> tuple:
     return (agg_id, ts, event, price, str(qty), buyer_maker, first, last)
 
 
-def load_recording(paths: Iterable[str | os.PathLike[str]]) -> Recording:
-    """Read every file and return the trades per symbol; ``ValueError`` if none are found."""
+def _rows(chunk: TickChunk) -> list[tuple]:
+    assert chunk.price_text is not None and chunk.qty_text is not None
+    assert chunk.event_ms is not None
+    ids = chunk.trade_id.tolist()
+    first = chunk.first_id.tolist() if chunk.first_id is not None else ids
+    last = chunk.last_id.tolist() if chunk.last_id is not None else ids
+    return list(
+        zip(
+            ids,
+            chunk.ts_ms.tolist(),
+            chunk.event_ms.tolist(),
+            chunk.price_text,
+            chunk.qty_text,
+            chunk.is_buyer_maker.tolist(),
+            first,
+            last,
+            strict=True,
+        )
+    )
+
+
+def load_recording(
+    paths: Iterable[str | os.PathLike[str]], limits: Limits | None = None
+) -> Recording:
+    """Read every file and return the trades per symbol.
+
+    Raises :class:`formats.ParseError` (a ``ValueError``) naming the file, and the line, for
+    a file ``storage import`` would refuse too, and when no file holds a trade.
+    """
     files = [Path(p) for p in paths]
-    trades: dict[str, list[tuple]] = {}
-    aggs: dict[str, list[tuple]] = {}
-    ndjson: dict[str, list[tuple]] = {}
+    by_kind: dict[IdKind, dict[str, list[tuple]]] = {kind: {} for kind in IdKind}
     skipped = 0
     for path in files:
-        if not path.is_file():
-            raise ValueError(f"recording {path} does not exist")
-        with _open_text(path) as fh:
-            for event in _iter_events(fh):
-                if event is None:
-                    skipped += 1
-                    continue
-                kind, symbol, row = event
-                target = {"trade": trades, "agg": aggs, "ndjson": ndjson}[kind]
-                target.setdefault(symbol, []).append(row)
-    for symbol, rows in ndjson.items():
+        stats = ReadStats()
+        try:
+            for chunk in read_file(path, stats=stats, limits=limits, keep_text=True):
+                if isinstance(chunk, TickChunk):
+                    by_kind[chunk.id_kind].setdefault(chunk.symbol, []).extend(_rows(chunk))
+                else:
+                    stats.skipped += len(chunk)  # klines: bars, not trades
+        except ParseError as exc:
+            if exc.reason not in ("unknown_format", "empty"):
+                raise
+            raise ParseError(
+                "no_trades", f"no trades found: {exc.detail}", path=str(path)
+            ) from None
+        skipped += stats.skipped + (1 if stats.fmt == "cryptofeed" else 0)  # + its header
+    trades, aggs = by_kind[IdKind.TRADE], by_kind[IdKind.AGG]
+    for symbol, rows in by_kind[IdKind.SYNTHETIC].items():
         if symbol in trades:
             log.warning("%s: collector rows ignored, the recording has real trades", symbol)
             continue
-        rows.sort(key=lambda r: r[1])  # stable: file order within a ms
+        rows.sort(key=lambda r: r[0])  # synthetic ids order by time, then file order
         trades[symbol] = [
             (n, r[1], r[2], r[3], r[4], r[5], n, n) for n, r in enumerate(rows, start=1)
         ]
@@ -280,8 +205,10 @@ def load_recording(paths: Iterable[str | os.PathLike[str]]) -> Recording:
             assert trade_cols is not None
             out[symbol] = SymbolRecording(symbol, trade_cols, derive_aggregates(trade_cols), True)
     if not out:
-        raise ValueError(
-            f"no trades found in {', '.join(str(p) for p in files)} "
-            "(expected @trade/@aggTrade lines or collector NDJSON)"
+        raise ParseError(
+            "no_trades",
+            "no trades found (expected @trade/@aggTrade lines, collector NDJSON or a "
+            "trades/aggTrades dump)",
+            path=", ".join(str(p) for p in files),
         )
     return Recording(out, [str(p) for p in files], skipped)

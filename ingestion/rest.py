@@ -8,7 +8,6 @@ A 418 ban longer than ``max_retry_after_s`` fails the request rather than hangin
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -20,9 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from formats import Limits, ParseError
+from formats.numbers import loads_bounded
+
 __all__ = ["RestClient", "RestError", "RestStats", "kline_weight"]
 
 log = logging.getLogger(__name__)
+
+#: REST bodies: exchangeInfo is a few MB; anything past 32 MiB or nested deeper than JSON's
+#: usual limit is refused as invalid, never read whole or decoded into a RecursionError.
+_REST_LIMITS = Limits(max_frame_bytes=32 * 1024 * 1024)
 
 #: Request weights from the Binance documentation (see ../shared/docs/binance-usdm.md §4).
 WEIGHT_EXCHANGE_INFO = 1
@@ -253,11 +259,12 @@ class RestClient:
             try:
                 with self._opener.open(request, timeout=self.timeout_s) as response:
                     self._note_response(response.headers)
-                    body = response.read()
+                    body = response.read(_REST_LIMITS.max_frame_bytes + 1)
                 try:
-                    return json.loads(body)
-                except ValueError:
-                    raise RestError(url, 200, f"invalid JSON: {body[:80]!r}") from None
+                    return loads_bounded(body, _REST_LIMITS)
+                except ParseError as exc:  # not JSON, too deep, too large: never a crash
+                    detail = f"invalid JSON ({exc.reason}): {body[:80]!r}"
+                    raise RestError(url, 200, detail) from None
             except urllib.error.HTTPError as exc:
                 self._note_response(exc.headers)
                 body = exc.read() if exc.fp is not None else b""
@@ -305,8 +312,8 @@ class RestClient:
 def _binance_error(body: bytes, default: str) -> tuple[int | None, str]:
     """Binance error bodies look like ``{"code": -1121, "msg": "Invalid symbol."}``."""
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = loads_bounded(body[: _REST_LIMITS.max_frame_bytes], _REST_LIMITS)
+    except ParseError:
         return None, str(default)
     if isinstance(data, dict):
         code = data.get("code")

@@ -27,6 +27,7 @@ from ingestion.config import ConfigError, FeedSettings, normalize_symbols
 from ingestion.feed import SymbolFeed
 from ingestion.owed import check_stored_ids
 from ingestion.rest import RestClient, RestError, RestStats
+from ingestion.spill import restore_spill, spill_path, write_spill
 from ingestion.status import SymbolStatus
 from ingestion.writer import TickWriter, WriterStats
 from storage import StorageError, Tick, Writer, open_writer
@@ -160,6 +161,8 @@ class FeedService:
                 return
             self._storage, self._owns_storage = storage, owns
             s = self.settings
+            spill_to = spill_path(storage.path)
+            self._restore_spill(storage, spill_to)
             self._writer = TickWriter(
                 storage,
                 queue_size=s.queue_size,
@@ -168,6 +171,7 @@ class FeedService:
                 retry_s=s.storage_retry_s,
                 on_symbol_error=self._symbol_failed,
                 on_commit=self._on_commit,
+                spill=lambda ticks: write_spill(spill_to, ticks),
             ).start()
         while True:
             with self._lock:
@@ -188,6 +192,14 @@ class FeedService:
                 if feed.symbol in self._symbols:  # not removed meanwhile
                     self._feeds[feed.symbol] = feed
                     feed.start()
+
+    @staticmethod
+    def _restore_spill(storage: Writer, path: Any) -> None:
+        """Store what an earlier stop could not (``ingestion.spill``), before any feed starts."""
+        try:
+            restore_spill(path, storage)
+        except (StorageError, OSError, ValueError) as exc:  # still full: keep the file
+            log.error("could not store the ticks saved in %s yet (kept): %s", path, exc)
 
     def _open_storage(self) -> tuple[Writer, bool]:
         """The storage writer and whether it is ours to close."""

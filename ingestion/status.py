@@ -14,7 +14,8 @@ __all__ = ["FeedState", "SymbolStatus"]
 class FeedState(StrEnum):
     """What a symbol's feed is doing, most severe first when several apply.
 
-    ``error``: stopped by a fatal problem (see ``last_error``). ``stopped``: stopped on request.
+    ``error``: stopped by a fatal problem, or nothing is being stored (disk full, a failing
+    database; see ``last_error``). ``stopped``: stopped on request.
     ``stale``: the socket is open but delivers nothing while REST shows the market traded
     ("connected but no data"): trades are backfilled from REST and the socket replaced.
     ``reconnecting``: connection lost, waiting out the backoff or dialling again.

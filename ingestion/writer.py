@@ -8,6 +8,15 @@ are on disk. A full queue blocks the producers (back-pressure reaches the socket
 exchange), and the time they spent blocked is reported. Memory is bounded: at most
 ``queue_size`` items, each a tick or a list of at most 1000 ticks (a burst of frames
 or a REST page).
+
+One bad record never stops more than itself (issue 14): when storage refuses a batch for
+a data reason (any error that is not a ``StorageError``, or a DB-API integrity/data
+error), the batch is split by symbol and then halved until the refused ticks are alone;
+they are rejected (counted per symbol, logged once per reason) and every other tick is
+stored. A ``StorageError`` (disk full, locked, connection lost) keeps the batch and
+retries it; ``WriterStats.failing_s`` says for how long nothing could be stored, so the
+feeds' status shows it. When ``stop`` cannot drain in time, the ticks not stored are
+handed to ``spill`` (a side file that the next start stores) and named in the log.
 """
 
 from __future__ import annotations
@@ -51,6 +60,13 @@ class WriterStats:
     errors: int  # failed commits (retried)
     last_error: str
     running: bool
+    #: Seconds since commits started failing without one success since (0 = storing).
+    failing_s: float = 0.0
+    rejected: int = 0  # ticks storage refused for a data reason (dropped, others stored)
+    #: After a ``stop`` that could not drain: what was not stored, and where it went.
+    unstored: str = ""
+    #: Seconds the running commit has taken so far (0 = none running): a wedged database.
+    commit_running_s: float = 0.0
 
     @property
     def fill(self) -> float:
@@ -73,8 +89,12 @@ class TickWriter:
     retry_s : wait before retrying a commit that raised ``StorageError``, in seconds.
     on_commit : called in the writer thread after each commit with the ticks and the
         wall-clock time (s) of the commit; used by the latency benchmark.
-    on_symbol_error : called when storage refuses a symbol's ticks for good (``ValueError``,
-        e.g. mixing id kinds); that symbol's ticks are dropped, the others are written.
+    on_symbol_error : called when storage refuses a symbol's ticks for good
+        (``IdKindConflictError``: mixing id kinds); that symbol's ticks are dropped, the
+        others are written.
+    spill : called by ``stop`` with the ticks it could not store (a persisting storage
+        error); returns where it put them (a side file the next start stores). Without it,
+        or when it fails, they are named in the log as lost.
     """
 
     def __init__(
@@ -87,6 +107,7 @@ class TickWriter:
         retry_s: float = 1.0,
         on_commit: Callable[[list[Tick], float], None] | None = None,
         on_symbol_error: Callable[[str, Exception], None] | None = None,
+        spill: Callable[[list[Tick]], str] | None = None,
     ) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be >= 1")
@@ -115,6 +136,14 @@ class TickWriter:
         self._errors = 0
         self._last_error = ""
         self._dead_symbols: set[str] = set()
+        self._spill = spill
+        self._unstored: list[Tick] = []  # batches given up on by an abandoned stop
+        self._unstored_report = ""
+        self._failing_since: float | None = None  # monotonic time of the first failure
+        self._commit_since: float | None = None  # monotonic start of the running commit
+        self._in_flight = 0  # ticks of the running commit
+        self._rejected_by_symbol: collections.Counter[str] = collections.Counter()
+        self._reject_reasons: dict[str, collections.Counter[str]] = {}
         self._idle = threading.Event()  # clear while a commit runs
         self._idle.set()
 
@@ -140,10 +169,40 @@ class TickWriter:
             with self._cond:
                 self._cond.notify_all()
             self._thread.join(5.0)
-            lost = sum(len(i) if isinstance(i, list) else 1 for i in self._items if i is not _STOP)
-            log.error("writer did not drain in time; %d queued items not stored", lost)
+            self._report_unstored()
             return False
         return True
+
+    def _report_unstored(self) -> None:
+        """Say exactly which ticks ``stop`` could not store, and spill them if it can."""
+        with self._cond:
+            ticks = list(self._unstored)
+            commands = 0
+            for item in self._items:
+                if type(item) is list:
+                    ticks.extend(item)
+                elif type(item) is Tick:
+                    ticks.append(item)
+                elif item is not _STOP:
+                    commands += 1
+            self._items.clear()
+            self._unstored = []
+        what = _describe_ticks(ticks)
+        if commands:
+            what += f"; {commands} status/gap updates not run"
+        if self._commit_since is not None:  # the thread is still stuck in a commit
+            what += f"; a commit of {self._in_flight} ticks never returned (stored or not)"
+        if not ticks or self._spill is None:
+            report = f"not stored: {what}"
+        else:
+            try:
+                where = self._spill(ticks)
+            except Exception as exc:  # a full disk may refuse the side file too: say so
+                report = f"LOST (the side file failed: {exc}): {what}"
+            else:
+                report = f"not stored: {what}; saved to {where}, stored at the next start"
+        self._unstored_report = report
+        log.error("writer did not drain in time; %s", report)
 
     @property
     def running(self) -> bool:
@@ -214,12 +273,25 @@ class TickWriter:
                 errors=self._errors,
                 last_error=self._last_error,
                 running=self.running,
+                failing_s=0.0
+                if self._failing_since is None
+                else round(time.monotonic() - self._failing_since, 3),
+                rejected=sum(self._rejected_by_symbol.values()),
+                unstored=self._unstored_report,
+                commit_running_s=0.0
+                if self._commit_since is None
+                else round(time.monotonic() - self._commit_since, 3),
             )
 
     def stored(self, symbol: str) -> int:
         """Ticks of ``symbol`` this writer has handed to storage and seen committed
         (duplicates of stored ticks included: they are stored too)."""
         return self._stored_by_symbol.get(symbol, 0)
+
+    def rejected(self, symbol: str) -> dict[str, int]:
+        """Ticks of ``symbol`` storage refused, by reason (e.g. ``storage_OverflowError``)."""
+        with self._cond:
+            return dict(self._reject_reasons.get(symbol, {}))
 
     # --- the writer thread -------------------------------------------------------------------
     def _take(self) -> tuple[collections.deque[Any], bool]:
@@ -298,23 +370,30 @@ class TickWriter:
                 return
         ticks = groups[0] if len(groups) == 1 else list(itertools.chain.from_iterable(groups))
         while True:
+            if self._abandon.is_set():  # stop gave up: keep them for the report and spill
+                with self._cond:
+                    self._unstored.extend(ticks)
+                return
             started = time.perf_counter()
             self._idle.clear()
+            self._commit_since, self._in_flight = time.monotonic(), len(ticks)
             try:
                 inserted = self._storage.write_ticks(ticks)
-            except (IdKindConflictError, ValueError) as exc:
-                self._isolate(groups, exc)
-                return
-            except Exception as exc:  # StorageError, or a bug: never drop the batch silently
+            except Exception as exc:
+                self._commit_since = None
                 self._idle.set()
-                # The batch was rolled back; keep it and try again (disk full, locked ...).
-                if not isinstance(exc, StorageError):
-                    log.exception("unexpected error writing ticks")
-                self._note_error(f"commit of {len(ticks)} ticks failed, retrying: {exc}")
-                if self._abandon.wait(self._retry_s):
+                if _refuses_data(exc):  # this input, not the database: isolate it
+                    self._isolate(groups, exc)
                     return
+                # The batch was rolled back; keep it and try again (disk full, locked ...).
+                with self._cond:
+                    if self._failing_since is None:
+                        self._failing_since = time.monotonic()
+                self._note_error(f"commit of {len(ticks)} ticks failed, retrying: {exc}")
+                self._abandon.wait(self._retry_s)
                 continue
             finally:
+                self._commit_since = None
                 self._idle.set()
             self._account(groups, ticks, inserted, started)
             return
@@ -333,20 +412,78 @@ class TickWriter:
             self._last_commit_ms = int(now * 1000)
             self._last_batch_ms = (time.perf_counter() - started) * 1000
             self._stored_by_symbol.update(counts)
+            self._failing_since = None
         if self._on_commit is not None:
-            self._on_commit(ticks, now)
+            try:
+                self._on_commit(ticks, now)
+            except Exception as exc:  # a monitoring hook must not stop the writer
+                self._note_error(f"on_commit hook failed: {exc!r}")
 
     def _isolate(self, groups: list[list[Tick]], exc: Exception) -> None:
-        """Storage refused the batch for a data reason: write symbol by symbol, drop the bad one."""
+        """Storage refused the batch for a data reason: write symbol by symbol, then halves,
+        until the refused ticks are alone; reject those, store the rest."""
         by_symbol: dict[str, list[list[Tick]]] = {}
         for group in groups:
             by_symbol.setdefault(group[0].symbol, []).append(group)
-        if len(by_symbol) == 1:
-            (symbol,) = by_symbol
+        if len(by_symbol) > 1:
+            for group in by_symbol.values():
+                self._commit(group)
+            return
+        (symbol,) = by_symbol
+        if isinstance(exc, IdKindConflictError):  # the whole symbol, for good
             self._dead_symbols.add(symbol)
             self._note_error(f"{symbol}: storage refused its ticks, feed stopped: {exc}")
             if self._on_symbol_error is not None:
                 self._on_symbol_error(symbol, exc)
             return
-        for group in by_symbol.values():
-            self._commit(group)
+        ticks = list(itertools.chain.from_iterable(groups))
+        if len(ticks) == 1:
+            self._reject(ticks[0], exc)
+            return
+        half = len(ticks) // 2
+        self._commit([ticks[:half]])
+        self._commit([ticks[half:]])
+
+    def _reject(self, tick: Tick, exc: Exception) -> None:
+        reason = f"storage_{type(exc).__name__}"
+        with self._cond:
+            self._rejected_by_symbol[tick.symbol] += 1
+            reasons = self._reject_reasons.setdefault(tick.symbol, collections.Counter())
+            reasons[reason] += 1
+            first = reasons[reason] == 1
+            self._last_error = f"{tick.symbol}: storage refused tick {tick.trade_id}: {exc}"
+        if first:  # once per symbol and reason; the counter keeps counting
+            log.error(
+                "%s: storage refused tick %s (%s: %s); rejected, the other ticks are stored",
+                tick.symbol,
+                tick.trade_id,
+                type(exc).__name__,
+                str(exc)[:160],
+            )
+
+
+def _refuses_data(exc: BaseException) -> bool:
+    """Whether storage refused the input itself (retrying cannot help), not the database.
+
+    Any error that is not a ``StorageError`` comes from checking or converting the ticks
+    (``ValueError``, ``OverflowError`` for an id past int64 ...); a ``StorageError`` caused
+    by a DB-API integrity or data error (a constraint, a value out of range) is one too.
+    Everything else (disk full, locked, connection lost) is the database's and retried.
+    """
+    if not isinstance(exc, StorageError):
+        return True
+    cause = exc.__cause__
+    return cause is not None and any(
+        c.__name__ in ("IntegrityError", "DataError") for c in type(cause).__mro__
+    )
+
+
+def _describe_ticks(ticks: Sequence[Tick]) -> str:
+    """``"12 ticks: BTCUSDT 7 (ids 100..106), ETHUSDT 5 (ids 40..44)"``."""
+    by_symbol: dict[str, list[int]] = {}
+    for t in ticks:
+        by_symbol.setdefault(t.symbol, []).append(t.trade_id)
+    parts = [
+        f"{symbol} {len(ids)} (ids {min(ids)}..{max(ids)})" for symbol, ids in by_symbol.items()
+    ]
+    return f"{len(ticks)} ticks" + (": " + ", ".join(parts) if parts else "")

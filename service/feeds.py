@@ -47,9 +47,9 @@ def fetch_perpetuals(rest_base: str, *, timeout_s: float = 3.0) -> set[str]:
 
 @functools.lru_cache(maxsize=16)
 def _recording_symbols(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
-    from ingestion.recording import load_recording
+    from formats import validate_recording  # streamed and bounded: never the whole file
 
-    return tuple(load_recording([path]).symbols)
+    return validate_recording(path).symbols
 
 
 def recording_symbols(files: Iterable[str]) -> list[str]:

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 from config import DB_FLAG_HELP
+from formats import KlineChunk, ParseError, ReadStats, read_file
 from storage.backend import default_db, describe, open_reader, open_writer
 from storage.config import StorageSettings
 from storage.errors import StorageError, UnknownSymbolError
-from storage.formats import FileFormatError, KlineChunk, ReadStats, read_file
 from storage.readbase import BAR_EXPORT_COLUMNS, bars_for_export
 from storage.records import TIMEFRAMES_S
 from storage.timefmt import ms_to_iso, parse_iso_ms
@@ -95,10 +95,10 @@ def _cmd_import(args) -> int:
 
             try:
                 s = import_file(writer, path, symbol=args.symbol, progress=progress)
-            except (FileFormatError, ValueError, StorageError) as exc:
+            except (ParseError, ValueError, StorageError) as exc:
                 # A format error names file and line already; others (an id-kind conflict,
                 # a full disk) do not name the input file, so say which one it was.
-                where = "" if isinstance(exc, FileFormatError) else f"{path}: "
+                where = "" if isinstance(exc, ParseError) else f"{path}: "
                 print(f"error: {where}{exc} (nothing of this file was stored)", file=sys.stderr)
                 failures += 1
                 continue
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         StorageSettings.from_env()
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (StorageError, UnknownSymbolError, FileFormatError, ValueError) as exc:
+    except (StorageError, UnknownSymbolError, ParseError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

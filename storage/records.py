@@ -23,6 +23,24 @@ def timeframe_s(tf: str) -> int:
         ) from None
 
 
+#: The fields of one Binance kline, in Binance's order: a REST ``/fapi/v1/klines`` row and a
+#: ``data.binance.vision`` klines dump line alike. Times are ms; ``count`` is the trade count.
+KLINE_FIELDS: tuple[str, ...] = (
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+)
+
+
 class IdKind(StrEnum):
     """Which id space a symbol's trade ids come from. One symbol never mixes two.
 

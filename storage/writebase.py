@@ -16,13 +16,12 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import IdKindConflictError
-from storage.formats import KLINE_COLUMNS as DUMP_KLINE_COLUMNS
-from storage.records import Gap, IdKind, Tick, timeframe_s
+from storage.records import KLINE_FIELDS, Gap, IdKind, Tick, timeframe_s
 from storage.timefmt import now_ms
 
 GAP_STATUSES = ("open", "repaired", "partial", "unrepairable", "failed")
 #: Kline columns a write needs: Binance's, without the taker-buy quote volume and "ignore".
-KLINE_COLUMNS = DUMP_KLINE_COLUMNS[:10]
+KLINE_COLUMNS = KLINE_FIELDS[:10]
 
 #: One symbol's tick columns: trade_id, ts_ms (int64), price, qty (float64), is_buyer_maker.
 TickArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]

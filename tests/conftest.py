@@ -50,7 +50,7 @@ def storage_real_dir() -> Path:
 def storage_hft_trades(storage_real_dir: Path) -> dict[str, pd.DataFrame]:
     """The ``@trade`` prints of the hftbacktest captures, parsed here with ``json`` only.
 
-    Deliberately independent of ``storage.formats``: this is the oracle's input. One frame per
+    Deliberately independent of ``formats``: this is the oracle's input. One frame per
     symbol, in file order, with columns ``trade_id, ts_ms, price, qty, is_buyer_maker`` and
     ``line`` (the raw capture line, to build files of other formats from real prints).
     """

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from formats.wire import StreamKind, parse_rest_kline
 from ingestion.backoff import instant_backoff
 from ingestion.config import ConfigError, FeedSettings
 from ingestion.fakebinance import FakeBinance, Faults
-from ingestion.parse import StreamKind, parse_rest_kline
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
 from ingestion.rest import RestClient

@@ -217,6 +217,7 @@ def test_missing_spans():
         (["--days", "-1"], "--days must be > 0"),
         (["--start", "2024-03-01", "--end", "2024-02-01"], "--start is after --end"),
         (["--start", "yesterday"], "not an ISO-8601 time"),
+        (["--days", "1"], "GET /fapi/v1/exchangeInfo: HTTP 0"),  # nothing listens on port 9
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):

@@ -11,6 +11,7 @@ loading takes a few seconds and a stop can land in the middle of it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,10 +21,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from formats.wire import parse_rest_agg_trade
 from ingestion.backoff import instant_backoff
 from ingestion.config import FeedSettings
 from ingestion.fakebinance import FakeBinance, Faults
-from ingestion.parse import parse_rest_agg_trade
+from ingestion.owed import RetryShelf
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
 from ingestion.service import FeedService
@@ -226,13 +228,18 @@ def test_stop_during_start_up_then_restart_leaves_no_hole(
     if sig == signal.SIGTERM:
         out = first.output()
         assert "0 left queued" in out
-        if moment != "started":  # the history range: reported, and left in the ledger
+        if moment != "started":  # the history range: left in the ledger, reported exactly
+            found = re.search(
+                r"BTCUSDT: not stored, owed to the next start: ids (\d+)\.\.(\d+) ", out
+            )
+            assert found, out
+            lo, hi = int(found[1]), int(found[2])
+            ids = set(stored_ids(db, "BTCUSDT"))
+            assert not ids & set(range(lo, hi + 1))  # none of the reported ids is stored
+            assert set(range(1, lo)) <= ids and hi + 1 in ids  # every id around them is
             owed = ledger(db)
-            owed = owed[owed["status"] == "open"]
-            assert len(owed) >= 1
-            for row in owed.itertuples():
-                assert f"ids {row.first_missing_id}..{row.last_missing_id} " in out, out
-            assert "BTCUSDT: not stored, owed to the next start: ids 1.." in out
+            owed = owed[(owed["status"] == "open") & (owed["last_missing_id"] == hi)]
+            assert list(owed["first_missing_id"]) == [1]  # the record: the whole history
 
     second = Collector(server, db, tmp_path / "run2.log")
     collectors.append(second)
@@ -377,3 +384,63 @@ def test_start_up_check_records_and_repairs_holes_no_run_recorded(recording, dat
 def _gaps(url: str) -> pd.DataFrame:
     with open_reader(url) as reader:
         return reader.gaps().sort_values("first_missing_id").reset_index(drop=True)
+
+
+def test_retry_shelf_hands_jobs_back_when_their_delay_is_over():
+    """The in-run retry of failed repairs: each job waits its own backoff delay (injected
+    delays and clock: nothing waits)."""
+    now = [100.0]
+    shelf: RetryShelf[str] = RetryShelf(clock=lambda: now[0])
+    assert shelf.due_in_s() is None and shelf.pop_due() is None
+    assert shelf.put("a", iter([5.0])) == 5.0
+    assert shelf.put("b", iter([2.0])) == 2.0
+    assert len(shelf) == 2 and shelf.due_in_s() == 2.0
+    assert shelf.pop_due() is None  # nothing due yet
+    now[0] = 102.0
+    assert shelf.pop_due() == "b" and shelf.pop_due() is None
+    now[0] = 110.0
+    assert shelf.due_in_s() == 0.0 and shelf.pop_due() == "a" and len(shelf) == 0
+    delays = instant_backoff()
+    assert shelf.put("c", delays) == 0.0 and shelf.pop_due() == "c"
+
+
+def test_sigterm_while_the_collector_starts_stops_it_cleanly(server, collectors, tmp_path):
+    """SIGTERM while start-up still waits for exchangeInfo: a clean stop (exit 0, everything
+    queued stored, owed ranges recorded), not death by the default signal action."""
+    server.faults.rest_delay_s = 3.0
+    db = tmp_path / "early.db"
+    run = Collector(server, db, tmp_path / "run.log")
+    collectors.append(run)
+    wait_for(
+        lambda: "/fapi/v1/exchangeInfo" in server.stats.rest_received,
+        30,
+        "the collector asking for exchangeInfo",
+    )
+    assert run.proc.poll() is None
+    assert run.stop(signal.SIGTERM) == 0, run.output()
+    assert "stopping (signal SIGTERM)" in run.output() and "0 left queued" in run.output()
+
+
+def test_a_repair_that_crashes_on_a_bad_reply_stays_owed_and_is_retried(recording, tmp_path):
+    """A REST page ending in a malformed row breaks the repair mid-way: the gap is marked
+    ``failed`` (still owed) and retried in the same run, not dropped until a restart."""
+    db = tmp_path / "bad-row.db"
+    faults = Faults(skip_ids=set(range(3000, 3010)))
+    with FakeBinance(recording, speed=20.0, preroll_s=PREROLL_S, faults=faults) as server:
+        settings = FeedSettings(ws_base=server.ws_base, rest_base=server.rest_base, history=False)
+        faults.rest_bad_rows = 1
+        service = FeedService(
+            db,
+            ["BTCUSDT"],
+            settings,
+            backoff_factory=instant_backoff,
+            repair_backoff=instant_backoff,
+        ).start()
+        try:
+            wait_for(lambda: list(ledger(db)["status"]) == ["repaired"], 40, "the gap repaired")
+        finally:
+            assert service.stop()
+    gap = ledger(db).iloc[0]
+    assert (gap["first_missing_id"], gap["last_missing_id"]) == (3000, 3009)
+    assert faults.rest_bad_rows == 0  # the bad reply was served
+    assert set(range(3000, 3010)) <= set(stored_ids(db, "BTCUSDT"))

@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingestion.fakebinance import GARBAGE_FRAMES
-from ingestion.parse import (
+from formats.wire import (
     ParseError,
     StreamKind,
     parse_agg_trade,
@@ -23,6 +22,7 @@ from ingestion.parse import (
     parse_trade,
     unwrap,
 )
+from ingestion.fakebinance import GARBAGE_FRAMES
 from ingestion.replay import SAMPLE_RECORDING
 from storage.records import IdKind, Tick
 
@@ -259,7 +259,8 @@ def test_arbitrary_bytes_either_parse_or_raise_parse_error(payload):
     wrapped=st.booleans(),
 )
 def test_valid_agg_trades_round_trip(a, t, p, q, m, wrapped):
-    data = _agg(a=a, T=t, p=str(p), q=str(q), m=m)
+    # Binance writes plain decimals ("0.00000001"), never str(Decimal)'s "1E-8".
+    data = _agg(a=a, T=t, p=f"{p:f}", q=f"{q:f}", m=m)
     text = json.dumps({"stream": "ctkusdt@aggTrade", "data": data} if wrapped else data)
     tick = parse_message(text)
     assert (tick.trade_id, tick.ts_ms, tick.is_buyer_maker) == (a, t, m)

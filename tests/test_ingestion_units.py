@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from formats.wire import StreamKind
 from ingestion.backoff import ConnectLimiter, backoff, instant_backoff
 from ingestion.config import ConfigError, FeedSettings, normalize_symbols
-from ingestion.parse import StreamKind
 from ingestion.status import FeedState, SymbolStatus
 
 

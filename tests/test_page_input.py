@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from formats import Limits
 from service.settings import SAMPLE_RECORDING, AppSettings
 from tests.test_app import exchange, run, short_env, texts  # noqa: F401 - pytest fixtures
 from ui.guard import md_escape
 from ui.recordings import (
-    MAX_LINE_BYTES,
     Checked,
     check_recording_path,
     checked_upload,
@@ -154,7 +154,8 @@ def _rss_mb() -> float:
 
 
 def test_a_gzip_bomb_is_refused_in_bounded_memory(tmp_path):
-    """2 GB of zeros in one endless line, 2 MB gzipped: refused after reading ~1 MiB."""
+    """2 GiB of zeros in one endless line, 2 MB gzipped: refused in bounded memory, whether
+    by its declared size or, when it hides its size, by the line length."""
     bomb = tmp_path / "bomb.gz"
     chunk = b"\0" * (16 << 20)
     with gzip.open(bomb, "wb", compresslevel=9) as fh:
@@ -162,17 +163,19 @@ def test_a_gzip_bomb_is_refused_in_bounded_memory(tmp_path):
             fh.write(chunk)
     del chunk
     before = _rss_mb()
-    with pytest.raises(ValueError, match="line longer than"):
+    with pytest.raises(ValueError, match=r"decompressed|line longer than"):
         sniff_recording(str(bomb))
+    # The same bomb read past its declared size check: the line limit stops it.
+    with pytest.raises(ValueError, match="line longer than"):
+        sniff_recording(str(bomb), Limits(max_recording_bytes=4 << 30))
     grown = _rss_mb() - before
     assert grown < 100, f"RSS peak grew by {grown:.0f} MB"
-    # Many short lines of nothing: refused once the cap is read.
+    # Many short lines of nothing: refused after the lines-without-a-trade limit.
     lines = tmp_path / "lines.gz"
     with gzip.open(lines, "wb") as fh:
         fh.write(b"{}\n" * (4 << 20))
-    with pytest.raises(ValueError, match="no trades in its first"):
-        sniff_recording(str(lines), max_bytes=1 << 20)
-    assert MAX_LINE_BYTES <= 1 << 20
+    with pytest.raises(ValueError, match="no trade in 1,000 lines"):
+        sniff_recording(str(lines), Limits(max_lines_without_trade=1000))
 
 
 def test_an_upload_is_validated_once_and_its_errors_name_no_server_path(tmp_path):

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import storage.formats
+import formats.files
 from storage import BAR_COLUMNS, Gap, Reader, Writer
 from storage.__main__ import EXPORT_COLUMNS, main
 
@@ -456,7 +456,7 @@ def test_a_bad_line_stores_nothing_of_its_file_and_the_others_import(
 ) -> None:
     # Small read chunks, so that ten chunks of good lines are written before the bad line:
     # the file's transaction must roll all of them back.
-    monkeypatch.setattr(storage.formats, "CHUNK_ROWS", 100)
+    monkeypatch.setattr(formats.files, "CHUNK_ROWS", 100)
     bad, line = BAD[name](tmp_path, storage_hft_trades)
     before_ok = _capture_plain(tmp_path, storage_hft_trades, storage_real_dir)[0][0]
     after_ok = storage_real_dir / CRYPTOFEED

@@ -1,5 +1,5 @@
-"""The Scan tab, headless (AppTest): scan a small stored universe of real klines in the
-background, see the candidates, open one in the Live panel; and the worker on its own."""
+"""The Scan tab, headless (AppTest): fetch real klines from the local look-alike, scan the
+stored universe in the background, open a candidate in the Live panel; the worker alone."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ingestion.fakebinance import FakeBinance
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
 from service import registry
-from service.scan import ScanJob
+from service.scan import ScanJob, last_scan_path
 from storage import Writer
 from tests.conftest import STORAGE_REAL_DIR, wait_for
 
@@ -92,13 +92,27 @@ def test_scan_tab_runs_in_the_background_and_opens_a_candidate_in_live(page_env)
 
 
 def test_worker_reports_progress_failure_and_stop(db, tmp_path):
+    saved = last_scan_path(str(db))
+    saved.unlink(missing_ok=True)
     job = ScanJob()
+    assert job.last(str(db)) is None
     assert job.start(str(db), ScanRequest(tf="1m", lags=1, recheck_top=3))
     assert not job.start(str(db), ScanRequest())  # one at a time
     job.join(120)
     s = job.status()
-    assert s.state == "done" and s.result is not None and s.result.scan.pairs_tested == 12
-    assert s.stage == "recheck" and s.finished_ms is not None
+    assert s.state == "done" and s.result is not None and s.result.pairs_tested == 12
+    assert s.stage == "recheck" and s.finished_ms == s.result.finished_ms
+    assert s.run is not None and len(s.run.table) == 12
+    # Saved beside the database: a new process (a new job) shows the same scan at once.
+    assert saved.is_file()
+    again = ScanJob().last(str(db))
+    assert again is not None and again.finished_ms == s.result.finished_ms
+    assert again.skipped == s.result.skipped and again.tf == "1m"
+    pd.testing.assert_frame_equal(
+        again.table.drop(columns="zscore"), s.result.table.drop(columns="zscore")
+    )
+    assert again.table["zscore"].tolist() == s.result.table["zscore"].tolist()
+    assert ScanJob().last(str(tmp_path / "other.db")) is None
     assert job.start(str(db), ScanRequest(tf="1m", symbols=("ALGOUSDT", "NOPEUSDT")))
     job.join(60)
     s = job.status()
@@ -109,3 +123,42 @@ def test_worker_reports_progress_failure_and_stop(db, tmp_path):
     job.stop()
     job.join(60)
     assert job.status().state in ("stopped", "done")
+
+
+def test_fetch_panel_fills_an_empty_database_then_the_scan_runs(tmp_path, monkeypatch):
+    import datetime as dt
+
+    from tests.test_ingestion_klines import rows_of
+
+    universe = {s: rows_of(s, 4 * 1440) for s in SYMBOLS}
+    server = FakeBinance(load_recording([SAMPLE_RECORDING]), speed=0, static_klines=universe)
+    server.start()
+    db = tmp_path / "empty.db"
+    monkeypatch.setenv("DB_PATH", str(db))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("FEED_AUTOSTART", "0")
+    monkeypatch.setenv("BINANCE_REST_BASE", server.rest_base)
+    monkeypatch.setenv("BINANCE_WS_BASE", server.rest_base.replace("http", "ws"))
+    try:
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.query_params["view"] = "Scan"
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        at.date_input(key="fetch_from").set_value(dt.date(2024, 2, 1))
+        at.date_input(key="fetch_to").set_value(dt.date(2024, 2, 3))
+        at.button(key="fetch_go").click().run()
+
+        def fetched() -> bool:
+            at.run()
+            return "Fetch done" in captions(at)
+
+        wait_for(fetched, timeout_s=120, what="the background fetch to finish")
+        assert "17,280 klines stored; symbols:" in captions(at)  # 3 days × 4 symbols
+        at.number_input(key="scan_q").set_value(1.0)
+        at.number_input(key="scan_p").set_value(1.0)
+        at.button(key="scan_run").click().run()
+        wait_for(lambda: at.run() and "12 ordered pairs" in captions(at), 120, "the scan")
+    finally:
+        if registry.SERVICE is not None:
+            registry.SERVICE.close()
+        server.stop()

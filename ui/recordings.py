@@ -10,30 +10,24 @@ What the page may read on the server, and why (see docs/first-minute.md):
 - missing, unreadable, outside the folders or not a regular file get the *same* message, so
   the page cannot be used to learn which server files exist, and no server path is shown.
 
-Validation reads only what it needs to decide: the decompressed text is streamed line by line
-with a cap on the bytes read (``SNIFF_BYTES``) and on one line's length (``MAX_LINE_BYTES``),
-and stops at the first trade, so a decompression bomb costs at most the cap. An upload is
-validated once per upload (keyed by its ``file_id``) and never decompressed again on a rerun.
+Validation is ``formats.validate_recording``: one stream through the bounded reader, within
+``formats.Limits`` (``MAX_RECORDING_MB``, ``MAX_LINE_BYTES``, ``MAX_LINES_WITHOUT_TRADE``), so
+a decompression bomb costs a bounded amount of memory and time. An upload is validated once
+per upload (keyed by its ``file_id``) and never decompressed again on a rerun.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
+from formats import Limits
 from service.settings import SAMPLE_RECORDING, AppSettings
-
-#: Decompressed bytes validation reads at most before deciding "no trades here" (8 MiB).
-SNIFF_BYTES = 8 << 20
-#: Longest line accepted, bytes (Binance trade lines are ~200 bytes; 1 MiB is generous).
-MAX_LINE_BYTES = 1 << 20
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -94,46 +88,24 @@ def check_recording_path(raw: str, settings: AppSettings) -> str:
     return str(path)
 
 
-def _lines(raw: BinaryIO, max_bytes: int, max_line: int) -> Iterator[str]:
-    """Decoded lines of ``raw`` (gzip or plain), at most ``max_bytes`` in all."""
-    magic = raw.read(2)
-    raw.seek(0)
-    stream: BinaryIO = raw
-    if magic == b"\x1f\x8b":
-        stream = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
-    read = 0
-    while read < max_bytes:
-        line = stream.readline(max_line + 1)
-        if not line:
-            return
-        read += len(line)
-        if len(line) > max_line and not line.endswith(b"\n"):
-            raise ValueError(f"has a line longer than {max_line:,} bytes")
-        yield line.decode("utf-8")
+def sniff_recording(path: str, limits: Limits | None = None) -> str:
+    """The first traded symbol of ``path``; ``ValueError`` (a reason, no path) otherwise.
 
-
-def sniff_recording(
-    path: str, *, max_bytes: int = SNIFF_BYTES, max_line: int = MAX_LINE_BYTES
-) -> str:
-    """The first traded symbol of ``path``, reading at most ``max_bytes`` decompressed.
-
-    ``ValueError`` (a reason without any path) when the file is not a trade recording.
+    The one validation of a recording (``formats.validate_recording``): streamed within
+    ``formats.Limits`` (decompressed size, line length, lines without a trade), memory
+    bounded whatever the file holds; a gzip that declares more than the limit is refused
+    before it is inflated.
     """
-    # The line parser of ingestion.recording, fed a bounded stream. (When the bounded reader
-    # of the formats work lands, it replaces _lines.)
-    from ingestion.recording import _iter_events
+    from formats import ParseError
+    from formats import validate_recording as validate_file
 
     try:
-        with open(path, "rb") as raw:
-            for event in _iter_events(_lines(raw, max_bytes, max_line)):
-                if event is not None:
-                    return event[1]
-    except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError):
-        raise ValueError("cannot be read as gzip or UTF-8 text") from None
-    raise ValueError(
-        f"holds no trades in its first {max_bytes >> 20} MB (only trade, aggTrade or "
-        "collector lines are replayed)"
-    )
+        summary = validate_file(path, limits)
+    except ParseError as exc:
+        raise ValueError(exc.detail or exc.reason) from None
+    except OSError as exc:
+        raise ValueError(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    return summary.symbols[0]
 
 
 def validate_recording(path: str | None, shown: str | None = None) -> None:

@@ -6,17 +6,18 @@ the tab or reloading the page does not stop it, and the last result shows at onc
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from analytics.scan import DEFAULT_LAGS, DEFAULT_OOS_P, DEFAULT_Q
-from analytics.universe import ScanRequest, ScanRun
-from service.desk import DashboardService
-from service.scan import ScanJob, ScanStatus
+from analytics.universe import ScanRequest
+from service.desk import DashboardService, Source
+from service.scan import SPARK_BARS, FetchJob, LastScan, ScanJob
 from ui.guard import fmt_datetime, fragment_slot, panel
 
-SPARK_BARS = 120
 SHOWN_COLUMNS = [
     "x",
     "y",
@@ -42,23 +43,76 @@ def scan_job() -> ScanJob:
     return ScanJob()
 
 
+@st.cache_resource
+def fetch_job() -> FetchJob:
+    """The process's one kline-fetch worker."""
+    return FetchJob()
+
+
+def _fetch_progress(job: FetchJob) -> None:
+    @st.fragment(run_every=1.0)
+    def progress() -> None:
+        f = job.status()
+        if f.state != "running":
+            st.rerun(scope="app")
+        share = f.done / f.total if f.total else 0.0
+        eta = f", about {f.eta_s:.0f} s left" if f.eta_s else ""
+        st.progress(
+            min(1.0, share), text=f"Fetching: {f.done}/{f.total} symbols, {f.rows:,} rows{eta}"
+        )
+
+    with fragment_slot("fetch_progress"):  # alone in its slot: see ui.guard.fragment_slot
+        progress()
+
+
+def _fetch_panel(service: DashboardService) -> None:
+    """Fetch the missing 1m klines of the universe through the page's own writer."""
+    job = fetch_job()
+    f = job.status()
+    status = service.status()
+    with st.expander("Fetch klines from the exchange", expanded=f.state == "running"):
+        writer = service.writer
+        if writer is None or status.read_only or status.source != Source.LIVE:
+            st.info(
+                "Fetching needs the live source with this page writing the database. "
+                "Otherwise run `python -m ingestion.klines --db <DB>`."
+            )
+            return
+        today = dt.datetime.now(dt.UTC).date()
+        c = st.columns(3)
+        raw = c[0].text_input("Symbols", value="all", key="fetch_syms", help="all or A,B,C")
+        first = c[1].date_input("From (UTC)", today - dt.timedelta(days=28), key="fetch_from")
+        last = c[2].date_input("To (UTC, inclusive)", today, key="fetch_to")
+        running = f.state == "running"
+        if st.button("Fetch klines", key="fetch_go", disabled=running or first > last):
+            syms = None
+            if raw.strip().lower() != "all":
+                syms = tuple(s.strip().upper() for s in raw.split(",") if s.strip())
+            start_ms = int(dt.datetime.combine(first, dt.time(), dt.UTC).timestamp() * 1000)
+            end_ms = int(dt.datetime.combine(last, dt.time(23, 59), dt.UTC).timestamp() * 1000)
+            now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+            end_ms = min(end_ms, now_ms // 60_000 * 60_000 - 60_000)  # closed minutes only
+            job.start(status.db_path, writer, service.settings.rest_base, start_ms, end_ms, syms)
+            st.rerun()
+        if running:
+            _fetch_progress(job)
+        elif f.state in ("done", "stopped", "failed"):
+            counts: dict[str, int] = {}
+            for r in f.results:
+                counts[r.status] = counts.get(r.status, 0) + 1
+            summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+            text = f"Fetch {f.state}: {f.rows:,} klines stored; symbols: {summary or 'none'}."
+            (st.error if f.state == "failed" else st.caption)(
+                text + (f" {f.error}" if f.error else "")
+            )
+
+
 def _open_in_live(x: str, y: str, tf: str) -> None:
     """Button callback (runs before the rerun, so the sidebar widgets may still change)."""
     st.session_state["x"] = x
     st.session_state["y"] = y
     st.session_state["tf"] = tf
     st.session_state["view"] = "Live"
-
-
-def _sparklines(run: ScanRun, table: pd.DataFrame) -> list[list[float]]:
-    """Each row's residual z-score over the last ``SPARK_BARS`` bars of the lookback."""
-    out = []
-    for x, y, a, b in zip(table["x"], table["y"], table["alpha"], table["beta"], strict=True):
-        e = run.prices[str(x)].to_numpy() - a - b * run.prices[str(y)].to_numpy()
-        sd = e.std(ddof=1)
-        z = e[-SPARK_BARS:] / sd if sd > 0 else np.zeros(min(SPARK_BARS, e.size))
-        out.append([round(float(v), 3) for v in z])
-    return out
 
 
 def _controls(job: ScanJob, db: str, running: bool) -> dict:
@@ -101,30 +155,25 @@ def _progress(job: ScanJob) -> None:
         progress()
 
 
-def _results(s: ScanStatus, limits: dict) -> None:
-    run = s.result
-    if run is None:
+def _results(last: LastScan | None, limits: dict) -> None:
+    if last is None:
         return
-    res = run.scan
-    req = s.request
     st.caption(
-        f"Last scan finished {fmt_datetime(s.finished_ms)} UTC: {len(res.symbols)} symbols, "
-        f"{res.pairs_tested:,} ordered pairs, {res.nobs:,} {req.tf if req else ''} bars "
-        f"(formation {res.formation_bars:,}, validation {res.validation_bars:,}), "
-        f"K = {res.lags}, {run.seconds['total']:.1f} s."
+        f"Last scan finished {fmt_datetime(last.finished_ms)} UTC: {last.symbols} symbols, "
+        f"{last.pairs_tested:,} ordered pairs, {last.nobs:,} {last.tf} bars "
+        f"(formation {last.formation_bars:,}, validation {last.validation_bars:,}), "
+        f"K = {last.lags}, {last.seconds:.1f} s. The best {len(last.table):,} are kept."
     )
-    t = run.table
+    t = last.table
     keep = (
         (t["qvalue"] <= limits["q_max"])
         & (t["oos_pvalue"] <= limits["p_max"])
         & (np.fmin(t["x_quote_volume"], t["y_quote_volume"]) >= limits["floor"])
     )
-    cands = t[keep].head(50).copy()
-    cands["x"], cands["y"] = cands["x"].astype(str), cands["y"].astype(str)
+    cands = t[keep].head(50)
     if cands.empty:
         st.info("No pair passes the thresholds: loosen them or scan a longer lookback.")
     else:
-        cands["zscore"] = _sparklines(run, cands)
         st.dataframe(
             cands[SHOWN_COLUMNS],
             key="scan_table",
@@ -144,12 +193,14 @@ def _results(s: ScanStatus, limits: dict) -> None:
             "Open in Live panel",
             key="scan_open",
             on_click=_open_in_live,
-            args=(x, y, req.tf if req else "5m"),
+            args=(x, y, last.tf),
             width="stretch",
         )
-    if run.skipped:
-        with st.expander(f"Skipped symbols ({len(run.skipped)})"):
-            st.dataframe(pd.DataFrame(run.skipped, columns=["symbol", "reason"]), hide_index=True)
+    if last.skipped:
+        with st.expander(f"Skipped symbols ({len(last.skipped)})"):
+            st.dataframe(
+                pd.DataFrame(list(last.skipped), columns=["symbol", "reason"]), hide_index=True
+            )
 
 
 def render_scan(service: DashboardService) -> None:
@@ -164,6 +215,7 @@ def render_scan(service: DashboardService) -> None:
         "last 30 % of the lookback. The top 50 are re-tested exactly (AIC lags) with Hurst. "
         "Fill the database with `python -m ingestion.klines` or `python -m storage import`."
     )
+    _fetch_panel(service)
     s = job.status()
     limits = _controls(job, db, s.state == "running")
     if s.state == "running":
@@ -173,4 +225,4 @@ def render_scan(service: DashboardService) -> None:
     elif s.state == "stopped":
         st.warning("Scan stopped.")
     with panel("Scan results"):
-        _results(s, limits)
+        _results(job.last(db), limits)
