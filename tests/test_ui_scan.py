@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analytics.universe import ScanRequest
 from ingestion.fakebinance import FakeBinance
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
 from service import registry
 from service.scan import ScanJob, last_scan_path
+from service.universe import ScanRequest
 from storage import Reader, Writer
 from tests.conftest import STORAGE_REAL_DIR, wait_for
 

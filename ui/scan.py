@@ -13,9 +13,9 @@ import pandas as pd
 import streamlit as st
 
 from analytics.scan import DEFAULT_LAGS, DEFAULT_OOS_P, DEFAULT_Q
-from analytics.universe import ScanRequest
 from service.desk import DashboardService, Source
 from service.scan import SPARK_BARS, FetchJob, LastScan, ScanJob
+from service.universe import ScanRequest
 from ui.guard import fmt_datetime, panel
 
 SHOWN_COLUMNS = [
