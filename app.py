@@ -22,8 +22,9 @@ from ui.live import render_live, render_stationarity, show_new_alerts
 from ui.sidebar import render_sidebar
 from ui.state import page_views
 from ui.views import render_alerts, render_backtest, render_exports, render_health, render_multi
+from ui.watchlist import render_watchlist
 
-TABS = ["Live", "Alerts", "Backtest", "Multi-symbol", "Scan", "Feed health", "Exports"]
+TABS = ["Live", "Watchlist", "Alerts", "Backtest", "Multi-symbol", "Scan", "Feed health", "Exports"]
 
 
 def _argv() -> list[str]:
@@ -111,7 +112,7 @@ def main() -> None:
     if params is None:
         st.error("Fix the pair in the sidebar to see the analytics: " + " ".join(controls.problems))
     tabs = st.tabs(TABS, key="view", bind="query-params")
-    live, alerts, bt, multi, scan, health, exp = tabs
+    live, watch, alerts, bt, multi, scan, health, exp = tabs
     if live.open:
         with live:
             if params is not None:
@@ -129,6 +130,15 @@ def main() -> None:
                         render_stationarity(service, params)
 
                 stationarity_panel()
+    if watch.open:
+        with watch:
+
+            @st.fragment(run_every=max(1.0, controls.refresh_s))
+            def watchlist_panel() -> None:
+                with panel("Watchlist"):
+                    render_watchlist(service, params, params.z if params else 2.0)
+
+            watchlist_panel()
     if alerts.open:
         with alerts, panel("Alerts"):
             render_alerts(service, params)
