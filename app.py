@@ -22,6 +22,7 @@ from ui.live import render_live, render_stationarity, show_new_alerts
 from ui.sidebar import render_sidebar
 from ui.state import page_views
 from ui.views import render_alerts, render_backtest, render_exports, render_health, render_multi
+from ui.watchlist import render_watchlist
 
 #: What the page says about a replay: the recording repeats, and how its passes are joined.
 LOOP_NOTE = (
@@ -30,7 +31,7 @@ LOOP_NOTE = (
     "join adds no jump. Statistics across passes repeat the same market; they are not new data."
 )
 
-TABS = ["Live", "Alerts", "Backtest", "Multi-symbol", "Scan", "Feed health", "Exports"]
+TABS = ["Live", "Watchlist", "Alerts", "Backtest", "Multi-symbol", "Scan", "Feed health", "Exports"]
 
 
 def _argv() -> list[str]:
@@ -140,7 +141,7 @@ def main() -> None:
             + md_escape(" ".join(controls.problems))
         )
     tabs = st.tabs(TABS, key="view", bind="query-params")
-    live, alerts, bt, multi, scan, health, exp = tabs
+    live, watch, alerts, bt, multi, scan, health, exp = tabs
     if live.open:
         with live:
             if params is not None:
@@ -160,6 +161,16 @@ def main() -> None:
 
                 with fragment_slot("stationarity"):
                     stationarity_panel()
+    if watch.open:
+        with watch:
+
+            @st.fragment(run_every=max(1.0, controls.refresh_s))
+            def watchlist_panel() -> None:
+                with panel("Watchlist"):
+                    render_watchlist(service, params, params.z if params else 2.0)
+
+            with fragment_slot("watchlist"):
+                watchlist_panel()
     if alerts.open:
         with alerts, panel("Alerts"):
             render_alerts(service, params)

@@ -30,7 +30,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m ingestion",
         description="Stream Binance USD-M futures trades into the SQLite database.",
     )
-    p.add_argument("--symbols", required=True, help="comma-separated, e.g. btcusdt,ethusdt")
+    p.add_argument(
+        "--symbols",
+        default="",
+        help="comma-separated, e.g. btcusdt,ethusdt (optional with --alerts: its pairs' legs)",
+    )
     p.add_argument(
         "--db",
         default=None,
@@ -75,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--status-interval", type=float, default=None, metavar="SECONDS")
     p.add_argument(
+        "--alerts",
+        default=None,
+        metavar="FILE.toml",
+        help="watchlist pairs, alert rules and sinks: evaluate and deliver alerts here too",
+    )
+    p.add_argument(
         "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
     )
     return p
@@ -97,8 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    alerts = None
     try:
-        symbols = normalize_symbols(args.symbols)
+        symbols = normalize_symbols(args.symbols) if args.symbols.strip() else []
+        if args.alerts:
+            alerts = _load_alerts(args.alerts)
+            symbols += [s for s in alerts.symbols if s not in symbols]
         if not symbols:
             raise ConfigError("--symbols is empty")
         db = resolve_db(args.db)  # the one rule: --db, $DATABASE_URL, $DB_PATH, data.db
@@ -114,9 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.history is not None:
             overrides["history_trades_s"] = args.history
         settings = FeedSettings.from_env(**overrides)
-        service = FeedService(db, symbols, settings)
+        if alerts is not None:
+            alerts.open(db)
+        service = FeedService(db if alerts is None else alerts.writer, symbols, settings)
         service.start()
-    except ConfigError as exc:
+        if alerts is not None:
+            alerts.start()
+    except (ConfigError, ValueError) as exc:
+        if alerts is not None:
+            alerts.close()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     print(
@@ -132,11 +152,17 @@ def main(argv: list[str] | None = None) -> int:
             break
         for status in service.status().values():
             print(status.line(), flush=True)
+        if alerts is not None:
+            alerts.follow_watchlist(service)
+            print(alerts.status_line(), flush=True)
         if deadline is not None and time.monotonic() >= deadline:
             break
     why = f"signal {received[0]}" if received else "duration reached"
     print(f"stopping ({why}) ...", flush=True)
     clean = service.stop(timeout_s=30.0)
+    if alerts is not None:
+        print(alerts.status_line(), flush=True)
+        alerts.close()
     for status in service.status().values():
         print(status.line(), flush=True)
     writer = service.writer_status()
@@ -154,6 +180,69 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: stopped before every queued tick was stored{detail}", file=sys.stderr)
         return EXIT_UNCLEAN
     return 0
+
+
+class _Alerts:
+    """``--alerts``: the file, then the writer, the monitor and the delivery worker.
+
+    ``service`` (above ``ingestion``) is imported only here, when asked for: this entry
+    point is the collector's composition root, the ingestion package itself never needs it.
+    """
+
+    def __init__(self, path: str) -> None:
+        from service import headless
+
+        self._headless = headless
+        try:
+            self.config = headless.load_config(path)
+        except headless.AlertFileError as exc:
+            raise ConfigError(str(exc)) from None
+        self.symbols = self.config.symbols
+        self.writer = None
+        self.runtime = None
+        self._db = ""
+        self._refused: set[str] = set()  # symbols the exchange refused: not asked again
+
+    def open(self, db: str) -> None:
+        from storage import StorageError, open_writer
+
+        try:
+            self.writer = open_writer(db)
+        except StorageError as exc:
+            raise ConfigError(str(exc).splitlines()[0]) from None
+        self._db = db
+        self._headless.AlertRuntime.apply(self.writer, db, self.config)
+
+    def start(self) -> None:
+        self.runtime = self._headless.AlertRuntime(self.writer, self._db).start()
+
+    def follow_watchlist(self, service: FeedService) -> None:
+        """Collect symbols of pairs added to the watchlist since (page, CLI)."""
+        try:
+            wanted = self._headless.watched_symbols(self._db)
+        except Exception as exc:  # broad on purpose: a status tick must not end the collector
+            logging.getLogger(__name__).warning("cannot read the watchlist: %s", exc)
+            return
+        for sym in wanted:
+            if sym not in service.symbols and sym not in self._refused:
+                try:
+                    service.add_symbol(sym)
+                except ConfigError as exc:
+                    self._refused.add(sym)
+                    print(f"watchlist: cannot collect {sym}: {exc}", flush=True)
+
+    def status_line(self) -> str:
+        return self.runtime.status_line() if self.runtime is not None else "alerts: not started"
+
+    def close(self) -> None:
+        if self.runtime is not None:
+            self.runtime.stop()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _load_alerts(path: str) -> _Alerts:
+    return _Alerts(path)
 
 
 if __name__ == "__main__":

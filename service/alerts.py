@@ -7,8 +7,10 @@ stays true — and not again within ``cooldown_s`` of market time (bar times, so
 so rules fire with no browser open; fired alerts are stored through ``Writer.record_alert``
 (unique per rule and bar, so a restart never fires a bar twice). No Streamlit here.
 
-A bar is *closed* once a later bar exists on the pair's grid; the newest bar may still be
-filling, so it is never evaluated.
+A bar is *closed* once both legs have a later bar (each leg's trades arrive in time order,
+so no trade of that bar can come any more), or once the pair's grid is
+``CLOSE_GRACE_BARS`` bars past it (a leg that stopped trading does not hold alerts back);
+see ``service.watch.closed_until_ms``.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from service.compute import METHODS, PairParams, compute_pair, metric_series
-from storage import Reader, StorageError, UnknownSymbolError, Writer, open_reader
+from service.compute import METHODS, PairParams, metric_series
+from service.watch import PairBoard, PairKey, board_for, closed_until_ms, leg_ends_ms
+from storage import Reader, StorageError, UnknownSymbolError, Writer, open_reader, timeframe_s
 from storage.timefmt import ms_to_iso
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,10 @@ class Rule:
         return PairParams(
             x=self.x, y=self.y, tf=self.tf, window=self.window, method=self.method, display_bars=1
         )
+
+    def key(self) -> PairKey:
+        """The watched pair this rule is evaluated on."""
+        return PairKey(self.x, self.y, self.tf, self.window, self.method)
 
     def describe(self) -> str:
         metric = METRICS.get(self.metric, self.metric)
@@ -209,8 +216,12 @@ class AlertMonitor:
         *,
         poll_s: float = 0.25,
         clock: Callable[[], float] = time.time,
+        board: PairBoard | None = None,
     ) -> None:
         self._writer = writer
+        self._board = board if board is not None else board_for(db_path)
+        #: Called (in the monitor thread) after an alert was queued: ``DeliveryWorker.poke``.
+        self.on_fired: Callable[[], None] = lambda: None
         self._db_path = db_path
         self._poll_s = poll_s
         self._clock = clock
@@ -269,63 +280,73 @@ class AlertMonitor:
         self.stats.last_error = message
 
     def run_once(self, reader: Reader) -> int:
-        """One pass over every enabled rule; returns how many alerts were recorded."""
+        """One pass over every enabled rule; returns how many alerts were recorded.
+
+        Rules are grouped by pair (legs, timeframe, window, method): each pair is computed at
+        most once per new bar (``service.watch.PairBoard``), however many rules watch it.
+        """
         rules = [r for r in rules_from_frame(reader.alert_rules()) if r.enabled]
         live_ids = {r.rule_id for r in rules}
         for rid in list(self._states):
             if rid not in live_ids:
                 del self._states[rid]
-        recorded = 0
+        by_pair: dict[PairKey, list[Rule]] = {}
         for rule in rules:
             try:
-                recorded += self._check(reader, rule)
-                self.stats.skipped_rules.pop(rule.rule_id, None)
+                by_pair.setdefault(rule.key(), []).append(rule)
+            except ValueError as exc:
+                self.stats.skipped_rules[rule.rule_id] = str(exc)
+        recorded = 0
+        for key, pair_rules in by_pair.items():
+            try:
+                recorded += self._check_pair(reader, key, pair_rules)
+                for rule in pair_rules:
+                    self.stats.skipped_rules.pop(rule.rule_id, None)
             except (UnknownSymbolError, ValueError) as exc:
                 # A pair with no data yet, or a statistic undefined on it: not an error of
                 # the monitor, shown next to the rule instead.
-                self.stats.skipped_rules[rule.rule_id] = str(exc)
+                for rule in pair_rules:
+                    self.stats.skipped_rules[rule.rule_id] = str(exc)
         self.stats.passes += 1
         self.stats.last_pass_ms = int(self._clock() * 1000)
         self.stats.fired += recorded
         return recorded
 
-    def _check(self, reader: Reader, rule: Rule) -> int:
-        params = rule.params()
-        # The window plus the bars since the last pass (bounded), plus the bar still filling.
-        frame = reader.pair_frame(
-            rule.x, rule.y, rule.tf, limit=min(params.window + MAX_BARS_PER_PASS + 1, 2_000)
-        )
-        if len(frame) < 2:
+    def _check_pair(self, reader: Reader, key: PairKey, rules: list[Rule]) -> int:
+        ends = leg_ends_ms(reader, key)
+        if ends is None:
             return 0
-        times = frame["open_time_ms"].to_numpy(dtype=np.int64)
-        state = self._states.setdefault(rule.rule_id, RuleState())
-        if state.last_bar_ms is not None and int(times[-2]) <= state.last_bar_ms:
+        tf_ms = timeframe_s(key.tf) * 1000
+        newest_closed = closed_until_ms(ends, tf_ms)
+        need = 1
+        for rule in rules:
+            state = self._states.setdefault(rule.rule_id, RuleState())
+            if state.last_bar_ms is not None:
+                need = max(need, (newest_closed - state.last_bar_ms) // tf_ms)
+        if all(
+            self._states[r.rule_id].last_bar_ms is not None
+            and self._states[r.rule_id].last_bar_ms >= newest_closed
+            for r in rules
+        ):
             return 0  # no newly closed bar: nothing to evaluate
-        if rule.metric in ("price_x", "price_y", "volume_x", "volume_y"):
-            table = pd.DataFrame(
-                {
-                    "x": frame["x"],
-                    "y": frame["y"],
-                    "x_volume": frame["x_volume"],
-                    "y_volume": frame["y_volume"],
-                }
-            )
-            values = _plain_metric(table, rule.metric)
-        else:
-            values = metric_series(compute_pair(frame, params), rule.metric)
-        self.stats.evaluations += 1
+        snap = self._board.get(reader, key, min(need, MAX_BARS_PER_PASS))
+        if snap.n_bars < 2:
+            return 0
+        times = snap.table["time_ms"].to_numpy(dtype=np.int64)
+        closed = times <= newest_closed
         recorded = 0
-        for firing in evaluate(rule, times[:-1], values[:-1], state):
-            if self._writer.record_alert(
-                rule_id=rule.rule_id,
-                bar_time_ms=firing.bar_time_ms,
-                value=firing.value,
-                message=alert_message(rule, firing),
-            ):
-                recorded += 1
+        for rule in rules:
+            values = metric_series(snap, rule.metric)  # the page's metric definitions
+            self.stats.evaluations += 1
+            state = self._states[rule.rule_id]
+            for firing in evaluate(rule, times[closed], values[closed], state):
+                event_id = self._writer.fire_alert(
+                    rule_id=rule.rule_id,
+                    bar_time_ms=firing.bar_time_ms,
+                    value=firing.value,
+                    message=alert_message(rule, firing),
+                )
+                if event_id is not None:
+                    recorded += 1
+                    self.on_fired()
         return recorded
-
-
-def _plain_metric(table: pd.DataFrame, metric: str) -> np.ndarray:
-    col = {"price_x": "x", "price_y": "y", "volume_x": "x_volume", "volume_y": "y_volume"}[metric]
-    return table[col].to_numpy(dtype=np.float64)

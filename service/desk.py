@@ -29,7 +29,9 @@ from enum import StrEnum
 from typing import Any
 
 from service import feeds as feedlib
+from service import watchlist as watchlib
 from service.alerts import AlertMonitor
+from service.delivery import DeliveryWorker
 from service.pageviews import PageViews
 from service.settings import SAMPLE_RECORDING, AppSettings
 from storage import StorageError, Writer, WriterBusyError, open_reader, open_writer
@@ -94,6 +96,7 @@ class _Parts:
 
     writer: Writer | None = None
     monitor: AlertMonitor | None = None
+    delivery: DeliveryWorker | None = None
     retention: RetentionJob | None = None
     feed: Any = None
     replay: Any = None
@@ -145,8 +148,10 @@ class DashboardService:
         """Open the writer, the alert monitor and retention for the current source."""
         path = self.db_path
         carried: list[dict[str, Any]] = []
+        watched: dict[str, Any] = {}
         if fresh and backend_of(path) == "sqlite":  # replays always write a SQLite file
             carried = _read_rules(path)
+            watched = watchlib.carry_over(path)
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{sqlite_path(path)}{suffix}")
@@ -165,7 +170,14 @@ class DashboardService:
             for rule in carried:
                 with contextlib.suppress(StorageError, ValueError):
                     parts.writer.add_alert_rule(**rule)
+            watchlib.restore(parts.writer, watched)
+            if self.source == Source.LIVE:  # the stored watchlist's legs are collected too
+                with contextlib.suppress(StorageError, ValueError):
+                    more = watchlib.watched_symbols(path)
+                    self.symbols += [s for s in more if s not in self.symbols]
             parts.monitor = AlertMonitor(parts.writer, path).start()
+            parts.delivery = DeliveryWorker(parts.writer, path).start()
+            parts.monitor.on_fired = parts.delivery.poke
             storage_settings = StorageSettings.from_env()
             parts.retention = RetentionJob(parts.writer, storage_settings).start()
         self.generation += 1
@@ -175,6 +187,8 @@ class DashboardService:
         parts = self._parts
         if parts.monitor is not None:
             parts.monitor.stop()
+        if parts.delivery is not None:
+            parts.delivery.stop()
         if parts.retention is not None:
             parts.retention.stop()
         if parts.writer is not None:
@@ -188,6 +202,10 @@ class DashboardService:
     @property
     def monitor(self) -> AlertMonitor | None:
         return self._parts.monitor
+
+    @property
+    def delivery(self) -> DeliveryWorker | None:
+        return self._parts.delivery
 
     # ------------------------------------------------------------------ other collectors
     def external_collectors(self) -> dict[str, list[str]]:
@@ -434,6 +452,15 @@ class DashboardService:
         if writer is None:
             raise StorageError(self.read_only or "the database is read-only here")
         rule_id = writer.add_alert_rule(**rule)
+        params = rule.get("params") or {}
+        with contextlib.suppress(ValueError):  # a rule's pair joins the watchlist
+            writer.watch_pair(
+                rule["x"],
+                rule["y"],
+                rule["tf"],
+                params.get("window", 60),
+                params.get("method", "ols"),
+            )
         self.watch([rule["x"], rule["y"]])
         if self.monitor is not None:
             self.monitor.poke()

@@ -28,6 +28,19 @@ ALERT_EXPORT_COLUMNS = [
     "threshold",
     "value",
     "message",
+    "alert_id",
+    "deliveries",
+]
+#: Columns of the deliveries export (one row per alert and sink; no secret: sinks by name).
+DELIVERY_EXPORT_COLUMNS = [
+    "alert_id",
+    "sink",
+    "kind",
+    "status",
+    "attempts",
+    "last_error",
+    "next_attempt",
+    "delivered_at",
 ]
 #: Most bars in one bars export (the newest); a week of 1s bars is 600k rows.
 MAX_EXPORT_BARS = 200_000
@@ -74,6 +87,7 @@ def alert_log_frame(reader: Reader, limit: int = 10_000) -> pd.DataFrame:
     """Fired alerts, newest first, with their rule's definition."""
     events = reader.alert_events(limit=limit)
     rules = reader.alert_rules().set_index("rule_id")
+    states = delivery_states(reader, events["event_id"].tolist())
     rows = []
     for e in events.itertuples(index=False):
         r = rules.loc[e.rule_id] if e.rule_id in rules.index else None
@@ -90,9 +104,51 @@ def alert_log_frame(reader: Reader, limit: int = 10_000) -> pd.DataFrame:
                 "threshold": None if r is None else float(r["threshold"]),
                 "value": float(e.value),
                 "message": e.message,
+                "alert_id": int(e.event_id),
+                "deliveries": states.get(int(e.event_id), ""),
             }
         )
     return pd.DataFrame(rows, columns=ALERT_EXPORT_COLUMNS)
+
+
+def delivery_states(reader: Reader, event_ids: list[int]) -> dict[int, str]:
+    """Per alert, one line of its delivery state per sink, e.g.
+    ``hook: delivered; tg: pending (2 attempts, HTTP 500)``."""
+    d = reader.deliveries(event_ids=[int(i) for i in event_ids])
+    out: dict[int, list[str]] = {}
+    for r in d.itertuples(index=False):
+        text = f"{r.sink}: {r.status}"
+        if r.status != "delivered" and (r.attempts or r.last_error):
+            text += f" ({r.attempts} attempts" + (f", {r.last_error}" if r.last_error else "") + ")"
+        out.setdefault(int(r.event_id), []).append(text)
+    return {k: "; ".join(v) for k, v in out.items()}
+
+
+def deliveries_frame(reader: Reader, limit: int = 10_000) -> pd.DataFrame:
+    """Delivery state per alert and sink, newest alert first (errors carry no secret)."""
+    d = reader.deliveries(limit=limit)
+    out = pd.DataFrame(
+        {
+            "alert_id": d["event_id"],
+            "sink": d["sink"],
+            "kind": d["kind"],
+            "status": d["status"],
+            "attempts": d["attempts"],
+            "last_error": d["last_error"],
+            "next_attempt": _iso_or_blank(d["next_attempt_ms"].where(d["status"] == "pending")),
+            "delivered_at": _iso_or_blank(d["delivered_ts_ms"]),
+        }
+    )
+    return out[DELIVERY_EXPORT_COLUMNS]
+
+
+def _iso_or_blank(ms: pd.Series) -> list[str]:
+    return ["" if pd.isna(v) else ms_to_iso([int(v)])[0] for v in ms]
+
+
+def deliveries_csv(db_path: str) -> bytes:
+    with open_reader(db_path) as reader:
+        return _csv(deliveries_frame(reader))
 
 
 def alert_log_csv(db_path: str) -> bytes:

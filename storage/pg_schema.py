@@ -140,6 +140,43 @@ def migrations(timescale: bool) -> list[list[str]]:
                 checked_to_id  BIGINT NOT NULL
             )""",
         ],
+        # 3 -> 4: watchlist, alert sinks and the alert outbox (see storage/schema.py, 3 -> 4).
+        [
+            """CREATE TABLE watchlist (
+                pair_id        BIGSERIAL PRIMARY KEY,
+                x              TEXT NOT NULL,
+                y              TEXT NOT NULL,
+                tf             TEXT NOT NULL,
+                window_bars    INTEGER NOT NULL,
+                method         TEXT NOT NULL,
+                created_ts_ms  BIGINT NOT NULL,
+                UNIQUE (x, y, tf, window_bars, method)
+            )""",
+            """CREATE TABLE alert_sinks (
+                sink_id        BIGSERIAL PRIMARY KEY,
+                name           TEXT NOT NULL UNIQUE,
+                kind           TEXT NOT NULL,
+                target         TEXT NOT NULL,
+                params         TEXT NOT NULL DEFAULT '{}',
+                enabled        INTEGER NOT NULL DEFAULT 1,
+                created_ts_ms  BIGINT NOT NULL
+            )""",
+            """CREATE TABLE alert_deliveries (
+                event_id         BIGINT NOT NULL,
+                sink_id          BIGINT NOT NULL,
+                status           TEXT NOT NULL,
+                attempts         INTEGER NOT NULL DEFAULT 0,
+                last_error       TEXT NOT NULL DEFAULT '',
+                next_attempt_ms  BIGINT NOT NULL,
+                claimed_by       TEXT NOT NULL DEFAULT '',
+                lease_until_ms   BIGINT NOT NULL DEFAULT 0,
+                updated_ts_ms    BIGINT NOT NULL,
+                delivered_ts_ms  BIGINT,
+                PRIMARY KEY (event_id, sink_id)
+            )""",
+            "CREATE INDEX alert_deliveries_due ON alert_deliveries "
+            "(sink_id, status, next_attempt_ms)",
+        ],
     ]
 
 

@@ -48,6 +48,7 @@ from storage.bars import PartialBars, aggregate_ticks, merge_bars
 from storage.errors import (
     StorageError,
 )
+from storage.outbox import OutboxWrites
 from storage.pg_base import (
     _bars_table,
     _check_schema,
@@ -148,7 +149,7 @@ def _bar_columns(tf_s: int, p: PartialBars, src: int = 0) -> list[tuple[np.ndarr
     ]
 
 
-class Writer(WriterBase):
+class Writer(WriterBase, OutboxWrites):
     """A writer of a PostgreSQL database: the API of :class:`storage.sqlite.Writer`.
 
     Thread-safe: an internal lock serialises calls on its one connection. Several writers (in

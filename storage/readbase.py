@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import UnknownSymbolError
+from storage.outbox import OutboxReads
 from storage.records import timeframe_s
 from storage.timefmt import ms_to_iso, now_ms
 
@@ -173,7 +174,7 @@ def leg_columns(
     return pd.Series(close).ffill().to_numpy(), filled, vol, trades
 
 
-class ReaderBase:
+class ReaderBase(OutboxReads):
     """The reader methods both backends share; see the module docstring.
 
     A subclass provides ``_q`` (one query, ``?`` placeholders), ``_sym_ids`` (a dict) and, if

@@ -121,6 +121,44 @@ MIGRATIONS: list[str] = [
         checked_to_id  INTEGER NOT NULL
     );
     """,
+    # 3 -> 4: the watchlist, alert sinks and the alert outbox (storage/outbox.py). A sink's
+    # target is a URL or "env:NAME" (the variable holding a secret URL): no secret is stored.
+    """
+    CREATE TABLE watchlist (
+        pair_id        INTEGER PRIMARY KEY,
+        x              TEXT NOT NULL,
+        y              TEXT NOT NULL,
+        tf             TEXT NOT NULL,
+        window_bars    INTEGER NOT NULL,
+        method         TEXT NOT NULL,
+        created_ts_ms  INTEGER NOT NULL,
+        UNIQUE (x, y, tf, window_bars, method)
+    );
+    CREATE TABLE alert_sinks (
+        sink_id        INTEGER PRIMARY KEY,
+        name           TEXT NOT NULL UNIQUE,
+        kind           TEXT NOT NULL,     -- webhook | slack | discord | telegram
+        target         TEXT NOT NULL,     -- URL, or env:NAME
+        params         TEXT NOT NULL DEFAULT '{}',
+        enabled        INTEGER NOT NULL DEFAULT 1,
+        created_ts_ms  INTEGER NOT NULL
+    );
+    -- One row per fired alert and sink: pending | sending | delivered | failed.
+    CREATE TABLE alert_deliveries (
+        event_id         INTEGER NOT NULL,
+        sink_id          INTEGER NOT NULL,
+        status           TEXT NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        last_error       TEXT NOT NULL DEFAULT '',
+        next_attempt_ms  INTEGER NOT NULL,
+        claimed_by       TEXT NOT NULL DEFAULT '',
+        lease_until_ms   INTEGER NOT NULL DEFAULT 0,
+        updated_ts_ms    INTEGER NOT NULL,
+        delivered_ts_ms  INTEGER,
+        PRIMARY KEY (event_id, sink_id)
+    );
+    CREATE INDEX alert_deliveries_due ON alert_deliveries (sink_id, status, next_attempt_ms);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -245,7 +245,8 @@ def test_alerts_tab_adds_a_rule(full_env):
     assert any("Rule" in s.value and "added" in s.value for s in at.success)
     rules = at.dataframe[0].value
     assert "|z-score| >= 2.5 (BTCUSDT/ETHUSDT 1s)" in list(rules["rule"])
-    assert [d.label for d in at.get("download_button")] == ["Alert log (CSV)"]
+    labels = [d.label for d in at.get("download_button")]
+    assert labels == ["Alert log (CSV)", "Deliveries (CSV)"]
 
 
 def test_backtest_tab_shows_equity_and_trades(full_env):

@@ -691,7 +691,9 @@ def test_info_lists_symbols_counts_ranges_gaps_and_size(
     }
     status, text, err = cli(capsys, "info", "--db", btc_db)
     assert (status, err) == (0, [])
-    assert re.search(r"btc\.db: (file )?\d+\.\d MB, schema v2\n", text)
+    from storage.schema import SCHEMA_VERSION
+
+    assert re.search(rf"btc\.db: (file )?\d+\.\d MB, schema v{SCHEMA_VERSION}\n", text)
     assert (
         "BTCUSDT (trade ids): 21,313 ticks 2024-08-08T23:54:16.322Z → 2024-08-08T23:59:59.643Z"
     ) in text

@@ -13,10 +13,10 @@ import pandas as pd
 import streamlit as st
 
 from analytics.scan import DEFAULT_LAGS, DEFAULT_OOS_P, DEFAULT_Q
-from analytics.universe import ScanRequest
 from service.desk import DashboardService, Source
 from service.scan import SPARK_BARS, FetchJob, LastScan, ScanJob
-from ui.guard import fmt_datetime, fragment_slot, panel
+from service.universe import ScanRequest
+from ui.guard import fmt_datetime, fragment_slot, md_escape, panel
 
 SHOWN_COLUMNS = [
     "x",
@@ -155,7 +155,21 @@ def _progress(job: ScanJob) -> None:
         progress()
 
 
-def _results(last: LastScan | None, limits: dict) -> None:
+def _watch(service: DashboardService, x: str, y: str, tf: str) -> None:
+    """Add the pair to the watchlist (the background monitor then follows it)."""
+    from service.watch import PairKey
+    from service.watchlist import watch_on
+    from storage import StorageError
+
+    try:
+        pid = watch_on(service, PairKey(x, y, tf))
+    except (StorageError, ValueError) as exc:
+        st.error(f"Not added to the watchlist: {md_escape(str(exc))}")
+    else:
+        st.success(f"{x} / {y} ({tf}) is on the watchlist (#{pid}).")
+
+
+def _results(service: DashboardService, last: LastScan | None, limits: dict) -> None:
     if last is None:
         return
     st.caption(
@@ -186,7 +200,7 @@ def _results(last: LastScan | None, limits: dict) -> None:
             },
         )
         labels = [f"{x} / {y}" for x, y in zip(cands["x"], cands["y"], strict=True)]
-        c1, c2 = st.columns([3, 1])
+        c1, c2, c3 = st.columns([3, 1, 1])
         pick = c1.selectbox("Candidate", labels, key="scan_pick")
         x, y = pick.split(" / ")
         c2.button(
@@ -196,6 +210,8 @@ def _results(last: LastScan | None, limits: dict) -> None:
             args=(x, y, last.tf),
             width="stretch",
         )
+        if c3.button("Add to watchlist", key="scan_watch", width="stretch"):
+            _watch(service, x, y, last.tf)
     if last.skipped:
         with st.expander(f"Skipped symbols ({len(last.skipped)})"):
             st.dataframe(
@@ -225,4 +241,4 @@ def render_scan(service: DashboardService) -> None:
     elif s.state == "stopped":
         st.warning("Scan stopped.")
     with panel("Scan results"):
-        _results(job.last(db), limits)
+        _results(service, job.last(db), limits)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -20,6 +21,7 @@ from service.alerts import METRICS, OPS, rules_from_frame, validate_rule
 from service.compute import METHODS, PairParams, compute_pair
 from service.desk import DashboardService
 from service.feeds import COLLECTOR_ID
+from service.watch import PairKey, keys_from_watchlist
 from storage import StorageError, timeframe_s
 from storage.timefmt import ms_to_iso
 from ui import charts
@@ -71,8 +73,11 @@ def render_alerts(service: DashboardService, params: PairParams | None) -> None:
             log = events.copy()
             log.insert(0, "fired", ms_to_iso(log["fired_ts_ms"]).to_numpy())
             log.insert(1, "bar", ms_to_iso(log["bar_time_ms"]).to_numpy())
+            with session_reader(status.db_path, status.generation) as lease:
+                states = exports.delivery_states(lease.reader, log["event_id"].tolist())
+            log["delivery"] = [states.get(int(i), "") for i in log["event_id"]]
             st.dataframe(
-                log[["fired", "bar", "rule_id", "value", "message"]],
+                log[["fired", "bar", "rule_id", "value", "message", "delivery"]],
                 hide_index=True,
                 width="stretch",
                 height=min(400, 40 + 35 * len(log)),
@@ -86,13 +91,35 @@ def render_alerts(service: DashboardService, params: PairParams | None) -> None:
             icon=DL_ICON,
             on_click="ignore",
         )
+        st.download_button(
+            "Deliveries (CSV)",
+            partial(exports.deliveries_csv, status.db_path),
+            file_name="alert_deliveries.csv",
+            mime="text/csv",
+            key="dl_deliveries_tab",
+            icon=DL_ICON,
+            on_click="ignore",
+        )
 
 
 def _rule_form(service: DashboardService, p: PairParams) -> None:
+    status = service.status()
+    with session_reader(status.db_path, status.generation) as lease:
+        watched = keys_from_watchlist(lease.reader.watchlist())
+    live = PairKey(p.x, p.y, p.tf, p.window, p.method)
+    choices = [live, *[k for k in watched if k != live]]
     with st.form("new_rule", clear_on_submit=False, border=True):
+        on = st.selectbox(
+            "Pair",
+            choices,
+            key="rule_pair",
+            format_func=lambda k: k.describe() + (" (Live panel)" if k == live else ""),
+            help="The Live panel's pair, or any watched pair.",
+        )
+        p = replace(p, x=on.x, y=on.y, tf=on.tf, window=on.window, method=on.method)
         st.markdown(
             f"For **{p.x} / {p.y}**, {p.tf} bars, window {p.window}, "
-            f"{METHODS[p.method]} hedge ratio (from the sidebar)."
+            f"{METHODS[p.method]} hedge ratio."
         )
         c = st.columns([2, 2, 1, 1.3, 1.3])
         name = c[0].text_input(

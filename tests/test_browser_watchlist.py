@@ -1,0 +1,70 @@
+"""The Watchlist tab in a real browser, while the replay feed runs.
+
+``streamlit run app.py`` replays the bundled recording; in headless Chromium the test watches
+the Live pair, types a second pair, sees both rows with figures and a sparkline, then clicks
+a row and finds that pair in the Live panel. Auto-waiting ``expect``; no fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import wait_for
+
+# The browser marks and skip, and the fixtures (one streamlit server, one Chromium).
+from tests.test_browser_dashboard import browser, dashboard, pytestmark  # noqa: F401
+
+
+def test_watchlist_tab_live_in_the_browser(dashboard, browser):  # noqa: F811 - fixtures
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1600, "height": 1300})
+    exceptions = page.locator('[data-testid="stException"]')
+    page.goto(f"{dashboard}/?window=10&refresh=1")
+    start = page.get_by_role("button", name="Start feed")
+    expect(start).to_be_enabled(timeout=30_000)
+    start.click()
+    # Data flows before the tab is opened: the live z-score chart is drawn.
+    zchart = page.locator(".st-key-chart_zscore .js-pd-plot").first
+    expect(zchart).to_have_attribute("data-rendered", re.compile(r"\d+"), timeout=90_000)
+
+    page.get_by_role("tab", name="Watchlist").click()
+    watch_live = page.get_by_role("button", name=re.compile(r"Watch the Live pair"))
+    expect(watch_live).to_be_visible(timeout=30_000)
+    watch_live.click()
+    # (Success messages vanish with the tab's next refresh: the table is what counts.)
+    table = page.locator(".st-key-watchlist_table")
+    cells = table.locator('[role="gridcell"]')
+    expect(cells.filter(has_text="BTCUSDT/ETHUSDT")).to_have_count(1, timeout=60_000)
+    page.locator(".st-key-watch_pair input").fill("ETHUSDT/BTCUSDT")
+    page.locator(".st-key-watch_window input").fill("20")
+    page.get_by_role("button", name="Watch", exact=True).click()
+    # Two rows, each with a finite z once the windows filled (the grid is a canvas: read the
+    # accessible table Streamlit renders beside it).
+    expect(cells.filter(has_text="ETHUSDT/BTCUSDT")).to_have_count(1, timeout=60_000)
+    expect(cells.filter(has_text="BTCUSDT/ETHUSDT")).to_have_count(1, timeout=60_000)
+    texts: list[str] = []
+
+    def a_z_score() -> bool:  # rows of 11 cells: pair, tf, window, method, z, ...
+        texts[:] = cells.all_inner_texts()
+        rows = [texts[i : i + 11] for i in range(0, len(texts), 11)]
+        return len(rows) == 2 and all(re.fullmatch(r"-?\d+\.\d+", r[4].strip()) for r in rows)
+
+    try:
+        wait_for(a_z_score, 60, "a z-score in the table")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; cells: {texts}") from None
+    expect(exceptions).to_have_count(0)
+
+    # One click on a row opens that pair in the Live panel.
+    # The grid is drawn on a canvas: click the row's selection marker (rows are 35 px high,
+    # under a 35 px header), in the row order the accessible table gives.
+    order = [texts[i] for i in range(0, len(texts), 11)]
+    row = order.index("ETHUSDT/BTCUSDT")
+    box = table.locator("canvas").first.bounding_box()
+    page.mouse.click(box["x"] + 15, box["y"] + 35 + 35 * row + 17)
+    expect(page.get_by_role("heading", name=re.compile(r"ETHUSDT / BTCUSDT"))).to_be_visible(
+        timeout=30_000
+    )
+    expect(exceptions).to_have_count(0)
+    page.close()

@@ -1,0 +1,216 @@
+"""The Watchlist tab: every watched pair at a glance, live, and the alert sinks.
+
+Figures come from ``service.watchlist.watch_rows``: one snapshot per pair and new bar, shared
+by every session and the alert monitor (``service.watch.PairBoard``), so a refresh of twenty
+pairs is cheap. One click on a row opens that pair in the Live panel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+from service.compute import METHODS
+from service.delivery import SinkConfigError, send_test, sinks_from_frame
+from service.desk import DashboardService
+from service.watch import PairKey
+from service.watchlist import (
+    add_sink_on,
+    parse_pair,
+    sink_from_input,
+    sinks_table,
+    unwatch_on,
+    watch_on,
+    watch_rows,
+)
+from storage import TIMEFRAMES_S, StorageError
+from ui.guard import md_escape, panel
+from ui.state import session_reader
+
+TABLE_KEY = "watchlist_table"
+#: Above this multiple of the band a z-score is shown red; past the band, amber.
+FAR_PAST_BAND = 1.5
+
+
+def _z_style(ratio: float) -> str:
+    if not math.isfinite(ratio) or ratio < 1.0:
+        return ""
+    if ratio < FAR_PAST_BAND:
+        return "background-color: #fde68a; color: #111"
+    return "background-color: #fca5a5; color: #111; font-weight: 600"
+
+
+def _open_in_live(rows: pd.DataFrame) -> None:
+    """Row-selection callback: show the chosen pair in the Live panel (runs before the rerun,
+    so the sidebar's widgets may still be set)."""
+    sel = st.session_state.get(TABLE_KEY)
+    picked = getattr(getattr(sel, "selection", None), "rows", None) or []
+    if not picked or picked[0] >= len(rows):
+        return
+    row = rows.iloc[picked[0]]
+    x, y = str(row["pair"]).split("/")
+    st.session_state["x"], st.session_state["y"] = x, y
+    st.session_state["tf"] = row["tf"]
+    st.session_state["window"] = int(row["window"])
+    labels = {v: k for k, v in _method_choices().items()}
+    st.session_state["method"] = labels.get(row["method"], "OLS")
+    st.session_state["view"] = "Live"
+
+
+def _method_choices() -> dict[str, str]:
+    from ui.sidebar import METHOD_CHOICES
+
+    return METHOD_CHOICES
+
+
+def render_watchlist(service: DashboardService, params, band_z: float = 2.0) -> None:
+    """The whole tab (the table part is refreshed by the caller's fragment)."""
+    status = service.status()
+    with panel("Add to the watchlist"):
+        _add_forms(service, params, bool(status.read_only))
+    with panel("Watched pairs"):
+        with session_reader(status.db_path, status.generation) as lease:
+            rows = watch_rows(status.db_path, lease.reader, band_z)
+        _pairs_table(service, rows, band_z, bool(status.read_only))
+    st.subheader("Alert sinks")
+    with panel("Alert sinks"):
+        _sinks(service, bool(status.read_only))
+
+
+def _add_forms(service: DashboardService, params, read_only: bool) -> None:
+    if read_only:
+        st.info("Read-only: another process writes this database; manage the watchlist there.")
+        return
+    if params is not None:
+        live = PairKey(params.x, params.y, params.tf, params.window, params.method)
+        if st.button(f"Watch the Live pair ({live.describe()})", key="watch_live", icon="➕"):
+            pid = watch_on(service, live)
+            st.success(f"Watching {live.describe()} (id {pid}).")
+    with st.form("watch_form", border=True):
+        c = st.columns([2, 1, 1, 1])
+        text = c[0].text_input("Pair X/Y", placeholder="BTCUSDT/ETHUSDT", key="watch_pair")
+        tf = c[1].selectbox("Timeframe", list(TIMEFRAMES_S), key="watch_tf")
+        window = c[2].number_input("Window", 2, 1000, 60, key="watch_window")
+        method = c[3].selectbox(
+            "Method", list(METHODS), key="watch_method", format_func=METHODS.get
+        )
+        if st.form_submit_button("Watch", type="primary"):
+            try:
+                x, y = parse_pair(text)
+                problem = service.check_symbol(x) or service.check_symbol(y)
+                if problem:
+                    raise ValueError(problem)
+                key = PairKey(x, y, tf, int(window), method)
+                pid = watch_on(service, key)
+            except (ValueError, StorageError) as exc:
+                st.error(f"Not added: {md_escape(str(exc))}")
+            else:
+                st.success(f"Watching {md_escape(key.describe())} (id {pid}).")
+
+
+def _pairs_table(
+    service: DashboardService, rows: pd.DataFrame, band_z: float, read_only: bool
+) -> None:
+    if rows.empty:
+        st.info("No pair is watched yet. Add the Live pair or type one above.")
+        return
+    st.caption(
+        f"Newest closed bar of each pair, sorted by |z|. Amber: past the ±{band_z:g} band; "
+        f"red: past {FAR_PAST_BAND:g}× the band. Click a row to open the pair in the Live panel."
+    )
+    shown = rows.drop(columns=["pair_id"])
+    styled = shown.style.apply(lambda _: [_z_style(r) for r in rows["past_band"]], subset=["z"])
+    styled = styled.format(
+        {"z": "{:+.2f}", "beta": "{:.4g}", "corr": "{:.2f}", "half_life": "{:.1f}"}, na_rep="–"
+    )
+    st.dataframe(
+        styled,
+        key=TABLE_KEY,
+        on_select=lambda: _open_in_live(rows),
+        selection_mode="single-row",
+        hide_index=True,
+        width="stretch",
+        column_order=[
+            "pair",
+            "tf",
+            "window",
+            "method",
+            "z",
+            "z_spark",
+            "beta",
+            "corr",
+            "half_life",
+            "bars",
+            "note",
+        ],
+        column_config={
+            "z": st.column_config.Column("last z"),
+            "z_spark": st.column_config.LineChartColumn("z (recent bars)", width="medium"),
+            "beta": st.column_config.Column("β"),
+            "half_life": st.column_config.Column("half-life (bars)"),
+            "bars": st.column_config.NumberColumn("bars", help="closed bars read"),
+        },
+    )
+    if read_only:
+        return
+    c1, c2 = st.columns([3, 1])
+    labels = {int(r.pair_id): f"{r.pair} {r.tf} w{r.window} {r.method}" for r in rows.itertuples()}
+    pid = c1.selectbox("Stop watching", list(labels), format_func=labels.get, key="unwatch_id")
+    if c2.button("Remove", key="unwatch_go") and pid is not None:
+        unwatch_on(service, int(pid))
+        st.rerun()
+
+
+def _sinks(service: DashboardService, read_only: bool) -> None:
+    status = service.status()
+    with session_reader(status.db_path, status.generation) as lease:
+        table = sinks_table(lease.reader)
+        sinks = sinks_from_frame(lease.reader.alert_sinks())
+    st.caption(
+        "Every fired alert is stored first, then sent to every enabled sink by a background "
+        "worker, with retries. Secrets stay in environment variables: a sink stores the "
+        "variable's name, and URLs are shown masked."
+    )
+    if table.empty:
+        st.info("No sink yet: alerts are only logged here.")
+    else:
+        st.dataframe(table, hide_index=True, width="stretch", key="sinks_table")
+        c1, c2 = st.columns([3, 1])
+        names = [s.name for s in sinks]
+        name = c1.selectbox("Sink", names, key="sink_test_name")
+        if c2.button("Send test message", key="sink_test_go"):
+            sink = next(s for s in sinks if s.name == name)
+            out = send_test(sink, timeout_s=5.0)
+            if out.ok:
+                st.success(f"Test message delivered to {md_escape(sink.name)}.")
+            else:
+                st.error(md_escape(f"Test message to {sink.name} failed: {out.error}"))
+    if read_only:
+        return
+    with st.form("sink_form", border=True):
+        c = st.columns([1.2, 1, 2, 1])
+        name = c[0].text_input("Name", key="sink_name", max_chars=40)
+        kind = c[1].selectbox("Kind", ["webhook", "slack", "discord", "telegram"], key="sink_kind")
+        where = c[2].text_input(
+            "URL, or $VARIABLE holding it (telegram: $VARIABLE of the bot token)",
+            key="sink_where",
+        )
+        chat = c[3].text_input("Telegram chat id", key="sink_chat")
+        if st.form_submit_button("Save sink"):
+            try:
+                var = where.strip()[1:] if where.strip().startswith("$") else ""
+                sink = sink_from_input(
+                    name,
+                    kind,
+                    url="" if var or kind == "telegram" else where.strip(),
+                    url_env=var if kind != "telegram" else "",
+                    token_env=var if kind == "telegram" else "",
+                    chat_id=chat,
+                )
+                sid = add_sink_on(service, sink)
+            except (SinkConfigError, StorageError, ValueError) as exc:
+                st.error(f"Sink not saved: {md_escape(str(exc))}")
+            else:
+                st.success(f"Sink {md_escape(sink.name)} saved (id {sid}).")
