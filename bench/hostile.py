@@ -3,7 +3,7 @@
     python -m bench.hostile [--seconds 15] [--case nested,int64,...] [--soak-minutes 0]
 
 (As a module from the repository root: run as ``python bench/hostile.py`` the folder
-``bench/`` comes first on the path and ``bench/storage.py`` hides the ``storage`` package.)
+``bench/`` comes first on the path and ``bench/storage_bench.py`` hides the ``storage`` package.)
 
 For each case the real collector (``FeedService``) streams BTCUSDT and ETHUSDT from the
 local Binance look-alike (in this process), replaying the bundled real trades looped at

@@ -8,8 +8,8 @@ holes. Timed in the same run, each the median of ``--repeat`` calls:
 * fast path: count/min/max over every id of a contiguous symbol (no window function);
 * with the check point: only the ids stored since the last check (``--new`` of them).
 
-    python bench/owed.py                 # about a minute on 2 cores
-    python bench/owed.py --ticks 200000  # a quick look
+    python -m bench.owed                 # from the repository root; about a minute on 2 cores
+    python -m bench.owed --ticks 200000  # a quick look
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 # Run as a module (python -m bench.viewers): run as a file, bench/ would come first on the path
-# and bench/storage.py would shadow the storage package.
+# and bench/storage_bench.py would shadow the storage package.
 from bench.dashboard import OBSERVE_LAST_UPDATE_JS, trade_to_screen
 
 ROOT = Path(__file__).resolve().parents[1]

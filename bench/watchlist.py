@@ -29,14 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from service.alerts import AlertMonitor
+from service.compute import PairParams, compute_pair
+from service.watch import PairBoard, board_for, keys_from_watchlist
+from service.watchlist import watch_rows
+from storage import IdKind, Reader, Writer
 
-from service.alerts import AlertMonitor  # noqa: E402 - after the path tweak
-from service.compute import PairParams, compute_pair  # noqa: E402
-from service.watch import PairBoard, board_for, keys_from_watchlist  # noqa: E402
-from service.watchlist import watch_rows  # noqa: E402
-from storage import IdKind, Reader, Writer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 T0_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 HOUR_S = 3600

@@ -337,7 +337,10 @@ class FeedService:
                 last_stored_ms = storage.trade_time_ms(symbol, last_stored)
                 if stored_kind == self.settings.stream.id_kind.value:
                     # Holes no run recorded (e.g. left by an older version) become gaps.
-                    check_stored_ids(storage, symbol, int(time.time() * 1000))
+                    try:
+                        check_stored_ids(storage, symbol, int(time.time() * 1000))
+                    except StorageError as exc:  # a safety net: never a reason not to start
+                        log.warning("%s: start-up id check failed: %s", symbol, exc)
             # Gaps an earlier run could not finish: the new feed retries them, knowing the
             # stored trade times around each (None where not stored, e.g. pruned).
             retry_gaps = storage.open_gaps(symbol)

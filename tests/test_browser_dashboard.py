@@ -250,9 +250,12 @@ def test_three_tabs_of_one_view_all_refresh_keep_their_zoom_and_get_the_toast(da
     ]
     for page in pages:
         page.goto(f"{dashboard}/?window=10&refresh=1")
-    start = pages[0].get_by_role("button", name="Start feed")
-    expect(start).to_be_visible(timeout=60_000)  # disabled once the feed runs
-    if start.is_enabled():  # this test run alone: the feed is not started yet
+    # Run alone, this test finds the feed stopped (the server starts with --no-autostart).
+    state = pages[0].get_by_text(re.compile(r"· feed (stopped|running|starting)"))
+    expect(state).to_be_visible(timeout=60_000)
+    if "feed stopped" in state.inner_text():
+        start = pages[0].get_by_role("button", name="Start feed")
+        expect(start).to_be_enabled(timeout=30_000)
         start.click()
     charts = [p.locator(".st-key-chart_zscore .js-pd-plot").first for p in pages]
     for chart in charts:

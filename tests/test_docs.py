@@ -89,4 +89,4 @@ def test_the_checker_sees_a_broken_fence_and_a_broken_anchor(tmp_path: Path) -> 
     bad.write_text("# Title\n\n[x](#nowhere)\n\n```bash\nls\n## Not a heading\n")
     assert _outside_fences(bad)[1] == 5
     assert "nowhere" not in _anchors(bad) and "title" in _anchors(bad)
-    assert _slug("Analytics — `python bench/analytics.py`") == "analytics--python-benchanalyticspy"
+    assert _slug("Analytics — `python bench/a.py`") == "analytics--python-benchapy"

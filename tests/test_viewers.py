@@ -302,3 +302,36 @@ def test_newest_bar_stamp_moves_with_every_trade_on_both_engines(engine, tmp_pat
         assert r.newest_bar_stamp("BTCUSDT", "1s") == (t0 + 1_000, 2, 1.25)
         newest = r.bars("BTCUSDT", "1s", limit=1).iloc[-1]
         assert (int(newest["open_time_ms"]), int(newest["trades"])) == (t0 + 1_000, 2)
+
+
+def test_a_view_opened_before_any_data_shows_the_charts_once_data_arrives(
+    tmp_path, storage_hft_trades, monkeypatch
+):
+    from ingestion.replay import start_replay_server
+    from tests.test_app import charts, texts
+
+    db = tmp_path / "empty.db"
+    Writer(db).close()
+    server = start_replay_server(port=0, speed=1.0, loop=True)
+    try:
+        _env(monkeypatch, db, server.rest_base)
+        at = run({"window": "10"})
+        assert "Waiting for the first trades" in texts(at)
+        for sym, df in storage_hft_trades.items():
+            part = df[df["ts_ms"] < df["ts_ms"].iloc[0] + 30_000]
+            registry.SERVICE.writer.write_tick_arrays(
+                sym,
+                IdKind.TRADE,
+                part["trade_id"],
+                part["ts_ms"],
+                part["price"],
+                part["qty"],
+                part["is_buyer_maker"],
+            )
+        registry.SERVICE.views.cache.fresh_s = 0.0
+        at.run()
+        assert "chart_zscore" in charts(at), texts(at)
+    finally:
+        if registry.SERVICE is not None:
+            registry.SERVICE.close()
+        server.stop()

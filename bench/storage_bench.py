@@ -5,9 +5,9 @@ generated trades), timing the batched inserts. Before and after the 23 hours are
 the dashboard's read — the aligned pair frame of the last 500 bars, per timeframe — and the
 naive way (read the lookback's ticks, pandas-resample them). Ratios are taken in the same run.
 
-    python bench/storage.py                  # full size (about 2–3 minutes on 2 cores)
-    python bench/storage.py --scale 0.1      # a tenth of the trades, for a quick look
-    python bench/storage.py --db postgresql://user:pw@127.0.0.1:5432/dbname
+    python bench/storage_bench.py                  # full size (about 2–3 minutes on 2 cores)
+    python bench/storage_bench.py --scale 0.1      # a tenth of the trades, for a quick look
+    python bench/storage_bench.py --db postgresql://user:pw@127.0.0.1:5432/dbname
         # the same figures for PostgreSQL too, side by side with SQLite's, on the same data
         # (in a schema of its own, qd_bench_<pid>_*, dropped at the end; about 6 minutes)
 """

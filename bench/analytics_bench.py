@@ -1,6 +1,6 @@
 """Benchmark of the analytics package against naive statsmodels loops, measured in one run.
 
-    python bench/analytics.py [--repeat 7] [--full-naive]
+    python bench/analytics_bench.py [--repeat 7] [--full-naive]
 
 Prints a Markdown table: our time, the naive time and the ratio for the per-refresh work
 (rolling OLS + spread + z-score + correlation) at 2,000 and 50,000 bars (window 500), each
