@@ -13,9 +13,9 @@ import pandas as pd
 import streamlit as st
 
 from analytics.scan import DEFAULT_LAGS, DEFAULT_OOS_P, DEFAULT_Q
-from analytics.universe import ScanRequest
 from service.desk import DashboardService, Source
 from service.scan import SPARK_BARS, FetchJob, LastScan, ScanJob
+from service.universe import ScanRequest
 from ui.guard import fmt_datetime, panel
 
 SHOWN_COLUMNS = [
@@ -153,7 +153,21 @@ def _progress(job: ScanJob) -> None:
     progress()
 
 
-def _results(last: LastScan | None, limits: dict) -> None:
+def _watch(service: DashboardService, x: str, y: str, tf: str) -> None:
+    """Add the pair to the watchlist (the background monitor then follows it)."""
+    from service.watch import PairKey
+    from service.watchlist import watch_on
+    from storage import StorageError
+
+    try:
+        pid = watch_on(service, PairKey(x, y, tf))
+    except (StorageError, ValueError) as exc:
+        st.error(f"Not added to the watchlist: {exc}")
+    else:
+        st.success(f"{x} / {y} ({tf}) is on the watchlist (#{pid}).")
+
+
+def _results(service: DashboardService, last: LastScan | None, limits: dict) -> None:
     if last is None:
         return
     st.caption(
@@ -184,7 +198,7 @@ def _results(last: LastScan | None, limits: dict) -> None:
             },
         )
         labels = [f"{x} / {y}" for x, y in zip(cands["x"], cands["y"], strict=True)]
-        c1, c2 = st.columns([3, 1])
+        c1, c2, c3 = st.columns([3, 1, 1])
         pick = c1.selectbox("Candidate", labels, key="scan_pick")
         x, y = pick.split(" / ")
         c2.button(
@@ -194,6 +208,8 @@ def _results(last: LastScan | None, limits: dict) -> None:
             args=(x, y, last.tf),
             width="stretch",
         )
+        if c3.button("Add to watchlist", key="scan_watch", width="stretch"):
+            _watch(service, x, y, last.tf)
     if last.skipped:
         with st.expander(f"Skipped symbols ({len(last.skipped)})"):
             st.dataframe(
@@ -223,4 +239,4 @@ def render_scan(service: DashboardService) -> None:
     elif s.state == "stopped":
         st.warning("Scan stopped.")
     with panel("Scan results"):
-        _results(job.last(db), limits)
+        _results(service, job.last(db), limits)
