@@ -17,12 +17,19 @@ import streamlit as st
 
 from service.desk import DashboardService, Source, acquire_service
 from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError
-from ui.guard import db_label, inject_css, panel
+from ui.guard import db_label, fragment_slot, inject_css, md_escape, panel
 from ui.live import render_live, render_stationarity, show_new_alerts
 from ui.sidebar import render_sidebar
 from ui.state import page_views
 from ui.views import render_alerts, render_backtest, render_exports, render_health, render_multi
 from ui.watchlist import render_watchlist
+
+#: What the page says about a replay: the recording repeats, and how its passes are joined.
+LOOP_NOTE = (
+    "A replay loops: when the recording ends it starts again, each pass with ids and times "
+    "continuing and its prices scaled to continue from the previous pass's last price, so the "
+    "join adds no jump. Statistics across passes repeat the same market; they are not new data."
+)
 
 TABS = ["Live", "Watchlist", "Alerts", "Backtest", "Multi-symbol", "Scan", "Feed health", "Exports"]
 
@@ -45,47 +52,60 @@ def get_service(settings_key: str, _settings: AppSettings) -> DashboardService:
     return acquire_service(_settings)
 
 
+def switch_to_sample(service: DashboardService) -> None:
+    """The banner's button: replay the bundled recording, then redraw the whole page.
+
+    A callback, so the switch happens before any script or fragment body runs; ``st.rerun()``
+    in a callback turns the fragment's rerun into one full-app rerun (Streamlit ≥ 1.67).
+    """
+    service.use_replay([str(SAMPLE_RECORDING)], 1.0)
+    st.rerun()
+
+
 def status_strip(service: DashboardService) -> None:
     """Source, feed state, alert toasts and the offline/read-only banners (every 2 s)."""
     status = service.status()
     if status.source == Source.LIVE:
         src = "Live · Binance USD-M"
     else:
-        src = (
-            f"Replay · {', '.join(Path(f).name for f in status.replay_files)} "
-            f"at {status.replay_speed:g}×"
-        )
+        names = md_escape(", ".join(Path(f).name for f in status.replay_files))
+        src = f"Replay · {names} at {status.replay_speed:g}×, looped"
     if status.read_only:
         feed = "read-only"
     elif service.feed_starting():
         feed = "feed starting…"
     else:
         feed = "feed running" if status.feed_running else "feed stopped"
-    st.caption(f"**{src}** · {feed} · database `{db_label(status.db_path)}`")
+    st.caption(f"**{src}** · {feed} · database {md_escape(db_label(status.db_path))}")
+    if status.source == Source.REPLAY:
+        st.caption(LOOP_NOTE)
     views = page_views(service.views, service.settings.shared_views)
     show_new_alerts(views.alerts(status.db_path, status.generation))
     if status.read_only:
-        st.info(status.read_only, icon=":material/lock:")
+        st.info(md_escape(status.read_only), icon=":material/lock:")
     if status.source == Source.LIVE and status.probe.ok is False:
         st.warning(
-            f"**Binance cannot be reached from this machine** ({status.probe.detail}). "
+            f"**Binance cannot be reached from this machine** ({md_escape(status.probe.detail)}). "
             "No live data will arrive. The bundled real recording (BTCUSDT + ETHUSDT "
             "futures trades) shows the dashboard working offline.",
             icon=":material/wifi_off:",
         )
-        if st.button(
-            "Switch to replay", key="offline_replay", type="primary", icon=":material/play_circle:"
-        ):
-            service.use_replay([str(SAMPLE_RECORDING)], 1.0)
-            st.rerun()
+        st.button(
+            "Switch to replay",
+            key="offline_replay",
+            type="primary",
+            icon=":material/play_circle:",
+            on_click=switch_to_sample,
+            args=(service,),
+        )
     elif status.feed_error:
-        st.error(status.feed_error)
+        st.error(md_escape(status.feed_error))
 
 
 def main() -> None:
     st.set_page_config(
         page_title="Pairs desk · Binance USD-M",
-        page_icon=":material/monitoring:",
+        page_icon="📈",  # an emoji is drawn locally; a :material/ icon is fetched from Google
         layout="wide",
         initial_sidebar_state="expanded",
     )
@@ -93,7 +113,7 @@ def main() -> None:
     try:
         settings = AppSettings.load(_argv())
     except SettingsError as exc:
-        st.error(f"Cannot start: {exc}")
+        st.error(f"Cannot start: {md_escape(str(exc))}")
         st.stop()
     service = get_service(repr(settings), settings)
     controls = render_sidebar(service, settings)
@@ -101,16 +121,25 @@ def main() -> None:
     title = f"{params.x} / {params.y}" if params else "Pairs desk"
     st.title(f"{title}" + (f" · {params.tf}" if params else ""))
 
-    # The status strip (offline banner, feed state) needs seconds, not the live panel's pace.
+    # Every fragment sits alone in a slot the full run draws (see ui.guard.fragment_slot), so a
+    # fragment rerun right after a full run can never shift another element's position.
     @st.fragment(run_every=max(2.0, controls.refresh_s))
     def live_strip() -> None:
         with panel("Status"):
             status_strip(service)
 
-    live_strip()
+    with fragment_slot("status"):
+        live_strip()
 
+    # Always drawn (empty while all is well), so the page keeps one shape.
+    notes = st.container(key="page_notes")
+    for note in controls.notes:
+        notes.warning(md_escape(note), icon=":material/link:")
     if params is None:
-        st.error("Fix the pair in the sidebar to see the analytics: " + " ".join(controls.problems))
+        notes.error(
+            "Fix the pair in the sidebar to see the analytics: "
+            + md_escape(" ".join(controls.problems))
+        )
     tabs = st.tabs(TABS, key="view", bind="query-params")
     live, watch, alerts, bt, multi, scan, health, exp = tabs
     if live.open:
@@ -122,14 +151,16 @@ def main() -> None:
                     with panel("Live panel"):
                         render_live(service, params, controls.price_mode)
 
-                live_panel()
+                with fragment_slot("live"):
+                    live_panel()
 
                 @st.fragment
                 def stationarity_panel() -> None:
                     with panel("Stationarity"):
                         render_stationarity(service, params)
 
-                stationarity_panel()
+                with fragment_slot("stationarity"):
+                    stationarity_panel()
     if watch.open:
         with watch:
 
@@ -138,7 +169,8 @@ def main() -> None:
                 with panel("Watchlist"):
                     render_watchlist(service, params, params.z if params else 2.0)
 
-            watchlist_panel()
+            with fragment_slot("watchlist"):
+                watchlist_panel()
     if alerts.open:
         with alerts, panel("Alerts"):
             render_alerts(service, params)
@@ -162,7 +194,8 @@ def main() -> None:
                 with panel("Feed health"):
                     render_health(service)
 
-            health_panel()
+            with fragment_slot("health"):
+                health_panel()
     if exp.open:
         with exp, panel("Exports"):
             if params is not None:

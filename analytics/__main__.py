@@ -8,7 +8,7 @@ This is the app layer of ``analytics``: the only module here that imports ``stor
                         [--entry 2] [--exit 0] [--stop 4] [--fee 0.0005] [--out FILE.csv]
     python -m analytics scan --db PATH --symbols A B C --tf 1m --window 500 [--out FILE.csv]
     python -m analytics universe --db PATH --tf 5m [--symbols all|A,B,...] [--lookback BARS]
-                        [--lags K] [--top N] [--out FILE.csv]   (see analytics/universe.py)
+                        [--lags K] [--top N] [--out FILE.csv]   (see service/universe.py)
 
 Each prints a JSON summary on stdout; ``--out`` writes the per-bar (or per-pair) table as
 CSV with ISO-8601 UTC times and empty cells where a value is undefined. Any error is one
@@ -373,7 +373,7 @@ def _storage_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 error)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    from analytics.universe import universe_command
+    from service.universe import universe_command
 
     commands = {"backtest": _backtest, "scan": _scan, "universe": universe_command}
     try:

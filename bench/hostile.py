@@ -1,9 +1,6 @@
 """Hostile-feed benchmark (issue 14): what each adversarial case costs, against a clean run.
 
-    python -m bench.hostile [--seconds 15] [--case nested,int64,...] [--soak-minutes 0]
-
-(As a module from the repository root: run as ``python bench/hostile.py`` the folder
-``bench/`` comes first on the path and ``bench/storage_bench.py`` hides the ``storage`` package.)
+    python bench/hostile.py [--seconds 15] [--case nested,int64,...] [--soak-minutes 0]
 
 For each case the real collector (``FeedService``) streams BTCUSDT and ETHUSDT from the
 local Binance look-alike (in this process), replaying the bundled real trades looped at

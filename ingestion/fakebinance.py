@@ -192,10 +192,31 @@ class _View:
         self.sub_span = id_span_sub  # span of underlying trade ids (aggs' f/l)
         self.offset = id_offset  # added to every served id (ids, and aggs' f/l)
         self.m_json = ["true" if m else "false" for m in cols.buyer_maker]
+        self._factors: dict[int, Decimal] = {}  # price scale of each loop pass (see price_of)
 
     def id_of(self, n: int) -> int:
         k, i = divmod(n, self.size)
         return self.cols.ids[i] + k * self.id_span + self.offset
+
+    def price_of(self, n: int) -> str:
+        """Served price of event ``n``: each pass continues from the previous pass's last price.
+
+        A loop joins the recording's end to its start; serving the recorded prices again would
+        invent a jump at every join (and, for a pair, a spread no market made). Pass ``k`` is
+        scaled by ``(last / first) ** k`` and rounded to the recorded decimals, so its first
+        print equals the previous pass's last (within a tick) and its returns are the recorded
+        ones.
+        """
+        k, i = divmod(n, self.size)
+        raw = self.cols.price[i]
+        if k == 0:
+            return raw
+        factor = self._factors.get(k)
+        if factor is None:
+            ratio = Decimal(self.cols.price[-1]) / Decimal(self.cols.price[0])
+            factor = self._factors[k] = ratio**k
+        recorded = Decimal(raw)
+        return str((recorded * factor).quantize(recorded))
 
     def n_of_id(self, ident: int, loop: bool) -> int:
         """Smallest ``n`` whose id is >= ``ident``."""
@@ -345,12 +366,12 @@ class Timeline:
             sub = k * view.sub_span + view.offset
             return (
                 f'{{"e":"aggTrade","E":{ev},"a":{ident},"s":"{view.symbol}",'
-                f'"p":"{c.price[i]}","q":"{c.qty[i]}","f":{c.first_id[i] + sub},'
+                f'"p":"{view.price_of(n)}","q":"{c.qty[i]}","f":{c.first_id[i] + sub},'
                 f'"l":{c.last_id[i] + sub},"T":{ts},"m":{view.m_json[i]}}}'
             )
         return (
             f'{{"e":"trade","E":{ev},"T":{ts},"s":"{view.symbol}","t":{ident},'
-            f'"p":"{c.price[i]}","q":"{c.qty[i]}","X":"MARKET","m":{view.m_json[i]}}}'
+            f'"p":"{view.price_of(n)}","q":"{c.qty[i]}","X":"MARKET","m":{view.m_json[i]}}}'
         )
 
     def rest_row(self, view: _View, n: int) -> dict[str, Any]:
@@ -359,17 +380,18 @@ class Timeline:
         if view.kind == "agg":
             return {
                 "a": c.ids[i] + k * view.id_span + view.offset,
-                "p": c.price[i],
+                "p": view.price_of(n),
                 "q": c.qty[i],
                 "f": c.first_id[i] + k * view.sub_span + view.offset,
                 "l": c.last_id[i] + k * view.sub_span + view.offset,
                 "T": self.ts_of(view, n),
                 "m": c.buyer_maker[i],
             }
-        quote = Decimal(c.price[i]) * Decimal(c.qty[i])
+        price = view.price_of(n)
+        quote = Decimal(price) * Decimal(c.qty[i])
         return {
             "id": c.ids[i] + k * view.id_span + view.offset,
-            "price": c.price[i],
+            "price": price,
             "qty": c.qty[i],
             "quoteQty": str(quote),
             "time": self.ts_of(view, n),
@@ -1113,14 +1135,14 @@ def _klines(app: FakeBinance, view: _View, params: dict[str, str]) -> list[list[
     rows: list[list[Any]] = []
     prev_close: Decimal | None = None
     if n > 0:
-        prev_close = Decimal(view.cols.price[(n - 1) % view.size])
+        prev_close = Decimal(view.price_of(n - 1))
     for open_ms in range(lo, hi + step, step):
         o = h = lo_p = c = prev_close
         vol = quote = tb_vol = tb_quote = Decimal(0)
         count = 0
         while n < published and timeline.ts_of(view, n) < open_ms + step:
             i = n % view.size
-            p, q = Decimal(view.cols.price[i]), Decimal(view.cols.qty[i])
+            p, q = Decimal(view.price_of(n)), Decimal(view.cols.qty[i])
             if count == 0:
                 o = h = lo_p = p
             h, lo_p, c = max(h, p), min(lo_p, p), p  # type: ignore[type-var]

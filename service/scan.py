@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analytics.universe import ScanRequest, ScanRun, run_scan
+from service.universe import ScanRequest, ScanRun, run_scan
 
 #: Rows of a scan kept for the page (best first): the filters (q, p, liquidity) choose among them.
 KEEP_ROWS = 2000
@@ -133,7 +133,7 @@ class ScanStatus:
 
 
 class ScanJob:
-    """Runs :func:`analytics.universe.run_scan` in a daemon thread; one scan at a time."""
+    """Runs :func:`service.universe.run_scan` in a daemon thread; one scan at a time."""
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock

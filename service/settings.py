@@ -63,6 +63,9 @@ class AppSettings:
     max_upload_mb : largest recording a user may upload, in MB (``MAX_UPLOAD_MB``; default 50).
     upload_dir : where uploaded recordings are kept while replayed (``UPLOAD_DIR``; default a
         folder in the system temp directory).
+    replay_dirs : further folders whose recordings a path typed in the page may replay
+        (``REPLAY_DIRS``, separated by ``os.pathsep``); the bundled samples folder and
+        ``upload_dir`` are always allowed, nothing else on the server is.
     shared_views : the live page's analytics, charts and reads are computed once per data
         version for every tab (``SHARED_VIEWS``; default on). Off, each browser session
         computes its own, as before (kept for ``bench/viewers.py``'s baseline).
@@ -80,6 +83,7 @@ class AppSettings:
     probe_timeout_s: float = 3.0
     max_upload_mb: float = 50.0
     upload_dir: str = "uploads"
+    replay_dirs: tuple[str, ...] = ()
     shared_views: bool = True
 
     @property
@@ -143,5 +147,8 @@ class AppSettings:
             max_upload_mb=max_upload_mb,
             upload_dir=env.get("UPLOAD_DIR")
             or str(Path(tempfile.gettempdir()) / "pairs-desk-uploads"),
+            replay_dirs=tuple(
+                d for d in (env.get("REPLAY_DIRS") or "").split(os.pathsep) if d.strip()
+            ),
             shared_views=shared_views,
         )

@@ -11,7 +11,7 @@ import pytest
 from statsmodels.tsa.stattools import coint
 
 from analytics.__main__ import main
-from analytics.universe import ProgressLine
+from service.universe import ProgressLine
 from storage import Reader, Writer
 from storage.universe import read_universe
 from tests.conftest import STORAGE_REAL_DIR

@@ -342,8 +342,8 @@ def test_uploads_are_size_limited_and_validated(tmp_path):
         AppSettings(upload_dir=str(tmp_path / "up")),
     )
     assert Path(saved).parent == tmp_path / "up" and Path(saved).name == "passwd_sample.gz"
-    with pytest.raises(ValueError, match="no such file"):
-        check_recording_path(str(tmp_path / "missing.gz"), s)
+    with pytest.raises(ValueError, match=r"missing\.gz cannot be replayed"):
+        check_recording_path(str(tmp_path / "up" / "missing.gz"), s)  # one message for all
 
 
 # ------------------------------------------------------------------------- service

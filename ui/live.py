@@ -25,7 +25,7 @@ from service.pageviews import newest_1s_bar_ms
 from service.viewcache import Snapshot
 from storage import Reader, UnknownSymbolError
 from ui import charts
-from ui.guard import WAIT_ICON, fmt_age, fmt_num, fmt_time, panel
+from ui.guard import WAIT_ICON, fmt_age, fmt_num, fmt_time, md_escape, panel
 from ui.plot import figure_payload, show_payload
 from ui.state import Lease, page_views, session_reader, store
 
@@ -54,7 +54,8 @@ def show_new_alerts(events: pd.DataFrame) -> None:
     if events.empty:
         return
     for row in events.sort_values("event_id").itertuples(index=False):
-        st.toast(row.message, icon=":material/notifications_active:", duration="long")
+        # The message quotes the rule's name, which a user typed: never Markdown.
+        st.toast(md_escape(row.message), icon=":material/notifications_active:", duration="long")
     s.seen_event_id = int(events["event_id"].max())
 
 

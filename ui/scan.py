@@ -13,10 +13,10 @@ import pandas as pd
 import streamlit as st
 
 from analytics.scan import DEFAULT_LAGS, DEFAULT_OOS_P, DEFAULT_Q
-from analytics.universe import ScanRequest
 from service.desk import DashboardService, Source
 from service.scan import SPARK_BARS, FetchJob, LastScan, ScanJob
-from ui.guard import fmt_datetime, panel
+from service.universe import ScanRequest
+from ui.guard import fmt_datetime, fragment_slot, md_escape, panel
 
 SHOWN_COLUMNS = [
     "x",
@@ -61,7 +61,8 @@ def _fetch_progress(job: FetchJob) -> None:
             min(1.0, share), text=f"Fetching: {f.done}/{f.total} symbols, {f.rows:,} rows{eta}"
         )
 
-    progress()
+    with fragment_slot("fetch_progress"):  # alone in its slot: see ui.guard.fragment_slot
+        progress()
 
 
 def _fetch_panel(service: DashboardService) -> None:
@@ -150,10 +151,25 @@ def _progress(job: ScanJob) -> None:
         eta = f", about {s.eta_s:.0f} s left" if s.eta_s is not None else ""
         st.progress(min(1.0, share), text=f"Scanning: {s.stage} {s.done:,}/{s.total:,}{eta}")
 
-    progress()
+    with fragment_slot("scan_progress"):  # alone in its slot: see ui.guard.fragment_slot
+        progress()
 
 
-def _results(last: LastScan | None, limits: dict) -> None:
+def _watch(service: DashboardService, x: str, y: str, tf: str) -> None:
+    """Add the pair to the watchlist (the background monitor then follows it)."""
+    from service.watch import PairKey
+    from service.watchlist import watch_on
+    from storage import StorageError
+
+    try:
+        pid = watch_on(service, PairKey(x, y, tf))
+    except (StorageError, ValueError) as exc:
+        st.error(f"Not added to the watchlist: {md_escape(str(exc))}")
+    else:
+        st.success(f"{x} / {y} ({tf}) is on the watchlist (#{pid}).")
+
+
+def _results(service: DashboardService, last: LastScan | None, limits: dict) -> None:
     if last is None:
         return
     st.caption(
@@ -184,7 +200,7 @@ def _results(last: LastScan | None, limits: dict) -> None:
             },
         )
         labels = [f"{x} / {y}" for x, y in zip(cands["x"], cands["y"], strict=True)]
-        c1, c2 = st.columns([3, 1])
+        c1, c2, c3 = st.columns([3, 1, 1])
         pick = c1.selectbox("Candidate", labels, key="scan_pick")
         x, y = pick.split(" / ")
         c2.button(
@@ -194,6 +210,8 @@ def _results(last: LastScan | None, limits: dict) -> None:
             args=(x, y, last.tf),
             width="stretch",
         )
+        if c3.button("Add to watchlist", key="scan_watch", width="stretch"):
+            _watch(service, x, y, last.tf)
     if last.skipped:
         with st.expander(f"Skipped symbols ({len(last.skipped)})"):
             st.dataframe(
@@ -223,4 +241,4 @@ def render_scan(service: DashboardService) -> None:
     elif s.state == "stopped":
         st.warning("Scan stopped.")
     with panel("Scan results"):
-        _results(job.last(db), limits)
+        _results(service, job.last(db), limits)

@@ -8,9 +8,6 @@ and are not in the URL.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +16,17 @@ import streamlit as st
 from service.compute import PairParams
 from service.desk import DashboardService, Source
 from service.settings import SAMPLE_RECORDING, AppSettings
-from ui.guard import db_label
+from ui.guard import db_label, md_escape
+from ui.recordings import (
+    Checked,
+    check_recording_path,
+    checked_upload,
+    save_upload,
+    validate_recording,
+)
+from ui.urlparams import Choice, Number, normalise
+
+__all__ = ["URL_SPECS", "check_recording_path", "render_sidebar", "save_upload"]
 
 TIMEFRAMES = ["1s", "1m", "5m"]
 #: Widget options are what the URL carries, so they are short, URL-safe strings.
@@ -38,6 +45,19 @@ DEFAULTS = {
     "prices": "Normalised",
     "bars": 600,
 }
+#: How each URL parameter is read (see ui.urlparams): keys of fixed choices case-insensitively.
+URL_SPECS = {
+    "tf": Choice({t: t for t in TIMEFRAMES}, DEFAULTS["tf"], fold=False),  # 1M is a month
+    "method": Choice(METHOD_CHOICES, DEFAULTS["method"]),
+    "prices": Choice(PRICE_MODES, DEFAULTS["prices"]),
+    "window": Number(10, 1000, DEFAULTS["window"], integer=True),
+    "z": Number(0.5, 6.0, DEFAULTS["z"]),
+    "refresh": Number(0.5, 10, 0.5, options=tuple(float(c) for c in REFRESH_CHOICES), as_text=True),
+    "bars": Number(120, 1500, DEFAULTS["bars"], integer=True, options=tuple(BARS_CHOICES)),
+}
+_URL_NOTES = "_url_notes"
+_UPLOADS = "_checked_uploads"
+_REPLAY_ERROR = "_replay_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +115,15 @@ def _source_controls(service: DashboardService, settings: AppSettings) -> None:
         width="stretch",
     )
     if status.feed_error:
-        sb.error(status.feed_error)
+        sb.error(md_escape(status.feed_error))
 
 
 def _replay_controls(service: DashboardService, settings: AppSettings) -> None:
     sb = st.sidebar
-    names = ", ".join(Path(f).name for f in service.replay_files)
+    names = md_escape(", ".join(Path(f).name for f in service.replay_files))
     sb.caption(
-        f"Replaying **{names}** at {service.replay_speed:g}× "
-        f"into `{db_label(service.db_path)}` (a fresh file per replay)."
+        f"Replaying **{names}** at {service.replay_speed:g}×, looped, "
+        f"into {md_escape(db_label(service.db_path))} (a fresh file per replay)."
     )
     with sb.expander("Replay another recording", expanded=False):
         kind = st.radio(
@@ -136,89 +156,56 @@ def _replay_controls(service: DashboardService, settings: AppSettings) -> None:
                 "gzip or plain text.",
             )
             if up is not None:
-                try:
-                    path = save_upload(up.name, up.getvalue(), settings)
-                except ValueError as exc:
-                    st.error(str(exc))
+                cache = st.session_state.setdefault(_UPLOADS, {})
+                checked: Checked = checked_upload(cache, up.file_id, up.name, up.getvalue, settings)
+                path = checked.path
+                if checked.error:
+                    st.error(md_escape(checked.error))
         else:
             raw = st.text_input("Path", key="replay_path", placeholder="/data/capture.gz")
             if raw:
                 try:
                     path = check_recording_path(raw, settings)
                 except ValueError as exc:
-                    st.error(str(exc))
-        if st.button(
+                    st.error(md_escape(str(exc)))
+        st.button(
             "Start this replay",
             key="replay_go",
             icon=":material/replay:",
             disabled=path is None,
             width="stretch",
-        ):
-            try:
-                validate_recording(path)
-            except ValueError as exc:
-                st.error(str(exc))
-            else:
-                service.use_replay([path], speed)
-                st.rerun()
-
-
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def check_recording_path(raw: str, settings: AppSettings) -> str:
-    """A readable file within the size limit, or ``ValueError`` saying what is wrong."""
-    p = Path(raw).expanduser()
-    if not p.is_file():
-        raise ValueError(f"no such file: {raw}")
-    size_mb = p.stat().st_size / 1e6
-    if size_mb > settings.max_upload_mb:
-        raise ValueError(
-            f"{p.name} is {size_mb:.0f} MB; the limit is {settings.max_upload_mb:g} MB "
-            "(MAX_UPLOAD_MB)"
+            on_click=_start_replay,
+            args=(service, path, speed),
         )
-    if not os.access(p, os.R_OK):
-        raise ValueError(f"{p} is not readable")
-    return str(p)
+        error = st.session_state.pop(_REPLAY_ERROR, None)
+        if error:
+            st.error(md_escape(error))
 
 
-def save_upload(name: str, data: bytes, settings: AppSettings) -> str:
-    """Store an uploaded recording under ``upload_dir`` after checking size and content."""
-    if len(data) > settings.max_upload_mb * 1e6:
-        raise ValueError(f"{name} is larger than {settings.max_upload_mb:g} MB")
-    if not data:
-        raise ValueError(f"{name} is empty")
-    safe = _SAFE_NAME.sub("_", Path(name).name)[-100:] or "recording"
-    folder = Path(settings.upload_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / safe
-    path.write_bytes(data)
+def _start_replay(service: DashboardService, path: str | None, speed: float) -> None:
+    """The "Start this replay" button (a callback: it acts before the page reruns)."""
     try:
-        validate_recording(str(path))
-    except ValueError:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        raise
-    return str(path)
-
-
-def validate_recording(path: str | None) -> None:
-    """Raise ``ValueError`` unless ``path`` holds at least one symbol's trades."""
-    if path is None:
-        raise ValueError("choose a recording first")
-    from ingestion.recording import load_recording
-
-    try:
-        rec = load_recording([path])
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{Path(path).name} cannot be read: {exc}") from None
+        validate_recording(path)
     except ValueError as exc:
-        raise ValueError(f"{Path(path).name} is not a trade recording: {exc}") from None
-    if not rec.symbols:
-        raise ValueError(
-            f"{Path(path).name} holds no trades (only trade, aggTrade or "
-            "collector lines are replayed)"
-        )
+        st.session_state[_REPLAY_ERROR] = str(exc)
+    else:
+        service.use_replay([path], speed)
+
+
+def url_notes() -> tuple[str, ...]:
+    """Read the URL once per session (before the widgets): fix what the widgets cannot use.
+
+    Each fixed value is put in the widget's state, so the widget shows it; the notes say
+    which parameter was replaced by what (plain text: they repeat the user's value).
+    """
+    notes = st.session_state.get(_URL_NOTES)
+    if notes is None:
+        raw = {k: st.query_params.get(k) for k in URL_SPECS}
+        fixes = normalise({k: v for k, v in raw.items() if v is not None}, URL_SPECS)
+        for fix in fixes:
+            st.session_state[fix.param] = fix.used
+        notes = st.session_state[_URL_NOTES] = tuple(f.note() for f in fixes)
+    return notes
 
 
 def _pair_controls(
@@ -338,17 +325,18 @@ def render_sidebar(service: DashboardService, settings: AppSettings) -> Controls
     sb = st.sidebar
     sb.header("Pairs desk")
     _source_controls(service, settings)
+    notes = url_notes()
     x, y, tf, window, method, z, refresh, prices, bars = _pair_controls(*service.default_pair())
     problems = check_pair(service, x, y)
     for p in problems:
-        sb.error(p)
+        sb.error(md_escape(p))
     if not problems and not service.symbols_verifiable():
         sb.caption(
             "The exchange cannot be reached, so the symbols were not verified; the "
             "panels wait for their data."
         )
     if problems:
-        return Controls(None, tuple(problems), refresh, prices)
+        return Controls(None, tuple(problems), refresh, prices, notes)
     params = PairParams(
         x=x.strip().upper(),
         y=y.strip().upper(),
@@ -359,4 +347,4 @@ def render_sidebar(service: DashboardService, settings: AppSettings) -> Controls
         display_bars=bars,
     )
     service.watch([params.x, params.y])
-    return Controls(params, (), refresh, prices)
+    return Controls(params, (), refresh, prices, notes)

@@ -25,7 +25,7 @@ from service.watch import PairKey, keys_from_watchlist
 from storage import StorageError, timeframe_s
 from storage.timefmt import ms_to_iso
 from ui import charts
-from ui.guard import WAIT_ICON, fmt_age, fmt_datetime, fmt_num, fmt_time, panel
+from ui.guard import WAIT_ICON, db_label, fmt_age, fmt_datetime, fmt_num, fmt_time, md_escape, panel
 from ui.state import cached, page_views, session_reader, store
 
 PLOT_CONFIG = {"displaylogo": False, "scrollZoom": True}
@@ -61,7 +61,11 @@ def render_alerts(service: DashboardService, params: PairParams | None) -> None:
             st.caption(
                 f"Monitor: {mon.stats.passes:,} passes, {mon.stats.fired:,} fired since "
                 f"start, last pass {fmt_time(mon.stats.last_pass_ms)} UTC"
-                + (f" — last error: {mon.stats.last_error}" if mon.stats.last_error else "")
+                + (
+                    f" — last error: {md_escape(mon.stats.last_error)}"
+                    if mon.stats.last_error
+                    else ""
+                )
             )
         if events.empty:
             st.info("No alert has fired yet.")
@@ -154,7 +158,7 @@ def _rule_form(service: DashboardService, p: PairParams) -> None:
                     params={"window": p.window, "method": p.method},
                 )
             except (ValueError, StorageError) as exc:
-                st.error(f"Rule not added: {exc}")
+                st.error(f"Rule not added: {md_escape(str(exc))}")
             else:
                 st.success(f"Rule {rid} added; it is evaluated from the next closed bar on.")
 
@@ -193,12 +197,17 @@ def _rules_table(service: DashboardService, rules_df: pd.DataFrame, read_only: b
         format_func=lambda i: f"{i}: {labels[i]}",
     )
     current = next(r for r in rules if r.rule_id == rid)
-    if c2.button("Disable" if current.enabled else "Enable", key="rule_toggle", width="stretch"):
-        service.set_rule_enabled(rid, not current.enabled)
-        st.rerun()
-    if c3.button("Delete", key="rule_delete", width="stretch"):
-        service.delete_rule(rid)
-        st.rerun()
+    # Callbacks: the change is made before the page reruns, so the table is already current.
+    c2.button(
+        "Disable" if current.enabled else "Enable",
+        key="rule_toggle",
+        width="stretch",
+        on_click=service.set_rule_enabled,
+        args=(rid, not current.enabled),
+    )
+    c3.button(
+        "Delete", key="rule_delete", width="stretch", on_click=service.delete_rule, args=(rid,)
+    )
 
 
 # ------------------------------------------------------------------------- backtest
@@ -382,10 +391,13 @@ def render_multi(service: DashboardService, params: PairParams | None, tf: str) 
             syms = [s.strip().upper() for s in raw.replace(" ", ",").split(",") if s.strip()]
             bad = [f"{s}: {r}" for s in syms if (r := service.check_symbol(s))]
             if bad:
-                st.error("Not added — " + "; ".join(bad))
+                st.error("Not added — " + md_escape("; ".join(bad)))
             elif syms:
                 service.watch(syms)
-                st.success(f"Collecting {', '.join(syms)}; they appear here once they have bars.")
+                st.success(
+                    f"Collecting {md_escape(', '.join(syms))}; they appear here once they "
+                    "have bars."
+                )
         st.caption(
             "Or import history: `python -m storage import "
             "/path/to/*-1m-*.csv --db <DB_PATH>` (Binance kline dumps)."
@@ -594,7 +606,10 @@ def render_health(service: DashboardService) -> None:
             hide_index=True,
             width="stretch",
         )
-    st.caption(f"Database `{status.db_path}` · service up since {fmt_datetime(status.started_ms)}")
+    st.caption(
+        f"Database {md_escape(db_label(status.db_path))} · service up since "
+        f"{fmt_datetime(status.started_ms)}"
+    )
 
 
 # ------------------------------------------------------------------------- exports

@@ -26,7 +26,7 @@ from service.watchlist import (
     watch_rows,
 )
 from storage import TIMEFRAMES_S, StorageError
-from ui.guard import panel
+from ui.guard import md_escape, panel
 from ui.state import session_reader
 
 TABLE_KEY = "watchlist_table"
@@ -105,9 +105,9 @@ def _add_forms(service: DashboardService, params, read_only: bool) -> None:
                 key = PairKey(x, y, tf, int(window), method)
                 pid = watch_on(service, key)
             except (ValueError, StorageError) as exc:
-                st.error(f"Not added: {exc}")
+                st.error(f"Not added: {md_escape(str(exc))}")
             else:
-                st.success(f"Watching {key.describe()} (id {pid}).")
+                st.success(f"Watching {md_escape(key.describe())} (id {pid}).")
 
 
 def _pairs_table(
@@ -184,9 +184,9 @@ def _sinks(service: DashboardService, read_only: bool) -> None:
             sink = next(s for s in sinks if s.name == name)
             out = send_test(sink, timeout_s=5.0)
             if out.ok:
-                st.success(f"Test message delivered to {sink.name}.")
+                st.success(f"Test message delivered to {md_escape(sink.name)}.")
             else:
-                st.error(f"Test message to {sink.name} failed: {out.error}")
+                st.error(md_escape(f"Test message to {sink.name} failed: {out.error}"))
     if read_only:
         return
     with st.form("sink_form", border=True):
@@ -211,6 +211,6 @@ def _sinks(service: DashboardService, read_only: bool) -> None:
                 )
                 sid = add_sink_on(service, sink)
             except (SinkConfigError, StorageError, ValueError) as exc:
-                st.error(f"Sink not saved: {exc}")
+                st.error(f"Sink not saved: {md_escape(str(exc))}")
             else:
-                st.success(f"Sink {sink.name} saved (id {sid}).")
+                st.success(f"Sink {md_escape(sink.name)} saved (id {sid}).")

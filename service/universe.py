@@ -1,7 +1,7 @@
-"""The universe scan as an application: stored bars → :func:`analytics.scan.scan_universe`.
+"""The universe scan over stored klines, for ``python -m analytics universe`` and the page.
 
-Like ``analytics/__main__.py`` this is the app layer of ``analytics`` (it reads ``storage``);
-the command line and the page's background scan both run :func:`run_scan`.
+It reads ``storage`` and calls the pure statistics of ``analytics.scan``, so it lives in the
+service layer; the command line and the page's background scan both run :func:`run_scan`.
 
     python -m analytics universe --db DB --tf 1m|5m [--symbols all|A,B,...] [--start ISO]
         [--end ISO] [--lookback BARS] [--lags K] [--validation 0.3] [--min-traded 0.5]
