@@ -19,7 +19,6 @@ import contextlib
 import difflib
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -35,7 +34,7 @@ from service.delivery import DeliveryWorker
 from service.pageviews import PageViews
 from service.settings import SAMPLE_RECORDING, AppSettings
 from storage import StorageError, Writer, WriterBusyError, open_reader, open_writer
-from storage.backend import backend_of, sqlite_path
+from storage.backend import backend_of, drop_sqlite_file, sqlite_path
 from storage.config import StorageSettings
 from storage.retention import RetentionJob
 
@@ -152,9 +151,7 @@ class DashboardService:
         if fresh and backend_of(path) == "sqlite":  # replays always write a SQLite file
             carried = _read_rules(path)
             watched = watchlib.carry_over(path)
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(f"{sqlite_path(path)}{suffix}")
+            drop_sqlite_file(path)  # a replay starts from an empty file
         self.read_only = None
         parts = _Parts()
         try:

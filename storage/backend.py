@@ -67,6 +67,23 @@ def describe(db: str | os.PathLike[str]) -> str:
     return text
 
 
+def drop_sqlite_file(db: str | os.PathLike[str]) -> None:
+    """Delete a SQLite database with its write-ahead log and shared-memory files, so the next
+    :func:`open_writer` recreates it empty (a replay's scratch file). Refuses PostgreSQL: a
+    shared database is never dropped by a page. Missing files are fine. No writer may hold it.
+    """
+    if is_postgres(db):
+        raise StorageError(f"{describe(db)}: only a SQLite file can be dropped")
+    path = sqlite_path(db)
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(f"{path}{suffix}")
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot drop {path}{suffix}: {exc.strerror}") from None
+
+
 def default_db(env: dict[str, str] | None = None) -> str:
     """``$DATABASE_URL``, else ``$DB_PATH``, else ``data.db`` (``config.resolve_db``, no flag)."""
     return resolve_db(None, env)

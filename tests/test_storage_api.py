@@ -38,3 +38,33 @@ def test_opened_handles_are_instances(tmp_path) -> None:
         with open_reader(tmp_path / "a.db") as r:
             assert isinstance(r, api.Reader)
     assert not isinstance(object(), api.Writer)  # the check can fail
+
+
+def test_drop_sqlite_file_recreates_empty_and_refuses_postgres(tmp_path) -> None:
+    from storage import StorageError, Tick
+    from storage.backend import drop_sqlite_file
+
+    db = tmp_path / "replay.db"
+    with open_writer(db) as w:
+        w.write_ticks([Tick("BTCUSDT", 1, 1_700_000_000_000, 1.0, 1.0, False)])
+    drop_sqlite_file(db)
+    assert not [p for p in tmp_path.glob("replay.db*") if not p.name.endswith(".writer.lock")]
+    drop_sqlite_file(db)  # nothing there: fine
+    with open_writer(db) as w, open_reader(db) as r:
+        assert r.symbols() == []
+    with pytest.raises(StorageError, match="only a SQLite file"):
+        drop_sqlite_file("postgresql://u:p@127.0.0.1:1/x")
+
+
+def test_only_storage_touches_database_files() -> None:
+    """The page and the service never delete a database's files themselves."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    hits = [
+        str(p.relative_to(root))
+        for folder in ("service", "ui")
+        for p in (root / folder).rglob("*.py")
+        if '"-wal"' in p.read_text(encoding="utf-8") or '"-shm"' in p.read_text(encoding="utf-8")
+    ]
+    assert not hits, hits
