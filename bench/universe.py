@@ -1,6 +1,6 @@
 """Benchmark of the universe scan against the naive statsmodels loop, measured in one run.
 
-    python bench/scan.py [--symbols 500] [--bars 8064] [--planted 10] [--naive-pairs 20]
+    python bench/universe.py [--symbols 500] [--bars 8064] [--planted 10] [--naive-pairs 20]
                          [--db FILE] [--no-growth]
 
 1. Builds (or reuses, with ``--db``) a SQLite file of a seeded synthetic universe: random-walk
