@@ -64,6 +64,11 @@ __all__ = ["SymbolFeed"]
 
 log = logging.getLogger(__name__)
 
+#: Ticks refused in a row (none stored between) after which a symbol's state is ERROR:
+#: one hostile print is isolated and the feed stays live; a symbol storage refuses entirely
+#: is storing nothing and says so.
+REFUSED_IN_A_ROW_ERROR = 3
+
 #: Most live ticks handed to the writer as one item (one burst of frames is usually less).
 _BATCH_MAX = 1000
 
@@ -305,6 +310,10 @@ class SymbolFeed:
         elif not wstats.running:  # the writer thread ended: nothing more is stored
             state = FeedState.ERROR
             last_error = f"nothing stored: the storage writer stopped ({wstats.last_error})"
+        elif (refused := self._writer.refused_in_a_row(self.symbol)) >= REFUSED_IN_A_ROW_ERROR:
+            state = FeedState.ERROR  # storage refuses this symbol's every tick: none stored
+            reasons = ", ".join(sorted(storage_rejects)) or "refused"
+            last_error = f"nothing stored: storage refused the last {refused} ticks ({reasons})"
         elif wstats.commit_running_s > self.settings.stale_after_s:  # a wedged database
             state = FeedState.ERROR
             last_error = f"nothing stored: a commit has run for {wstats.commit_running_s:.0f} s"

@@ -126,6 +126,9 @@ class TickWriter:
         self._abandon = threading.Event()
         self._thread: threading.Thread | None = None
         self._stored_by_symbol: collections.Counter[str] = collections.Counter()
+        # Ticks refused in a row since the symbol's last stored tick: a symbol whose every tick
+        # storage refuses is storing nothing, and its feed must not say "live" (issue 14).
+        self._refused_in_a_row: collections.Counter[str] = collections.Counter()
         self._high_water = 0
         self._blocked_s = 0.0
         self._committed = 0
@@ -288,6 +291,11 @@ class TickWriter:
         (duplicates of stored ticks included: they are stored too)."""
         return self._stored_by_symbol.get(symbol, 0)
 
+    def refused_in_a_row(self, symbol: str) -> int:
+        """Ticks of ``symbol`` storage refused since it last stored one (0 once one is stored)."""
+        with self._cond:
+            return self._refused_in_a_row.get(symbol, 0)
+
     def rejected(self, symbol: str) -> dict[str, int]:
         """Ticks of ``symbol`` storage refused, by reason (e.g. ``storage_OverflowError``)."""
         with self._cond:
@@ -412,6 +420,8 @@ class TickWriter:
             self._last_commit_ms = int(now * 1000)
             self._last_batch_ms = (time.perf_counter() - started) * 1000
             self._stored_by_symbol.update(counts)
+            for symbol in counts:
+                self._refused_in_a_row.pop(symbol, None)
             self._failing_since = None
         if self._on_commit is not None:
             try:
@@ -448,6 +458,7 @@ class TickWriter:
         reason = f"storage_{type(exc).__name__}"
         with self._cond:
             self._rejected_by_symbol[tick.symbol] += 1
+            self._refused_in_a_row[tick.symbol] += 1
             reasons = self._reject_reasons.setdefault(tick.symbol, collections.Counter())
             reasons[reason] += 1
             first = reasons[reason] == 1

@@ -469,3 +469,30 @@ def test_suspects_wait_for_one_answer_and_a_refusal_drops_everything_past_it():
     suspects.hold(far)
     assert suspects.settle(Verdict(500, True, "REST confirms")) == ([far], [])
     assert not suspects.is_suspect(far, last_id=10)  # trusted from now on
+
+
+def test_a_symbol_storage_refuses_entirely_is_error_not_live(recording, tmp_path):
+    """Every ETHUSDT tick is refused (a trigger in the real database raises a constraint
+    error): ETHUSDT stores nothing and says so; BTCUSDT stores and stays healthy."""
+    import sqlite3
+
+    db = tmp_path / "refuse-eth.db"
+    open_writer(db).close()  # the schema
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse_eth BEFORE INSERT ON ticks WHEN NEW.sym_id = "
+            "(SELECT sym_id FROM symbols WHERE symbol = 'ETHUSDT') "
+            "BEGIN SELECT RAISE(ABORT, 'ETHUSDT refused by the test'); END"
+        )
+    with FakeBinance(recording, speed=SPEED, preroll_s=5) as server:
+        service = start(db, BOTH, fast_settings(server))
+        eth = wait_for(
+            lambda: (s := service.status()["ETHUSDT"]).state is FeedState.ERROR and s,
+            30,
+            "ETHUSDT in error",
+        )
+        assert "nothing stored: storage refused the last" in eth.last_error
+        wait_for(lambda: stored_ids(db, "BTCUSDT"), 20, "BTCUSDT ticks stored")
+        assert service.status()["BTCUSDT"].state is not FeedState.ERROR
+        service.stop(timeout_s=10)
+    assert stored_ids(db, "ETHUSDT") == []
