@@ -208,9 +208,22 @@ def url_notes() -> tuple[str, ...]:
     return notes
 
 
-def _pair_controls(
-    default_x: str, default_y: str
-) -> tuple[str, str, str, int, str, float, float, str, int]:
+@dataclass(frozen=True, slots=True)
+class _Choices:
+    """The sidebar's Pair, Analysis and Display widgets as read (symbols not yet checked)."""
+
+    x: str
+    y: str
+    tf: str
+    window: int
+    method: str
+    z: float
+    refresh_s: float
+    price_mode: str
+    bars: int
+
+
+def _pair_controls(default_x: str, default_y: str) -> _Choices:
     sb = st.sidebar
     sb.subheader("Pair")
     c1, c2 = sb.columns(2)
@@ -294,16 +307,16 @@ def _pair_controls(
         bind="query-params",
         help="Bars drawn (each trace is capped at 1,000 points).",
     )
-    return (
-        x,
-        y,
-        tf or DEFAULTS["tf"],
-        int(window),
-        METHOD_CHOICES.get(method or "", "ols"),
-        float(z),
-        float(refresh or DEFAULTS["refresh"]),
-        PRICE_MODES.get(prices or "", "normalised"),
-        int(bars),
+    return _Choices(
+        x=x,
+        y=y,
+        tf=tf or DEFAULTS["tf"],
+        window=int(window),
+        method=METHOD_CHOICES.get(method or "", "ols"),
+        z=float(z),
+        refresh_s=float(refresh or DEFAULTS["refresh"]),
+        price_mode=PRICE_MODES.get(prices or "", "normalised"),
+        bars=int(bars),
     )
 
 
@@ -326,8 +339,8 @@ def render_sidebar(service: DashboardService, settings: AppSettings) -> Controls
     sb.header("Pairs desk")
     _source_controls(service, settings)
     notes = url_notes()
-    x, y, tf, window, method, z, refresh, prices, bars = _pair_controls(*service.default_pair())
-    problems = check_pair(service, x, y)
+    c = _pair_controls(*service.default_pair())
+    problems = check_pair(service, c.x, c.y)
     for p in problems:
         sb.error(md_escape(p))
     if not problems and not service.symbols_verifiable():
@@ -336,15 +349,15 @@ def render_sidebar(service: DashboardService, settings: AppSettings) -> Controls
             "panels wait for their data."
         )
     if problems:
-        return Controls(None, tuple(problems), refresh, prices, notes)
+        return Controls(None, tuple(problems), c.refresh_s, c.price_mode, notes)
     params = PairParams(
-        x=x.strip().upper(),
-        y=y.strip().upper(),
-        tf=tf,
-        window=window,
-        method=method,
-        z=z,
-        display_bars=bars,
+        x=c.x.strip().upper(),
+        y=c.y.strip().upper(),
+        tf=c.tf,
+        window=c.window,
+        method=c.method,
+        z=c.z,
+        display_bars=c.bars,
     )
     service.watch([params.x, params.y])
-    return Controls(params, (), refresh, prices, notes)
+    return Controls(params, (), c.refresh_s, c.price_mode, notes)
