@@ -17,11 +17,15 @@ import streamlit as st
 
 from service.desk import DashboardService, Source, acquire_service
 from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError
+from ui.alerts import render_alerts
+from ui.backtest import render_backtest
+from ui.exports import render_exports
 from ui.guard import db_label, fragment_slot, inject_css, md_escape, panel
+from ui.health import render_health
 from ui.live import render_live, render_stationarity, show_new_alerts
+from ui.multi import render_multi
 from ui.sidebar import render_sidebar
 from ui.state import page_views
-from ui.views import render_alerts, render_backtest, render_exports, render_health, render_multi
 from ui.watchlist import render_watchlist
 
 #: What the page says about a replay: the recording repeats, and how its passes are joined.

@@ -31,7 +31,7 @@ from ingestion.replay import SAMPLE_RECORDING
 from ingestion.service import FeedService
 from storage import Reader, StorageError, UnknownSymbolError, Writer, open_reader, open_writer
 from tests.conftest import wait_for
-from ui.views import health_table
+from ui.health import health_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

@@ -14,6 +14,11 @@ import streamlit as st
 
 from storage import StorageError, UnknownSymbolError, describe
 
+#: Plotly options of every static chart, and the icon of every download button.
+PLOT_CONFIG = {"displaylogo": False, "scrollZoom": True}
+DL_ICON = ":material/download:"
+
+
 log = logging.getLogger(__name__)
 
 #: Icon of every "waiting for data" message (Material icons ship with Streamlit's own font).

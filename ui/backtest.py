@@ -1,0 +1,158 @@
+"""The Backtest tab: the z-score mean-reversion rule on the current pair, fees, liquidity filter.
+
+Rendered only while its tab is open (lazy tabs), inside the panel error boundary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+from analytics import backtest
+from service import exports
+from service.compute import PairParams, compute_pair
+from service.desk import DashboardService
+from storage import timeframe_s
+from ui import charts
+from ui.guard import (
+    DL_ICON,
+    PLOT_CONFIG,
+    WAIT_ICON,
+    fmt_num,
+)
+from ui.state import session_reader
+
+
+def render_backtest(service: DashboardService, params: PairParams) -> None:
+    st.subheader(f"Backtest: mean reversion of {params.x} − β·{params.y}")
+    st.caption(
+        "Enter when |z| exceeds the entry threshold (short the spread above, long "
+        "below), exit when z crosses back through ±exit, stop out beyond ±stop. A "
+        "signal at a bar's close fills at the next bar's close; β is frozen at entry; "
+        "fees are charged per leg per side. P&L is per 1 unit of X, in quote currency."
+    )
+    c = st.columns(6)
+    entry = c[0].number_input(
+        "Entry |z|", 0.5, 10.0, float(max(params.z, 0.5)), 0.1, key="bt_entry"
+    )
+    exit_ = c[1].number_input("Exit |z|", 0.0, 9.5, 0.0, 0.1, key="bt_exit")
+    stop = c[2].number_input("Stop |z| (0 = none)", 0.0, 20.0, 0.0, 0.5, key="bt_stop")
+    fee_bps = c[3].number_input("Fee (bps per leg)", 0.0, 50.0, 5.0, 0.5, key="bt_fee")
+    min_qv = c[4].number_input(
+        "Min quote volume / bar",
+        0.0,
+        1e9,
+        0.0,
+        1000.0,
+        key="bt_minqv",
+        help="Liquidity filter: skip entries when a "
+        "leg traded less notional on the signal bar (0 = off).",
+    )
+    lookback = c[5].select_slider(
+        "Lookback (bars)", [300, 600, 1000, 1500, 2000], value=1000, key="bt_lookback"
+    )
+    if exit_ >= entry:
+        st.error("Exit must be below entry.")
+        return
+    if stop and stop <= entry:
+        st.error("Stop must be above entry (or 0 for none).")
+        return
+    status = service.status()
+    bt_params = PairParams(
+        x=params.x,
+        y=params.y,
+        tf=params.tf,
+        window=params.window,
+        method=params.method,
+        z=params.z,
+        display_bars=lookback,
+    )
+    with session_reader(status.db_path, status.generation) as lease:
+        frame = lease.reader.pair_frame(
+            params.x, params.y, params.tf, limit=min(2000, lookback + params.window)
+        )
+    if len(frame) <= params.window + 1:
+        st.info(
+            f"Backtest: waiting for data — {len(frame)} of {params.window + 2} bars.",
+            icon=WAIT_ICON,
+        )
+        return
+    view = compute_pair(frame, bt_params)
+    t = view.table
+    res = backtest(
+        t["x"],
+        t["y"],
+        t["zscore"],
+        t["beta"],
+        entry_z=float(entry),
+        exit_z=float(exit_),
+        stop_z=float(stop) if stop else None,
+        fee_rate=float(fee_bps) / 10_000.0,
+        volume_x=t["x_volume"],
+        volume_y=t["y_volume"],
+        trades_x=t["x_trades"],
+        trades_y=t["y_trades"],
+        min_quote_volume=float(min_qv) if min_qv else None,
+        bar_seconds=timeframe_s(params.tf),
+    )
+    m = st.columns(7)
+    m[0].metric("Total P&L", fmt_num(res.total_pnl, 5))
+    m[1].metric("Trades", f"{res.n_trades}")
+    m[2].metric("Win rate", "—" if math.isnan(res.win_rate) else f"{100 * res.win_rate:.0f}%")
+    m[3].metric("Max drawdown", fmt_num(res.max_drawdown, 5))
+    m[4].metric("Sharpe / bar", fmt_num(res.sharpe, 3))
+    m[5].metric("Fees paid", fmt_num(res.fees_paid, 5))
+    m[6].metric("Skipped (liquidity)", f"{res.skipped_entries}")
+    times = t["time_ms"].to_numpy()
+    st.plotly_chart(
+        charts.equity_figure(times, res.equity, params.x, params.y, params.tf),
+        key="chart_equity",
+        config=PLOT_CONFIG,
+        width="stretch",
+    )
+    trades = res.trades_frame()
+    if not trades.empty:
+        iso = t["time"].to_numpy()
+        trades.insert(0, "entry_time", [iso[i] for i in trades["entry_bar"]])
+        trades.insert(
+            1, "exit_time", ["" if pd.isna(i) else iso[int(i)] for i in trades["exit_bar"]]
+        )
+    st.dataframe(
+        trades, hide_index=True, width="stretch", height=min(360, 40 + 35 * max(1, len(trades)))
+    )
+    curve = pd.DataFrame(
+        {
+            "time": t["time"],
+            "x": t["x"],
+            "y": t["y"],
+            "beta": t["beta"],
+            "zscore": t["zscore"],
+            "position": res.position,
+            "equity": res.equity,
+        }
+    )
+    c1, c2 = st.columns(2)
+    stem = exports.file_stem(params)
+    c1.download_button(
+        "Trades (CSV)",
+        trades.to_csv(index=False, na_rep=""),
+        file_name=f"backtest_trades_{stem}.csv",
+        mime="text/csv",
+        icon=DL_ICON,
+        key="dl_bt_trades",
+        on_click="ignore",
+    )
+    c2.download_button(
+        "Equity curve (CSV)",
+        curve.to_csv(index=False, na_rep=""),
+        file_name=f"backtest_equity_{stem}.csv",
+        mime="text/csv",
+        icon=DL_ICON,
+        key="dl_bt_equity",
+        on_click="ignore",
+    )
+
+
+# ------------------------------------------------------------------------- multi-symbol
