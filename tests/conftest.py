@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +32,57 @@ def wait_for(condition, timeout_s: float = 20.0, what: str = "condition", *, int
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
+
+
+# ---------------------------------------------------------------- a real page server (browser)
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for servers started as subprocesses)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_server(
+    tmp: Path, env: dict[str, str], *, app_args=(), flags=(), timeout_s: float = 30.0
+):
+    """``streamlit run app.py`` on a free local port, as a user starts it; yields ``(url, proc)``.
+
+    ``env`` is the whole environment of the server; ``flags`` are extra Streamlit options and
+    ``app_args`` the dashboard's own flags (after ``--``). The server's output goes to
+    ``tmp/streamlit.log``, shown if it exits early. Stopped (terminate, then kill) on exit.
+    """
+    root = Path(__file__).resolve().parents[1]
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(root / "app.py"), "--server.port",
+           str(port), "--server.headless", "true", "--server.address", "127.0.0.1",
+           "--browser.gatherUsageStats", "false", *flags]  # fmt: skip
+    if app_args:
+        cmd += ["--", *app_args]
+    log_path = tmp / "streamlit.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"streamlit exited: {log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        try:
+            wait_for(healthy, timeout_s, "the Streamlit server")
+            yield url, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 # ---------------------------------------------------------------- storage tests

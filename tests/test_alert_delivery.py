@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -27,7 +26,7 @@ from service.delivery import (
 )
 from storage import open_reader, open_writer
 from tests.alert_endpoints import Endpoint
-from tests.conftest import wait_for
+from tests.conftest import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = RetryPolicy(base_s=0.05, cap_s=0.2, max_attempts=30, timeout_s=0.5, lease_margin_s=0.5)
@@ -103,16 +102,10 @@ def test_payload_shape_of_each_sink_kind(tmp_path: Path) -> None:
     assert tg == {"chat_id": "-100123", "text": "alert 0", "disable_web_page_preview": True}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_faults_then_recovery_deliver_every_alert_exactly_once(tmp_path: Path) -> None:
     """500s, a hang longer than the timeout, a 429 with Retry-After, connection refused."""
     db = str(tmp_path / "a.db")
-    refused_port = _free_port()  # nothing listens here until the "recovery"
+    refused_port = free_port()  # nothing listens here until the "recovery"
     script = ["500", "500", "hang", "429", "500"]
     with Endpoint(script=script) as flaky, open_writer(db) as w:
         flaky.retry_after_s = "1"
@@ -226,7 +219,7 @@ def test_killed_with_deliveries_pending_then_restarted_delivers_once(
     tmp_path: Path, when: str
 ) -> None:
     db = str(tmp_path / "a.db")
-    port = _free_port()
+    port = free_port()
     with open_writer(db) as w:
         w.add_sink(name="hook", kind="webhook", target=f"http://127.0.0.1:{port}/hook")
         ids = _fire(w, _rule(w), 4)
@@ -269,7 +262,7 @@ def test_bad_sinks_say_what_is_wrong_and_never_show_the_secret() -> None:
         Sink(1, "ftp", "webhook", "ftp://example.com/x").endpoint({})
     with pytest.raises(SinkConfigError, match="environment variable NOPE is not set"):
         Sink(1, "s", "slack", "env:NOPE").endpoint({})
-    port = _free_port()
+    port = free_port()
     tg = Sink(
         1, "tg", "telegram", "env:TG", {"chat_id": "1", "api_base": f"http://127.0.0.1:{port}"}
     )

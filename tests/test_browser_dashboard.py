@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import streamlit_server, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,69 +44,15 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory) -> Iterator[str]:
     """``streamlit run app.py -- --replay SAMPLE --speed 5 --no-autostart`` on a free port."""
     tmp = tmp_path_factory.mktemp("browser")
-    port = _free_port()
     env = dict(os.environ, DB_PATH=str(tmp / "live.db"), PYTHONUNBUFFERED="1")
     env.pop("DATABASE_URL", None)
-    log = open(tmp / "streamlit.log", "wb")  # noqa: SIM115 - closed in the teardown below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "app.py"),
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-            "--",
-            "--replay",
-            str(SAMPLE),
-            "--speed",
-            "5",
-            "--no-autostart",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"streamlit exited: {(tmp / 'streamlit.log').read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(healthy, 30, "the Streamlit server")
+    app_args = ["--replay", str(SAMPLE), "--speed", "5", "--no-autostart"]
+    with streamlit_server(tmp, env, app_args=app_args) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

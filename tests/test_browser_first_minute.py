@@ -15,10 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import free_port, streamlit_server
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,12 +49,6 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 #: The server process of each URL (to read its memory from /proc).
 SERVER_PIDS: dict[str, int] = {}
 
@@ -73,7 +63,7 @@ def peak_rss_mb(url: str) -> float:
 def offline_server(tmp: Path) -> Iterator[str]:
     """``streamlit run app.py`` with no replay, an empty database and no reachable Binance."""
     tmp.mkdir(parents=True, exist_ok=True)
-    port, closed = _free_port(), _free_port()  # nothing listens on ``closed``
+    closed = free_port()  # nothing listens on ``closed``
     env = dict(
         os.environ,
         DB_PATH=str(tmp / "live.db"),
@@ -84,51 +74,10 @@ def offline_server(tmp: Path) -> Iterator[str]:
     )
     for var in ("DATABASE_URL", "REPLAY_FILES", "FEED_AUTOSTART"):
         env.pop(var, None)
-    log = open(tmp / "streamlit.log", "wb")  # noqa: SIM115 - closed in the teardown below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "app.py"),
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--server.fileWatcherType",
-            "none",  # an edit in the worktree must not reload the page under test
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"streamlit exited: {(tmp / 'streamlit.log').read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(healthy, 60, "the Streamlit server")
+    flags = ["--server.fileWatcherType", "none"]  # a worktree edit must not reload the page
+    with streamlit_server(tmp, env, flags=flags, timeout_s=60) as (url, proc):
         SERVER_PIDS[url] = proc.pid
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +18,8 @@ from ingestion.fakebinance import FakeBinance
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
 from storage import Writer
-from tests.conftest import wait_for
-from tests.test_browser_dashboard import ARGS, CHROMIUM, _free_port
+from tests.conftest import streamlit_server
+from tests.test_browser_dashboard import ARGS, CHROMIUM
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = ["ALGOUSDT", "AVAXUSDT", "FILUSDT", "NEARUSDT"]
@@ -46,7 +43,6 @@ def page_url(tmp_path_factory, storage_real_dir) -> Iterator[str]:
     server = FakeBinance(
         load_recording([SAMPLE_RECORDING]), speed=0, static_klines={s: [] for s in SYMBOLS}
     ).start()
-    port = _free_port()
     env = dict(
         os.environ,
         DB_PATH=str(db),
@@ -59,35 +55,10 @@ def page_url(tmp_path_factory, storage_real_dir) -> Iterator[str]:
         PYTHONUNBUFFERED="1",
     )
     env.pop("DATABASE_URL", None)
-    log = open(tmp / "streamlit.log", "wb")  # noqa: SIM115 - closed in the teardown below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port",
-         str(port), "--server.headless", "true", "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"streamlit exited: {(tmp / 'streamlit.log').read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
     try:
-        wait_for(healthy, 60, "the Streamlit server")
-        yield url
+        with streamlit_server(tmp, env, timeout_s=60) as (url, _):
+            yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
         server.stop()
 
 
