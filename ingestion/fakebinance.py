@@ -123,7 +123,8 @@ class Faults:
     hostile: list[str | None] = field(default_factory=list)
     #: ``(symbol, after_n, payload)``: on the first connection of ``symbol``, send the raw
     #: text frame ``payload`` after its ``after_n``-th data message (a nested frame, a trade
-    #: with an impossible id ...; see ``fakehostile.hostile_trade``).
+    #: with an impossible id ...; see ``fakehostile.hostile_trade``); ``after_n`` 0: before
+    #: the first data message.
     inject: list[tuple[str, int, bytes]] = field(default_factory=list)
 
 
@@ -837,6 +838,7 @@ class _WsSession:
         subscribe_all()
         out: list[bytes] = []
         counts: dict[str, int] = {}
+        self._inject(inject, 0, out)  # those due before the first data message
         while not self.closed.is_set() and not app._stopping.is_set():
             if self.wake.is_set():
                 self.wake.clear()
@@ -886,10 +888,7 @@ class _WsSession:
                 with app._lock:
                     app.stats.garbage_sent += 1
             counts[view.symbol] = counts.get(view.symbol, 0) + 1
-            while inject and inject[0][0] <= sent:
-                out.append(encode_frame(OP_TEXT, inject.pop(0)[1]))
-                with app._lock:
-                    app.stats.hostile_frames += 1
+            self._inject(inject, sent, out)
             if len(out) >= 256:
                 self._flush(out, counts)
             if drop_after is not None and sent >= drop_after:
@@ -901,6 +900,13 @@ class _WsSession:
             if stall_after is not None and sent == stall_after:
                 self._flush(out, counts)
                 self._stall(faults.stall_s, faults.stall_answers_pings)
+
+    def _inject(self, inject: list[tuple[int, bytes]], sent: int, out: list[bytes]) -> None:
+        """Queue the injected frames due after ``sent`` data messages."""
+        while inject and inject[0][0] <= sent:
+            out.append(encode_frame(OP_TEXT, inject.pop(0)[1]))
+            with self.app._lock:
+                self.app.stats.hostile_frames += 1
 
     def _flush(self, out: list[bytes], counts: dict[str, int]) -> None:
         if out:
