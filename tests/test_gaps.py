@@ -213,23 +213,33 @@ def test_bad_parameters_are_refused_with_the_reason():
 
 
 # --------------------------------------------------------------------------- properties
-def run(gt: GapTracker, arrivals: list[int], lie_above: int = 10**9):
-    """Feed ``arrivals``; REST answers every question at once (ids above ``lie_above`` do
-    not exist). Returns (stored ids in order, owed ranges, rejected ids)."""
+def run(gt: GapTracker, arrivals: list[int], lie_above: int = 10**9, delayed: bool = False):
+    """Feed ``arrivals``; REST answers every question (ids above ``lie_above`` do not
+    exist) at once, or with ``delayed`` only after the last arrival. Returns (stored ids in
+    order, owed ranges, rejected ids)."""
     stored: list[int] = []
     owed: list[tuple[int, int]] = []
     rejected: list[int] = []
+    questions: list[Tick] = []
+
+    def answer(asked: Tick) -> None:
+        genuine = asked.trade_id <= lie_above
+        take(gt.settle(Verdict(asked.trade_id, genuine, "REST")))
 
     def take(step: Step) -> None:
         stored.extend(ids(step))
         owed.extend((o.first, o.last) for o in step.owed)
         rejected.extend(r.tick.trade_id for r in step.rejected)
         for asked in step.ask:
-            genuine = asked.trade_id <= lie_above
-            take(gt.settle(Verdict(asked.trade_id, genuine, "REST")))
+            if delayed:
+                questions.append(asked)
+            else:
+                answer(asked)
 
     for trade_id in arrivals:
         take(gt.accept(tick(trade_id)))
+    while questions:
+        answer(questions.pop(0))
     return stored, owed, rejected
 
 
@@ -286,14 +296,18 @@ def test_a_duplicate_never_opens_a_gap_nor_stores(resume, arrivals):
     at=st.integers(min_value=0, max_value=60),
     lie=st.sampled_from([LIE, 2**63 - 1, 10**7 + 5]),
     resume=st.one_of(st.none(), st.just(0)),
+    delayed=st.booleans(),
 )
-def test_a_lie_anywhere_is_never_stored_and_no_genuine_id_is_lost(genuine, at, lie, resume):
+def test_a_lie_anywhere_is_never_stored_and_no_genuine_id_is_lost(
+    genuine, at, lie, resume, delayed
+):
     """Rising genuine ids with holes and one far-ahead lie at any position (also first, with
-    no resume point): the lie is rejected, and every genuine id is stored or owed."""
+    no resume point), REST answering at once or late: the lie is rejected, and every
+    genuine id is stored or owed."""
     arrivals = sorted(genuine)
     arrivals.insert(min(at, len(arrivals)), lie)
     gt = tracker(last_id=resume, jump=100)
-    stored, owed, rejected = run(gt, arrivals, lie_above=10**6)
+    stored, owed, rejected = run(gt, arrivals, lie_above=10**6, delayed=delayed)
     assert lie not in stored and rejected == [lie]
     start = sorted(genuine)[0] if resume is None else resume + 1
     count = covered(stored, owed)

@@ -67,7 +67,7 @@ def test_deeply_nested_frame_is_rejected_and_the_feed_goes_on(recording, tmp_pat
     faults = Faults(inject=[("BTCUSDT", 20, NESTED_FRAME), ("ETHUSDT", 20, NESTED_FRAME)])
     with FakeBinance(recording, speed=SPEED, preroll_s=5, faults=faults) as server:
         service = start(db, BOTH, fast_settings(server))
-        with caplog.at_level(logging.WARNING, logger="ingestion.feed"):
+        with caplog.at_level(logging.WARNING, logger="ingestion.listener"):
             wait_complete(server, db, BOTH)
         status = service.status()
         assert service.stop(timeout_s=10)
