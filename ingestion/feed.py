@@ -24,7 +24,6 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from ingestion import backoff as _backoff
 from ingestion.backoff import BackoffFactory, ConnectLimiter
 from ingestion.clock import SYSTEM_CLOCK, Clock
 from ingestion.config import FeedSettings
@@ -101,19 +100,7 @@ class SymbolFeed:
             monotonic=clock.monotonic,
         )
         self._worker = RepairWorker(
-            core,
-            self._tracker,
-            repair_backoff
-            or (
-                lambda: _backoff.backoff(
-                    settings.repair_retry_initial_s,
-                    2.0,
-                    max(settings.repair_retry_initial_s, settings.repair_retry_max_s),
-                    settings.backoff_jitter,
-                )
-            ),
-            retry_gaps,
-            retry_gap_times,
+            core, self._tracker, repair_backoff, retry_gaps, retry_gap_times
         )
         self._listener = FeedListener(
             core, self._tracker, self._worker, settings.ws_url(self.symbol)

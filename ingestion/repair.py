@@ -34,7 +34,7 @@ from ingestion.backfill import (
     load_klines,
     record_gap,
 )
-from ingestion.backoff import BackoffFactory
+from ingestion.backoff import BackoffFactory, backoff
 from ingestion.gaps import HISTORY, GapTracker, Owed
 from ingestion.rest import RestError
 from ingestion.shared import FeedCore
@@ -77,7 +77,8 @@ class RepairWorker:
     core : the feed's shared state.
     tracker : the gap tracker; only the start-up touches it (it sets the resume point
         before the connection thread starts, ``core.history_ready``).
-    repair_backoff : factory of delays (seconds) between attempts of a repair REST failed.
+    repair_backoff : factory of delays (seconds) between attempts of a repair REST failed;
+        default ``backoff(settings.repair_retry_initial_s, 2, settings.repair_retry_max_s)``.
     retry_gaps : gaps an earlier run left ``open`` or ``failed``, repaired after start-up.
     retry_gap_times : per ``gap_id``, the stored trade times just before and after the gap.
     """
@@ -86,13 +87,21 @@ class RepairWorker:
         self,
         core: FeedCore,
         tracker: GapTracker,
-        repair_backoff: BackoffFactory,
+        repair_backoff: BackoffFactory | None = None,
         retry_gaps: Sequence[Gap] = (),
         retry_gap_times: Mapping[int, tuple[int | None, int | None]] | None = None,
     ) -> None:
         self.core = core
         self._tracker = tracker
-        self._repair_backoff = repair_backoff
+        settings = core.settings
+        self._repair_backoff = repair_backoff or (
+            lambda: backoff(
+                settings.repair_retry_initial_s,
+                2.0,
+                max(settings.repair_retry_initial_s, settings.repair_retry_max_s),
+                settings.backoff_jitter,
+            )
+        )
         self._retry_gaps = [g for g in retry_gaps if g.gap_id is not None]
         self._retry_gap_times = dict(retry_gap_times or {})
         # Written here, read by the connection thread:
