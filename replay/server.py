@@ -75,7 +75,9 @@ class FakeBinance:
     with a payload this often (Binance: 180 s); a client that does not echo it within
     ``pong_timeout_s`` is disconnected. ``max_incoming_per_s``: Binance's limit of incoming
     frames per connection (pings, pongs, SUBSCRIBE); exceeding it disconnects.
-    ``id_offset`` is added to every served id (see ``auto_id_offset``).
+    ``id_offset`` is added to every served id (see ``auto_id_offset``). ``faults``: a
+    ``replay.faults.Faults`` to inject (changeable while running, ``server.faults.x = ...``);
+    None, the default, runs no fault code and leaves ``server.faults`` None.
     """
 
     def __init__(
