@@ -14,7 +14,7 @@ import pytest
 from ingestion.fakebinance import FakeBinance
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
-from storage import Reader
+from storage import open_reader
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def _run(args: list[str], env: dict[str, str], timeout_s: float = 60):
 
 
 def _ids(db: Path, symbol: str) -> list[int]:
-    with Reader(db) as reader:
+    with open_reader(db) as reader:
         return sorted(reader.ticks(symbol)["trade_id"].tolist())
 
 

@@ -22,7 +22,7 @@ from ingestion.klines import KlineFetcher, main, missing_spans, universe_symbols
 from ingestion.recording import load_recording
 from ingestion.replay import SAMPLE_RECORDING
 from ingestion.rest import RestClient
-from storage import Reader, StorageError
+from storage import StorageError, open_reader
 from storage.timefmt import parse_iso_ms
 from tests.conftest import STORAGE_REAL_DIR, wait_for
 
@@ -98,7 +98,7 @@ def test_fetch_every_symbol_then_a_rerun_fetches_nothing_again(sample, universe,
     for sym in [*REAL, "LATEUSDT"]:
         want = [r[0] for r in in_range(universe, sym)]
         assert sorted(got[sym]) == want  # every minute served once, over both runs
-    with Reader(db) as r:
+    with open_reader(db) as r:
         late = r.bars("LATEUSDT", "1m")
         near = r.bars("NEARUSDT", "1m")
     assert int(late["open_time_ms"].iloc[0]) == universe["LATEUSDT"][0][0]  # listed late
@@ -148,7 +148,7 @@ def test_kill_in_the_middle_then_resume_fetches_nothing_twice(sample, universe, 
             if not db.exists():
                 return False
             try:
-                with Reader(db) as r:
+                with open_reader(db) as r:
                     return r.bar_range("AVAXUSDT", "1m") is not None
             except (StorageError, ValueError):  # being created: no schema or symbol yet
                 return False
@@ -166,7 +166,7 @@ def test_kill_in_the_middle_then_resume_fetches_nothing_twice(sample, universe, 
         repeats = len(got[sym]) - len(set(got[sym]))
         assert sorted(set(got[sym])) == want
         assert repeats <= 1500, sym  # at most the one page in flight at the kill
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert r.bar_range("FILUSDT", "1m") == (parse_iso_ms(START), end)
 
 
