@@ -14,7 +14,14 @@ import pandas as pd
 import pytest
 
 from service import exports
-from service.alerts import AlertMonitor, Rule, RuleState, evaluate, validate_rule
+from service.alerts import (
+    AlertMonitor,
+    Rule,
+    RuleState,
+    evaluate,
+    rules_from_frame,
+    validate_rule,
+)
 from service.compute import TABLE_COLUMNS, PairParams, compute_pair, export_table
 from service.desk import DashboardService, Source, acquire_service
 from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError, replay_db_path
@@ -400,6 +407,40 @@ def test_page_runs_read_only_when_another_process_writes(tmp_path, monkeypatch):
                 )
         finally:
             svc.close()
+
+
+def test_a_restarted_replay_keeps_its_alert_rules(tmp_path, monkeypatch):
+    """A replay restarts into a fresh file; its rules, window and method included, carry over."""
+    for k, v in QUIET_ENV.items():
+        monkeypatch.setenv(k, v)
+    svc = DashboardService(_settings(tmp_path, replay_files=(str(SAMPLE_RECORDING),)))
+    try:
+        assert svc.source == Source.REPLAY
+        svc.add_rule(
+            name="wide",
+            x="BTCUSDT",
+            y="ETHUSDT",
+            tf="1m",
+            metric="zscore",
+            op=">",
+            threshold=2.5,
+            cooldown_s=30.0,
+            params={"window": 120, "method": "kalman"},
+        )
+        svc.use_replay()
+        with open_reader(svc.db_path) as r:
+            (rule,) = rules_from_frame(r.alert_rules())
+    finally:
+        svc.close()
+    assert (rule.name, rule.x, rule.y, rule.tf, rule.metric, rule.op) == (
+        "wide",
+        "BTCUSDT",
+        "ETHUSDT",
+        "1m",
+        "zscore",
+        ">",
+    )
+    assert (rule.threshold, rule.cooldown_s, rule.window, rule.method) == (2.5, 30.0, 120, "kalman")
 
 
 def test_replay_source_streams_the_recording_through_the_client(tmp_path, monkeypatch):

@@ -824,3 +824,14 @@ def test_real_command_line_exit_status_and_stderr(
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
     pruned = run_cli("prune", "--db", db)
     assert pruned.returncode == 0 and pruned.stdout.startswith("deleted 91 ticks")
+
+
+def test_iso_formats_round_trip_through_the_one_parser() -> None:
+    """``storage.timefmt`` is the one home of ISO-8601 times: ms, whole seconds, parse."""
+    from storage.timefmt import iso_from_ms, iso_seconds, ms_to_iso, parse_iso_ms
+
+    ms = 1_723_161_256_322
+    assert iso_from_ms(ms) == "2024-08-08T23:54:16.322Z" == ms_to_iso([ms])[0]
+    assert iso_seconds([ms, ms + 1000]).tolist() == ["2024-08-08T23:54:16Z", "2024-08-08T23:54:17Z"]
+    assert parse_iso_ms(iso_from_ms(ms)) == ms
+    assert parse_iso_ms(iso_seconds([ms])[0]) == ms - 322
