@@ -17,9 +17,9 @@ import re
 import psycopg
 import pytest
 
-from ingestion.fakebinance import FakeBinance
 from ingestion.spill import spill_path
 from ingestion.status import FeedState
+from replay import FakeBinance
 from storage import open_writer
 from tests import test_hostile_feed
 from tests.conftest import wait_for
