@@ -29,7 +29,7 @@ from ingestion.suspect import SuspectIds, Verdict
 from ingestion.writer import TickWriter
 from replay import FakeBinance, load_recording
 from replay.faults import NESTED_FRAME, Faults, hostile_trade
-from storage import IdKind, Reader, Tick, Writer, open_writer
+from storage import IdKind, Tick, Writer, open_reader, open_writer
 from tests.conftest import wait_for
 from tests.test_ingestion_feed import (
     _ids_of,
@@ -147,7 +147,7 @@ def test_disk_full_shows_in_status_spills_on_stop_and_restart_stores_it(
     db = tmp_path / "full.db"
     side = spill_path(db)
     with FakeBinance(recording, speed=SPEED / 3, preroll_s=5) as server:
-        storage = Writer(db)
+        storage = open_writer(db)
         try:
             service = start(storage, BOTH, fast_settings(server, storage_retry_s=0.1))
             wait_for(lambda: stored_ids(db, "BTCUSDT"), 10, "first ticks stored")
@@ -391,7 +391,7 @@ def test_an_id_past_int64_does_not_wedge_the_other_symbols(recording, tmp_path):
 
 def test_a_wedged_database_shows_as_error_not_live(recording, tmp_path):
     db = tmp_path / "wedged.db"
-    storage = Writer(db)
+    storage = open_writer(db)
     try:
         with FakeBinance(recording, speed=SPEED / 3, preroll_s=5) as server:
             service = start(storage, ["BTCUSDT"], fast_settings(server, stale_after_s=1.0))
@@ -498,10 +498,10 @@ def test_side_file_round_trip_keeps_every_field(tmp_path):
     write_spill(side, agg + tiny)
     write_spill(side, trades)  # appends
     assert '"p":"0.00001234"' in side.read_text()
-    with Writer(tmp_path / "round.db") as storage:
+    with open_writer(tmp_path / "round.db") as storage:
         assert restore_spill(side, storage) == 3
         assert restore_spill(side, storage) == 0  # gone once stored
-    with Reader(tmp_path / "round.db") as reader:
+    with open_reader(tmp_path / "round.db") as reader:
         for tick in agg + tiny + trades:
             row = reader.ticks(tick.symbol).iloc[0]
             assert (row.trade_id, row.ts_ms, row.price, row.qty) == (
