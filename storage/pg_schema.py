@@ -177,6 +177,16 @@ def migrations(timescale: bool) -> list[list[str]]:
             "CREATE INDEX alert_deliveries_due ON alert_deliveries "
             "(sink_id, status, next_attempt_ms)",
         ],
+        # 4 -> 5: settled funding events per perpetual (see storage/schema.py, 4 -> 5).
+        [
+            """CREATE TABLE funding_rates (
+                symbol           TEXT NOT NULL,
+                funding_time_ms  BIGINT NOT NULL,
+                rate             DOUBLE PRECISION NOT NULL,
+                mark             DOUBLE PRECISION,
+                PRIMARY KEY (symbol, funding_time_ms)
+            )""",
+        ],
     ]
 
 

@@ -48,6 +48,7 @@ from storage.bars import PartialBars, aggregate_ticks, merge_bars
 from storage.errors import (
     StorageError,
 )
+from storage.funding import FundingWrites
 from storage.outbox import OutboxWrites
 from storage.pg_base import (
     _bars_table,
@@ -149,7 +150,7 @@ def _bar_columns(tf_s: int, p: PartialBars, src: int = 0) -> list[tuple[np.ndarr
     ]
 
 
-class Writer(WriterBase, OutboxWrites):
+class Writer(WriterBase, OutboxWrites, FundingWrites):
     """A writer of a PostgreSQL database: the API of :class:`storage.sqlite.Writer`.
 
     Thread-safe: an internal lock serialises calls on its one connection. Several writers (in
