@@ -16,6 +16,7 @@ from service.compute import PairParams, compute_pair
 from service.desk import DashboardService
 from storage import timeframe_s
 from ui import charts
+from ui.funding import backtest_funding
 from ui.guard import (
     DL_ICON,
     PLOT_CONFIG,
@@ -53,6 +54,12 @@ def render_backtest(service: DashboardService, params: PairParams) -> None:
     lookback = c[5].select_slider(
         "Lookback (bars)", [300, 600, 1000, 1500, 2000], value=1000, key="bt_lookback"
     )
+    charge = st.checkbox(
+        "Charge funding",
+        key="bt_funding",
+        help="Charge each leg's settled funding (GET /fapi/v1/fundingRate) at every funding "
+        "time inside the span: position × close × rate; longs pay positive rates.",
+    )
     if exit_ >= entry:
         st.error("Exit must be below entry.")
         return
@@ -81,6 +88,9 @@ def render_backtest(service: DashboardService, params: PairParams) -> None:
         return
     view = compute_pair(frame, bt_params)
     t = view.table
+    funding = backtest_funding(service, params, t) if charge else (None, None, "")
+    if funding is None:
+        return  # the history is being fetched in the background; the page reruns when it is in
     res = backtest(
         t["x"],
         t["y"],
@@ -96,8 +106,10 @@ def render_backtest(service: DashboardService, params: PairParams) -> None:
         trades_y=t["y_trades"],
         min_quote_volume=float(min_qv) if min_qv else None,
         bar_seconds=timeframe_s(params.tf),
+        funding_x=funding[0],
+        funding_y=funding[1],
     )
-    m = st.columns(7)
+    m = st.columns(8)
     m[0].metric("Total P&L", fmt_num(res.total_pnl, 5))
     m[1].metric("Trades", f"{res.n_trades}")
     m[2].metric("Win rate", "—" if math.isnan(res.win_rate) else f"{100 * res.win_rate:.0f}%")
@@ -105,6 +117,13 @@ def render_backtest(service: DashboardService, params: PairParams) -> None:
     m[4].metric("Sharpe / bar", fmt_num(res.sharpe, 3))
     m[5].metric("Fees paid", fmt_num(res.fees_paid, 5))
     m[6].metric("Skipped (liquidity)", f"{res.skipped_entries}")
+    m[7].metric(
+        "Funding P&L",
+        fmt_num(res.funding_pnl, 5) if charge else "off",
+        help="Funding received (+) or paid (−), included in Total P&L.",
+    )
+    if funding[2]:
+        st.caption(funding[2])
     times = t["time_ms"].to_numpy()
     st.plotly_chart(
         charts.equity_figure(times, res.equity, params.x, params.y, params.tf),
