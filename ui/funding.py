@@ -118,8 +118,8 @@ def backtest_funding(
         for f in found
     )
     note = (
-        f"Funding charged at {len(found[0])} settlements of {params.x} and {len(found[1])} of "
-        f"{params.y} in the span."
+        f"Funding settlements charged in the span: {len(found[0])} of {params.x}, "
+        f"{len(found[1])} of {params.y}."
     )
     if state.startswith("failed"):
         note += f" History not fetched ({state[len('failed: ') :]}); stored rows used."
