@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -42,6 +42,8 @@ TIMEOUT_S = 5.0
 #: Rows per fundingRate page (Binance's maximum) and the most pages fetched per request.
 PAGE_LIMIT = 1000
 MAX_PAGES = 50
+#: Why nothing can be asked: a replay whose server is not up (the feed was never started).
+NO_SOURCE = "no exchange to ask: the feed is not running"
 #: A history already fetched up to within this many ms of a request's end is not re-fetched.
 HISTORY_SLACK_MS = 60_000
 
@@ -143,9 +145,11 @@ class FundingService:
             new = [s for s in syms if s not in self._asked]
             for s in syms:
                 self._asked[s] = now
-            if self._base() != self._state_base:
+            base = self._base()
+            if base != self._state_base:
                 self._now = {}
-            out = {s: self._now.get(s, FundingNow(s)) for s in syms}
+            idle = FundingNow("", error=NO_SOURCE) if base is None else FundingNow("")
+            out = {s: self._now.get(s, replace(idle, symbol=s)) for s in syms}
             start = self._thread is None and not self._stop.is_set()
             if start:
                 self._thread = threading.Thread(target=self._run, name="funding-poll", daemon=True)
@@ -199,7 +203,7 @@ class FundingService:
         """
         base = self._base()
         if base is None:
-            return "failed: no exchange to ask (the feed is not running)"
+            return f"failed: {NO_SOURCE}"
         syms = [s.upper() for s in symbols]
         with self._lock:
             if self._fetching is not None and self._fetching.is_alive():
