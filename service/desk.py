@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import json
 import logging
 import re
 import threading
@@ -29,7 +28,7 @@ from typing import Any
 
 from service import feeds as feedlib
 from service import watchlist as watchlib
-from service.alerts import AlertMonitor
+from service.alerts import AlertMonitor, rules_from_frame
 from service.delivery import DeliveryWorker
 from service.funding import FundingService
 from service.pageviews import PageViews
@@ -542,29 +541,23 @@ def _read_rules(path: str) -> list[dict[str, Any]]:
         return []
     try:
         with open_reader(path) as reader:
-            df = reader.alert_rules()
+            rules = rules_from_frame(reader.alert_rules())
     except (StorageError, ValueError):
         return []
-    out = []
-    for row in df.itertuples(index=False):
-        try:
-            params = json.loads(row.params or "{}")
-        except ValueError:
-            params = {}
-        out.append(
-            {
-                "name": row.name,
-                "x": row.x,
-                "y": row.y,
-                "tf": row.tf,
-                "metric": row.metric,
-                "op": row.op,
-                "threshold": float(row.threshold),
-                "cooldown_s": float(row.cooldown_s),
-                "params": params,
-            }
-        )
-    return out
+    return [
+        {
+            "name": r.name,
+            "x": r.x,
+            "y": r.y,
+            "tf": r.tf,
+            "metric": r.metric,
+            "op": r.op,
+            "threshold": r.threshold,
+            "cooldown_s": r.cooldown_s,
+            "params": {"window": r.window, "method": r.method},
+        }
+        for r in rules
+    ]
 
 
 # ---------------------------------------------------------------------- one per process
