@@ -116,7 +116,8 @@ class Faults:
     max_connection_s: float | None = None
     #: Extra exchangeInfo entries, e.g. ``{"symbol": "OLDUSDT", "status": "SETTLING"}``.
     extra_symbols: list[dict[str, Any]] = field(default_factory=list)
-    #: Static-kline symbols delisted now: status SETTLING, and klines answer -1121.
+    #: Symbols delisted now: status SETTLING in exchangeInfo, their streams silent (a socket
+    #: open before stays open: ``cut_all`` closes it), and static klines answer -1121.
     delisted: set[str] = field(default_factory=set)
     #: Per connection of each symbol, in turn: a hostile mode (``ingestion.fakehostile``:
     #: ``silent``, ``ping_flood``, ``endless_fragments``) that replaces the replay, or None.
@@ -775,8 +776,8 @@ class _WsSession:
             return out
         for name in self.streams:
             sym, _, kind = name.partition("@")
-            if sym != sym.lower():
-                continue  # Binance stream names are lower-case
+            if sym != sym.lower() or sym.upper() in self.app.faults.delisted:
+                continue  # Binance stream names are lower-case; a delisted symbol is silent
             if kind == "aggTrade" and self.route == "/market":
                 view = timeline.views.get((sym.upper(), "agg"))
             elif kind == "trade" and self.route == "/public":
@@ -1021,9 +1022,7 @@ def _safe_int(value: str | None, default: int) -> int:
 
 def _exchange_info(app: FakeBinance) -> dict[str, Any]:
     entries = []
-    for symbol in app.recording.symbols:
-        entries.append(_symbol_entry({"symbol": symbol}))
-    for symbol in app.static_klines:
+    for symbol in [*app.recording.symbols, *app.static_klines]:
         status = "SETTLING" if symbol in app.faults.delisted else "TRADING"
         entries.append(_symbol_entry({"symbol": symbol, "status": status}))
     for extra in app.faults.extra_symbols:

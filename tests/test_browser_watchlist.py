@@ -2,8 +2,9 @@
 
 ``streamlit run app.py`` replays the bundled recording; in headless Chromium the test watches
 the Live pair, types a second pair, and sees both rows with a z-score while the feed runs.
-(Opening a row in the Live panel by a click on the grid's canvas is not covered here yet.)
-Auto-waiting ``expect``; no fixed sleeps.
+Then it clicks a row on the grid's canvas (at the row's position, computed from the grid's
+header and row heights), while the tab's fragment keeps refreshing, and sees the Live panel
+open on that pair — several times, alternating rows. Auto-waiting ``expect``; no fixed sleeps.
 """
 
 from __future__ import annotations
@@ -57,4 +58,38 @@ def test_watchlist_tab_live_in_the_browser(dashboard, browser):  # noqa: F811 - 
         raise AssertionError(f"{exc}; cells: {texts}") from None
     expect(exceptions).to_have_count(0)
 
+    for round_ in range(3):  # alternate the rows, each click during the tab's refreshes
+        want = ("ETHUSDT", "BTCUSDT", "20") if round_ % 2 == 0 else ("BTCUSDT", "ETHUSDT", "10")
+        click_row(page, table, cells, f"{want[0]}/{want[1]}")
+        expect(page.get_by_role("tab", name="Live")).to_have_attribute(
+            "aria-selected", "true", timeout=30_000
+        )
+        expect(page.locator(".st-key-x input")).to_have_value(want[0], timeout=30_000)
+        expect(page.locator(".st-key-y input")).to_have_value(want[1])
+        expect(page.locator(".st-key-window input")).to_have_value(want[2])
+        expect(page.get_by_role("heading", name=f"{want[0]} / {want[1]} · 1s")).to_be_visible()
+        expect(zchart).to_have_attribute("data-rendered", re.compile(r"\d+"), timeout=60_000)
+        page.get_by_role("tab", name="Watchlist").click()
+        expect(cells.filter(has_text=f"{want[0]}/{want[1]}")).to_have_count(1, timeout=30_000)
+    expect(exceptions).to_have_count(0)
     page.close()
+
+
+#: Glide data grid's geometry in Streamlit's dataframe (pixels): header and row height.
+HEADER_PX = 35
+ROW_PX = 35
+
+
+def click_row(page, table, cells, pair: str) -> None:
+    """Click the "pair" cell of the row showing ``pair``, on the grid's canvas.
+
+    The row's position is read from the accessible table (rows in display order, 11 cells
+    each) right before the click; rows are sorted by |z| and may swap between refreshes, so
+    the position is read again if the click opened nothing.
+    """
+    texts = cells.all_inner_texts()
+    rows = [texts[i : i + 11] for i in range(0, len(texts), 11)]
+    index = next(i for i, r in enumerate(rows) if r[0].strip() == pair)
+    box = table.locator("canvas").first.bounding_box()
+    assert box is not None, "the grid is not drawn"
+    page.mouse.click(box["x"] + 90, box["y"] + HEADER_PX + ROW_PX * index + ROW_PX / 2)
