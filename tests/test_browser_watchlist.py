@@ -10,6 +10,7 @@ open on that pair — several times, alternating rows. Auto-waiting ``expect``; 
 from __future__ import annotations
 
 import re
+import time
 
 from tests.conftest import wait_for
 
@@ -58,12 +59,19 @@ def test_watchlist_tab_live_in_the_browser(dashboard, browser):  # noqa: F811 - 
         raise AssertionError(f"{exc}; cells: {texts}") from None
     expect(exceptions).to_have_count(0)
 
-    for round_ in range(3):  # alternate the rows, each click during the tab's refreshes
+    live_tab = page.get_by_role("tab", name="Live")
+    lost = []
+    for round_ in range(4):  # alternate the rows, each click while the tab's fragment refreshes
         want = ("ETHUSDT", "BTCUSDT", "20") if round_ % 2 == 0 else ("BTCUSDT", "ETHUSDT", "10")
         click_row(page, table, cells, f"{want[0]}/{want[1]}")
-        expect(page.get_by_role("tab", name="Live")).to_have_attribute(
-            "aria-selected", "true", timeout=30_000
-        )
+        try:
+            expect(live_tab).to_have_attribute("aria-selected", "true", timeout=10_000)
+        except AssertionError:
+            # Streamlit 1.67 can drop the very first selection event of a session's grid
+            # (reproduced without this app: a dataframe with on_select in a tab); allowed once.
+            lost.append(round_)
+            click_row(page, table, cells, f"{want[0]}/{want[1]}")
+            expect(live_tab).to_have_attribute("aria-selected", "true", timeout=30_000)
         expect(page.locator(".st-key-x input")).to_have_value(want[0], timeout=30_000)
         expect(page.locator(".st-key-y input")).to_have_value(want[1])
         expect(page.locator(".st-key-window input")).to_have_value(want[2])
@@ -71,6 +79,8 @@ def test_watchlist_tab_live_in_the_browser(dashboard, browser):  # noqa: F811 - 
         expect(zchart).to_have_attribute("data-rendered", re.compile(r"\d+"), timeout=60_000)
         page.get_by_role("tab", name="Watchlist").click()
         expect(cells.filter(has_text=f"{want[0]}/{want[1]}")).to_have_count(1, timeout=30_000)
+    print(f"rounds whose first click opened nothing: {lost}")
+    assert lost in ([], [0]), f"clicks on a row opened nothing in rounds {lost}"
     expect(exceptions).to_have_count(0)
     page.close()
 
@@ -84,12 +94,22 @@ def click_row(page, table, cells, pair: str) -> None:
     """Click the "pair" cell of the row showing ``pair``, on the grid's canvas.
 
     The row's position is read from the accessible table (rows in display order, 11 cells
-    each) right before the click; rows are sorted by |z| and may swap between refreshes, so
-    the position is read again if the click opened nothing.
+    each) right before the click, once the grid stopped moving.
     """
+    canvas = table.locator("canvas").first
+    seen: list = []
+
+    def settled() -> dict | None:
+        """The grid's box once it stayed put for 1.5 s: a message above it (e.g. "Watching
+        ...") goes away at the tab's next refresh and moves the grid up."""
+        box = canvas.bounding_box()
+        now = time.monotonic()
+        if not seen or seen[-1][1] != box:
+            seen.append((now, box))
+        return box if box is not None and now - seen[-1][0] >= 1.5 else None
+
+    box = wait_for(settled, 30, "the grid to stay in place")
     texts = cells.all_inner_texts()
     rows = [texts[i : i + 11] for i in range(0, len(texts), 11)]
     index = next(i for i, r in enumerate(rows) if r[0].strip() == pair)
-    box = table.locator("canvas").first.bounding_box()
-    assert box is not None, "the grid is not drawn"
     page.mouse.click(box["x"] + 90, box["y"] + HEADER_PX + ROW_PX * index + ROW_PX / 2)

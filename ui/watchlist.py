@@ -8,6 +8,7 @@ cheap. One click on a row (any cell, or the row's checkbox) opens that pair in t
 from __future__ import annotations
 
 import math
+import time
 
 import pandas as pd
 import streamlit as st
@@ -31,6 +32,10 @@ from ui.guard import md_escape, panel
 from ui.state import page_views, session_reader
 
 TABLE_KEY = "watchlist_table"
+#: Rows are re-sorted by |z| at most this often (seconds); in between they keep their places,
+#: so a row never moves under the mouse and a click opens the row that was clicked.
+RESORT_S = 30.0
+_ORDER_KEY = "_watchlist_order"
 #: The sidebar's window bounds: a watched pair's window outside them opens clipped.
 LIVE_WINDOW_MIN, LIVE_WINDOW_MAX = 10, 1000
 #: Above this multiple of the band a z-score is shown red; past the band, amber.
@@ -69,6 +74,20 @@ def _open_in_live(rows: pd.DataFrame) -> None:
     st.rerun()
 
 
+def _stable_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (sorted by |z|) in the order this session last showed them, re-sorted every
+    ``RESORT_S`` seconds or when the watched pairs change. The selection callback gets a row
+    *position*; with rows re-sorted on every refresh, a click could open a neighbour."""
+    ids = rows["pair_id"].tolist()
+    kept = st.session_state.get(_ORDER_KEY)
+    now = time.monotonic()
+    if kept is None or sorted(kept[1]) != sorted(ids) or now - kept[0] >= RESORT_S:
+        st.session_state[_ORDER_KEY] = (now, ids)
+        return rows
+    place = {pid: i for i, pid in enumerate(kept[1])}
+    return rows.sort_values("pair_id", key=lambda s: s.map(place)).reset_index(drop=True)
+
+
 def _method_choices() -> dict[str, str]:
     from ui.sidebar import METHOD_CHOICES
 
@@ -85,6 +104,8 @@ def render_watchlist(service: DashboardService, params, band_z: float = 2.0) -> 
         board = views.board(status.db_path, status.generation)
         with session_reader(status.db_path, status.generation) as lease:
             rows = watch_rows(board, lease.reader, band_z, status.symbol_notes)
+        if not rows.empty:
+            rows = _stable_order(rows)
         _pairs_table(service, rows, band_z, bool(status.read_only))
     st.subheader("Alert sinks")
     with panel("Alert sinks"):
@@ -129,8 +150,9 @@ def _pairs_table(
         st.info("No pair is watched yet. Add the Live pair or type one above.")
         return
     st.caption(
-        f"Newest closed bar of each pair, sorted by |z|. Amber: past the ±{band_z:g} band; "
-        f"red: past {FAR_PAST_BAND:g}× the band. Click a row to open the pair in the Live panel."
+        f"Newest closed bar of each pair, sorted by |z| (every {RESORT_S:g} s; rows keep their "
+        f"places in between). Amber: past the ±{band_z:g} band; red: past {FAR_PAST_BAND:g}× "
+        "the band. Click a row to open the pair in the Live panel."
     )
     shown = rows.drop(columns=["pair_id"])
     styled = shown.style.apply(lambda _: [_z_style(r) for r in rows["past_band"]], subset=["z"])
