@@ -5,7 +5,7 @@
 For each case the real collector (``FeedService``) streams BTCUSDT and ETHUSDT from the
 local Binance look-alike (in this process), replaying the bundled real trades looped at
 ``--speed``, into a fresh SQLite file, with one hostile behaviour switched on
-(``ingestion.fakehostile``). A *clean* run with the same settings comes first, in the same
+(``replay.faults``). A *clean* run with the same settings comes first, in the same
 process, as the baseline. Printed per case:
 
 - ``detect_s``: seconds from start until the case is handled (the frame rejected, the
@@ -32,14 +32,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from config import SAMPLE_RECORDING
 from ingestion.backoff import instant_backoff
 from ingestion.config import FeedSettings
-from ingestion.fakebinance import FakeBinance, Faults
-from ingestion.fakehostile import NESTED_FRAME, hostile_trade
-from ingestion.recording import load_recording
-from ingestion.replay import SAMPLE_RECORDING
 from ingestion.service import FeedService
 from ingestion.status import FeedState
+from replay import FakeBinance, load_recording
+from replay.faults import NESTED_FRAME, Faults, hostile_trade
 from storage import Reader, Writer
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]

@@ -9,7 +9,7 @@ every consumer in its own ``python`` process:
 
 - *import*: ``python -m storage import FILE``;
 - *validate*: ``formats.validate_recording(FILE)``, what the page calls on an upload;
-- *replay*: ``ingestion.recording.load_recording([FILE])``, the replay server's loader.
+- *replay*: ``replay.load_recording([FILE])``, the replay server's loader.
 
 It prints the exit status, the one-line refusal, wall time and peak RSS above *idle*: the
 same consumer given a small valid recording (the first 2,000 lines of the bundled sample),
@@ -50,7 +50,7 @@ CONSUMERS = {
     "replay": [
         "-c",
         "import sys; from formats import ParseError\n"
-        "from ingestion.recording import load_recording\n"
+        "from replay import load_recording\n"
         "try:\n    print(len(load_recording([sys.argv[1]]).symbols))\n"
         "except ParseError as e:\n    sys.exit(f'error: {e}')",
         "{file}",

@@ -35,10 +35,10 @@ from pathlib import Path
 
 from websocket import create_connection
 
+from config import SAMPLE_RECORDING
 from formats.wire import parse_message
 from ingestion.backoff import instant_backoff
 from ingestion.config import FeedSettings
-from ingestion.replay import SAMPLE_RECORDING
 from ingestion.service import FeedService
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,14 +47,14 @@ SYMBOL = "BTCUSDT"
 
 
 class ReplayProcess:
-    """``python -m ingestion.replay`` in a child process; parses its ws/rest bases."""
+    """``python -m replay`` in a child process; parses its ws/rest bases."""
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "ingestion.replay",
+                "replay",
                 "--port",
                 "0",
                 "--loop",

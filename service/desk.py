@@ -7,7 +7,7 @@
 below; nothing here calls ``st.*``.
 
 Sources: *live* writes to ``DB_PATH``; *replay* serves a recording through
-``ingestion.replay.start_replay_server`` (the same client code runs against it) and writes to a
+``replay.start_replay_server`` (the same client code runs against it) and writes to a
 separate file, recreated each time a replay starts — replayed ids and times must never mix
 with a live database. If another process already writes ``DB_PATH`` (a headless collector),
 the service runs read-only and says so.

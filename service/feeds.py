@@ -73,7 +73,7 @@ REPLAY_PREROLL_S = 90.0
 
 def start_replay(files: Sequence[str], speed: float) -> Any:
     """Serve ``files`` on a free local port (looping, times shifted to now); return the handle."""
-    from ingestion.replay import start_replay_server
+    from replay import start_replay_server
 
     return start_replay_server(
         list(files), port=0, speed=speed, loop=True, preroll_s=REPLAY_PREROLL_S

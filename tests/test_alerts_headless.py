@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingestion.fakebinance import FakeBinance
-from ingestion.recording import load_recording
+from replay import FakeBinance, load_recording
 from service.alertfile import AlertFileError, parse_config
 from storage import open_reader
 from tests.alert_endpoints import Endpoint

@@ -34,7 +34,7 @@ def _close_service() -> None:
 @pytest.fixture(scope="module")
 def exchange():
     """A real local Binance look-alike (exchangeInfo lists BTCUSDT and ETHUSDT)."""
-    from ingestion.replay import start_replay_server
+    from replay import start_replay_server
 
     server = start_replay_server(port=0, speed=1.0, loop=True)
     try:

@@ -14,9 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ingestion.fakebinance import FakeBinance
-from ingestion.recording import load_recording
-from ingestion.replay import SAMPLE_RECORDING
+from config import SAMPLE_RECORDING
+from replay import FakeBinance, load_recording
 from storage import Writer
 from tests.conftest import streamlit_server
 from tests.test_browser_dashboard import ARGS, CHROMIUM

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from config import resolve_db
-from ingestion.fakebinance import FakeBinance
-from ingestion.recording import load_recording
+from replay import FakeBinance, load_recording
 from service.settings import AppSettings
 from storage import open_reader
 

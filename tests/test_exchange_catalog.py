@@ -93,9 +93,10 @@ def test_a_full_rerun_never_waits_for_a_hanging_exchange(hanging, tmp_path, monk
 
 
 def test_catalog_first_answer_refresh_and_a_failure_keeping_the_last_list(tmp_path):
-    from ingestion.replay import start_replay_server
+    from replay import start_replay_server
+    from replay.faults import Faults
 
-    server = start_replay_server(port=0, speed=1.0, loop=True)
+    server = start_replay_server(port=0, speed=1.0, loop=True, faults=Faults())
     catalog = ExchangeCatalog(
         server.rest_base, fetch_listing, timeout_s=2.0, ttl_s=0.2, retry_s=0.2
     )

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from formats import Limits, ParseError, parse_message, parse_rest_agg_trade, parse_rest_kline
 from formats.numbers import INT64_MAX, loads_bounded
-from ingestion.recording import load_recording
+from replay import load_recording
 from storage.__main__ import main as storage_main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ import pytest
 
 from bench.hostile_files import make_hostile_files, make_idle_file, run_child
 from formats import Limits, ParseError, open_text, validate_recording
-from ingestion.recording import load_recording
+from replay import load_recording
 from storage.__main__ import main as storage_main
 
 #: Peak RSS a refusal may add over the same command importing a small valid file (issue 9).

@@ -7,7 +7,7 @@ streams it over a real local WebSocket to the live client's parser
 
 Collector NDJSON carries no ids: import stores the synthetic ids ``ts_ms * 1000 + n`` and the
 replay, which must count ids up by one like Binance, serves the same prints in the same order
-as ids 1, 2, 3 ... (``ingestion/recording.py``); there the ids agree by rank.
+as ids 1, 2, 3 ... (``replay/recording.py``); there the ids agree by rank.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import pytest
 from websocket import create_connection
 
 from formats import StreamKind, parse_message
-from ingestion.fakebinance import FakeBinance
-from ingestion.recording import load_recording
+from replay import FakeBinance, load_recording
 from storage import Reader
 from storage.__main__ import main as storage_main
 from tests.test_storage_cli import FORMATS, TICK_COLUMNS, iso, write

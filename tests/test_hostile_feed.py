@@ -20,14 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.fakebinance import FakeBinance, Faults
-from ingestion.fakehostile import NESTED_FRAME, hostile_trade
-from ingestion.recording import load_recording
-from ingestion.replay import SAMPLE_RECORDING
+from config import SAMPLE_RECORDING
 from ingestion.spill import restore_spill, spill_path, write_spill
 from ingestion.status import FeedState
 from ingestion.suspect import SuspectIds, Verdict
 from ingestion.writer import TickWriter
+from replay import FakeBinance, load_recording
+from replay.faults import NESTED_FRAME, Faults, hostile_trade
 from storage import IdKind, Reader, Tick, Writer, open_writer
 from tests.conftest import wait_for
 from tests.test_ingestion_feed import (

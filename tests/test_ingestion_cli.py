@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.fakebinance import FakeBinance
-from ingestion.recording import load_recording
-from ingestion.replay import SAMPLE_RECORDING
+from config import SAMPLE_RECORDING
+from replay import FakeBinance, load_recording
 from storage import Reader
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from config import SAMPLE_RECORDING
 from formats.wire import StreamKind, parse_rest_kline
 from ingestion.backoff import instant_backoff
 from ingestion.config import ConfigError, FeedSettings
-from ingestion.fakebinance import FakeBinance, Faults
-from ingestion.recording import load_recording
-from ingestion.replay import SAMPLE_RECORDING
 from ingestion.rest import RestClient
 from ingestion.service import FeedService
 from ingestion.status import FeedState
+from replay import FakeBinance, load_recording
+from replay.faults import Faults
 from storage import Gap, Reader, Tick, UnknownSymbolError, Writer, open_reader, open_writer
 from tests.conftest import wait_for
 

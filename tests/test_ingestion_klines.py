@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from analytics.__main__ import main as analytics_main
-from ingestion.fakebinance import FakeBinance, Faults
+from config import SAMPLE_RECORDING
 from ingestion.klines import KlineFetcher, main, missing_spans, universe_symbols
-from ingestion.recording import load_recording
-from ingestion.replay import SAMPLE_RECORDING
 from ingestion.rest import RestClient
+from replay import FakeBinance, load_recording
+from replay.faults import Faults
 from storage import Reader, StorageError
 from storage.timefmt import parse_iso_ms
 from tests.conftest import STORAGE_REAL_DIR, wait_for

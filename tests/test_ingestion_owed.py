@@ -21,14 +21,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from config import SAMPLE_RECORDING
 from formats.wire import parse_rest_agg_trade
 from ingestion.backoff import instant_backoff
 from ingestion.config import FeedSettings
-from ingestion.fakebinance import FakeBinance, Faults
 from ingestion.owed import RetryShelf
-from ingestion.recording import load_recording
-from ingestion.replay import SAMPLE_RECORDING
 from ingestion.service import FeedService
+from replay import FakeBinance, load_recording
+from replay.faults import Faults
 from storage import Reader, StorageError, UnknownSymbolError, Writer, open_reader, open_writer
 from tests.conftest import wait_for
 from ui.health import health_table

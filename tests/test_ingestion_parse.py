@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from config import SAMPLE_RECORDING
 from formats.wire import (
     ParseError,
     StreamKind,
@@ -22,8 +23,7 @@ from formats.wire import (
     parse_trade,
     unwrap,
 )
-from ingestion.fakebinance import GARBAGE_FRAMES
-from ingestion.replay import SAMPLE_RECORDING
+from replay.faults import GARBAGE_FRAMES
 from storage.records import IdKind, Tick
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"

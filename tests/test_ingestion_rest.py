@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from ingestion.fakebinance import FakeBinance, Faults
-from ingestion.recording import load_recording
-from ingestion.replay import SAMPLE_RECORDING
+from config import SAMPLE_RECORDING
 from ingestion.rest import RestClient, RestError, kline_weight
+from replay import FakeBinance, load_recording
+from replay.faults import Faults
 
 
 @pytest.fixture(scope="module")

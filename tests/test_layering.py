@@ -2,9 +2,11 @@
 
 Where a trade enters (``ingestion``), where it is stored (``storage``), where statistics are
 computed (``analytics``), what runs in the background (``service``) and where pixels are drawn
-(``ui`` and ``app.py``). Read with ``ast`` from the source, so a new import that crosses a layer
-fails here with the file and line. A package's ``__main__.py`` is a command line: it composes the
-layers it needs and is exempt from the downward rule, but never imports Streamlit.
+(``ui`` and ``app.py``); the local Binance look-alike the client is tested against (``replay``)
+stands beside ``ingestion``, which never imports it. Read with ``ast`` from the source, so a
+new import that crosses a layer fails here with the file and line. A package's ``__main__.py``
+is a command line: it composes the layers it needs and is exempt from the downward rule, but
+never imports Streamlit.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ PROJECT = {
     "config",
     "formats",
     "ingestion",
+    "replay",
     "storage",
     "analytics",
     "service",
@@ -36,7 +39,8 @@ ALLOWED = {
     "formats": {"config", "storage"},  # the record types of storage.records only
     "analytics": set(),
     "ingestion": {"config", "formats", "storage"},
-    "service": {"config", "formats", "ingestion", "storage", "analytics"},
+    "replay": {"config", "formats", "storage"},  # the server side: never imported by ingestion
+    "service": {"config", "formats", "ingestion", "replay", "storage", "analytics"},
     "ui": {"config", "formats", "service", "storage", "analytics"},
     "app": {"config", "ui", "service", "storage", "analytics"},
 }
@@ -99,6 +103,7 @@ def test_no_code_edits_sys_path() -> None:
             "config",
             "formats",
             "ingestion",
+            "replay",
             "storage",
             "analytics",
             "service",

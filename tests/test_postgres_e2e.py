@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.replay import start_replay_server
+from replay import start_replay_server
 from storage import StorageError, open_reader
 from tests.conftest import wait_for
 

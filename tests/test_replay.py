@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from websocket import ABNF, WebSocketTimeoutException, create_connection
 
-from ingestion.fakebinance import FakeBinance, Faults
-from ingestion.recording import load_recording
-from ingestion.replay import SAMPLE_RECORDING, start_replay_server
+from config import SAMPLE_RECORDING
+from replay import FakeBinance, load_recording, start_replay_server
+from replay.faults import Faults
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -353,7 +353,7 @@ def test_replay_cli_serves_until_sigterm(tmp_path):
         [
             sys.executable,
             "-m",
-            "ingestion.replay",
+            "replay",
             "--port",
             "0",
             "--speed",
@@ -384,7 +384,7 @@ def test_replay_cli_serves_until_sigterm(tmp_path):
 
 def test_replay_cli_rejects_a_missing_file(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "ingestion.replay", "--port", "0", str(tmp_path / "nope.gz")],
+        [sys.executable, "-m", "replay", "--port", "0", str(tmp_path / "nope.gz")],
         cwd=ROOT,
         capture_output=True,
         text=True,

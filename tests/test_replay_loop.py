@@ -14,9 +14,8 @@ from decimal import Decimal
 import pytest
 from websocket import create_connection
 
-from ingestion.fakebinance import FakeBinance
-from ingestion.recording import load_recording
-from ingestion.replay import SAMPLE_RECORDING
+from config import SAMPLE_RECORDING
+from replay import FakeBinance, load_recording
 
 
 @pytest.fixture(scope="module")

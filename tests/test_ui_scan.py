@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ingestion.fakebinance import FakeBinance
-from ingestion.recording import load_recording
-from ingestion.replay import SAMPLE_RECORDING
+from config import SAMPLE_RECORDING
+from replay import FakeBinance, load_recording
 from service import registry
 from service.scan import ScanJob, last_scan_path
 from service.universe import ScanRequest

@@ -173,7 +173,7 @@ def test_bad_bounds_are_refused():
 @pytest.fixture
 def two_minutes(tmp_path, storage_hft_trades, monkeypatch) -> Iterator[dict]:
     """A database with the first 120 s of the real captures; the page's env points at it."""
-    from ingestion.replay import start_replay_server
+    from replay import start_replay_server
 
     db = tmp_path / "viewers.db"
     last = {}
@@ -353,7 +353,7 @@ def test_newest_bar_stamp_moves_with_every_trade_on_both_engines(engine, tmp_pat
 def test_a_view_opened_before_any_data_shows_the_charts_once_data_arrives(
     tmp_path, storage_hft_trades, monkeypatch
 ):
-    from ingestion.replay import start_replay_server
+    from replay import start_replay_server
     from tests.test_app import charts, texts
 
     db = tmp_path / "empty.db"

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from config import SAMPLE_RECORDING
-from ingestion.fakebinance import FakeBinance
-from ingestion.recording import load_recording
+from replay import FakeBinance, load_recording
+from replay.faults import Faults
 from service.desk import DashboardService
 from service.settings import AppSettings
 from service.watch import PairBoard, PairKey
@@ -41,7 +41,7 @@ def exchange() -> Iterator[FakeBinance]:
     assert set(recording.symbols) == {
         "BTCUSDT", "ETHUSDT", "SUSHIUSDT", "AKROUSDT", "KEEPUSDT", "CTKUSDT",
     }  # fmt: skip
-    with FakeBinance(recording, rate=5.0, loop=True) as server:
+    with FakeBinance(recording, rate=5.0, loop=True, faults=Faults()) as server:
         yield server
 
 

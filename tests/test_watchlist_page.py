@@ -36,7 +36,7 @@ HOOK_SECRET = "T0SECRET/B0SECRET/abcdefSECRETpath"
 
 @pytest.fixture(scope="module")
 def exchange():
-    from ingestion.replay import start_replay_server
+    from replay import start_replay_server
 
     server = start_replay_server(port=0, speed=1.0, loop=True)
     try:

@@ -1,4 +1,4 @@
-"""Load recorded Binance trades for replay, through the one reader of :mod:`formats`.
+"""Load recorded Binance trades for the replay server, through the one reader of ``formats``.
 
 Every format ``storage import`` reads is accepted, with the same rules (``docs/formats.md``):
 captures, cryptofeed files, WebSocket JSON lines, collector NDJSON and Binance's trades and
