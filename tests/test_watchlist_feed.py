@@ -192,3 +192,37 @@ def test_a_watched_symbol_delisted_while_the_process_was_down_does_not_stop_the_
         assert "delisted" in svc.status().symbol_notes["KEEPUSDT"] and not svc.feed_error
     finally:
         svc.close()
+
+
+def test_the_collector_follows_pairs_added_and_removed_in_the_database(tmp_path, exchange):
+    """``python -m ingestion --alerts``: pairs added later are collected, and what it added
+    for them stops when they are removed; the file's own legs stay."""
+    from ingestion.__main__ import _Alerts
+    from ingestion.config import FeedSettings
+    from ingestion.service import FeedService
+
+    toml = tmp_path / "alerts.toml"
+    toml.write_text('[[pairs]]\nx = "BTCUSDT"\ny = "ETHUSDT"\n')
+    alerts = _Alerts(str(toml))
+    db = str(tmp_path / "collector.db")
+    alerts.open(db)
+    settings = FeedSettings(
+        ws_base=exchange.ws_base, rest_base=exchange.rest_base, history_trades_s=5.0,
+        history_klines_s=0.0,
+    )  # fmt: skip
+    service = FeedService(alerts.writer, alerts.symbols, settings).start()
+    try:
+        pid = alerts.writer.watch_pair("SUSHIUSDT", "CTKUSDT", "1s", 10, "ols")
+        alerts.follow_watchlist(service)
+        assert service.symbols == ["BTCUSDT", "ETHUSDT", "SUSHIUSDT", "CTKUSDT"]
+        with Reader(db) as r:
+            wait_for(lambda: "CTKUSDT" in r.symbols(), 30, "CTKUSDT stored")
+        assert alerts.writer.unwatch_pair(pid)
+        alerts.follow_watchlist(service)
+        assert service.symbols == ["BTCUSDT", "ETHUSDT"]
+        alerts.writer.unwatch_pair(1)  # the file's pair: its legs were asked for, they stay
+        alerts.follow_watchlist(service)
+        assert service.symbols == ["BTCUSDT", "ETHUSDT"]
+    finally:
+        service.stop()
+        alerts.close()
