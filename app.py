@@ -15,6 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from service.compute import PairParams
 from service.desk import DashboardService, Source, acquire_service
 from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError
 from ui.alerts import render_alerts
@@ -24,7 +25,7 @@ from ui.guard import db_label, fragment_slot, inject_css, md_escape, panel
 from ui.health import render_health
 from ui.live import render_live, render_stationarity, show_new_alerts
 from ui.multi import render_multi
-from ui.sidebar import render_sidebar
+from ui.sidebar import Controls, render_sidebar
 from ui.state import page_views
 from ui.watchlist import render_watchlist
 
@@ -138,46 +139,35 @@ def main() -> None:
     with fragment_slot("status"):
         live_strip()
 
-    # Always drawn (empty while all is well), so the page keeps one shape.
+    _page_notes(controls)
+    _render_tabs(service, controls)
+
+
+def _page_notes(controls: Controls) -> None:
+    """URL fixes and the pair's problems. Always drawn (empty while all is well), so the page
+    keeps one shape."""
     notes = st.container(key="page_notes")
     for note in controls.notes:
         notes.warning(md_escape(note), icon=":material/link:")
-    if params is None:
+    if controls.params is None:
         notes.error(
             "Fix the pair in the sidebar to see the analytics: "
             + md_escape(" ".join(controls.problems))
         )
+
+
+def _render_tabs(service: DashboardService, controls: Controls) -> None:
+    """Each tab is drawn only while it is open (lazy tabs), inside its error boundary."""
+    params = controls.params
     tabs = st.tabs(TABS, key="view", bind="query-params")
     live, watch, alerts, bt, multi, scan, health, exp = tabs
     if live.open:
         with live:
             if params is not None:
-
-                @st.fragment(run_every=controls.refresh_s)
-                def live_panel() -> None:
-                    with panel("Live panel"):
-                        render_live(service, params, controls.price_mode)
-
-                with fragment_slot("live"):
-                    live_panel()
-
-                @st.fragment
-                def stationarity_panel() -> None:
-                    with panel("Stationarity"):
-                        render_stationarity(service, params)
-
-                with fragment_slot("stationarity"):
-                    stationarity_panel()
+                _live_tab(service, params, controls)
     if watch.open:
         with watch:
-
-            @st.fragment(run_every=max(1.0, controls.refresh_s))
-            def watchlist_panel() -> None:
-                with panel("Watchlist"):
-                    render_watchlist(service, params, params.z if params else 2.0)
-
-            with fragment_slot("watchlist"):
-                watchlist_panel()
+            _watchlist_tab(service, controls)
     if alerts.open:
         with alerts, panel("Alerts"):
             render_alerts(service, params)
@@ -195,18 +185,51 @@ def main() -> None:
             render_scan(service)
     if health.open:
         with health:
-
-            @st.fragment(run_every=max(2.0, controls.refresh_s))
-            def health_panel() -> None:
-                with panel("Feed health"):
-                    render_health(service)
-
-            with fragment_slot("health"):
-                health_panel()
+            _health_tab(service, controls)
     if exp.open:
         with exp, panel("Exports"):
             if params is not None:
                 render_exports(service, params)
+
+
+def _live_tab(service: DashboardService, params: PairParams, controls: Controls) -> None:
+    @st.fragment(run_every=controls.refresh_s)
+    def live_panel() -> None:
+        with panel("Live panel"):
+            render_live(service, params, controls.price_mode)
+
+    with fragment_slot("live"):
+        live_panel()
+
+    @st.fragment
+    def stationarity_panel() -> None:
+        with panel("Stationarity"):
+            render_stationarity(service, params)
+
+    with fragment_slot("stationarity"):
+        stationarity_panel()
+
+
+def _watchlist_tab(service: DashboardService, controls: Controls) -> None:
+    params = controls.params
+
+    @st.fragment(run_every=max(1.0, controls.refresh_s))
+    def watchlist_panel() -> None:
+        with panel("Watchlist"):
+            render_watchlist(service, params, params.z if params else 2.0)
+
+    with fragment_slot("watchlist"):
+        watchlist_panel()
+
+
+def _health_tab(service: DashboardService, controls: Controls) -> None:
+    @st.fragment(run_every=max(2.0, controls.refresh_s))
+    def health_panel() -> None:
+        with panel("Feed health"):
+            render_health(service)
+
+    with fragment_slot("health"):
+        health_panel()
 
 
 main()

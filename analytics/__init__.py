@@ -15,7 +15,13 @@ from analytics.hedge import (
     rolling_ols,
 )
 from analytics.kalman import KalmanHedge, kalman_hedge
-from analytics.multi import CorrelationMatrix, PairScan, correlation_matrix, scan_pairs
+from analytics.multi import (
+    CorrelationMatrix,
+    PairScan,
+    align_closes,
+    correlation_matrix,
+    scan_pairs,
+)
 from analytics.pairs import (
     DEFAULT_ROBUST_FIT_LAST,
     METHODS,
@@ -55,6 +61,7 @@ __all__ = [
     "Trade",
     "Warmup",
     "adf_test",
+    "align_closes",
     "backtest",
     "compute_pair",
     "compute_pair_frame",

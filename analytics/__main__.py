@@ -29,8 +29,8 @@ from typing import Any, NoReturn
 import numpy as np
 import pandas as pd
 
-from analytics.backtest import backtest
-from analytics.multi import correlation_matrix, scan_pairs
+from analytics.backtest import BacktestResult, backtest
+from analytics.multi import align_closes, correlation_matrix, scan_pairs
 from analytics.pairs import METHODS, PairAnalytics, compute_pair_frame
 from analytics.stationarity import stationarity
 from config import DB_FLAG_HELP, resolve_db
@@ -56,14 +56,15 @@ def _iso_ms(text: str) -> int:
 
 
 def _ms_iso(ms: int) -> str:
-    from storage.timefmt import ms_to_iso
+    from storage.timefmt import iso_from_ms
 
-    return str(ms_to_iso([ms])[0])
+    return iso_from_ms(ms)
 
 
-def _times_iso(ms: np.ndarray) -> list[str]:
-    t = pd.to_datetime(np.asarray(ms, dtype="int64"), unit="ms", utc=True)
-    return [s + "Z" for s in t.strftime("%Y-%m-%dT%H:%M:%S")]
+def _times_iso(ms: np.ndarray) -> np.ndarray:
+    from storage.timefmt import iso_seconds  # bar open times: whole seconds
+
+    return iso_seconds(ms)
 
 
 def _num(v: Any) -> Any:
@@ -214,7 +215,7 @@ def _summary(argv: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _backtest(argv: Sequence[str]) -> dict[str, Any]:
+def _backtest_parser() -> _Parser:
     p = _Parser(
         prog="python -m analytics backtest",
         description="Backtest the z-score mean-reversion rule; JSON summary.",
@@ -236,7 +237,11 @@ def _backtest(argv: Sequence[str]) -> dict[str, Any]:
         default=None,
         help="skip entries when a leg had fewer trades on the signal bar",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def _backtest(argv: Sequence[str]) -> dict[str, Any]:
+    args = _backtest_parser().parse_args(argv)
     from storage import timeframe_s
 
     frame = _load_pair(args)
@@ -259,25 +264,24 @@ def _backtest(argv: Sequence[str]) -> dict[str, Any]:
         bar_seconds=timeframe_s(args.tf),
     )
     ms = frame["open_time_ms"].to_numpy()
+    if args.out:
+        curve = res.equity_frame(
+            _times_iso(ms), frame["x"], frame["y"], pa.frame["beta"], pa.frame["zscore"]
+        )
+        _write_csv(curve, args.out)
+    return _backtest_summary(args, pa, res, ms)
+
+
+def _backtest_summary(
+    args: argparse.Namespace, pa: PairAnalytics, res: BacktestResult, ms: np.ndarray
+) -> dict[str, Any]:
+    """The JSON summary: the run's settings, the result's figures, every trade with times."""
     trades = []
     for t in res.trades:
         d = asdict(t)
         d["entry_time"] = _ms_iso(int(ms[t.entry_bar]))
         d["exit_time"] = None if t.exit_bar is None else _ms_iso(int(ms[t.exit_bar]))
         trades.append(d)
-    if args.out:
-        table = pd.DataFrame(
-            {
-                "time": _times_iso(ms),
-                "x": frame["x"].to_numpy(),
-                "y": frame["y"].to_numpy(),
-                "beta": pa.frame["beta"].to_numpy(),
-                "zscore": pa.frame["zscore"].to_numpy(),
-                "position": res.position,
-                "equity": res.equity,
-            }
-        )
-        _write_csv(table, args.out)
     return {
         "x": args.x.upper(),
         "y": args.y.upper(),
@@ -334,17 +338,8 @@ def _scan(argv: Sequence[str]) -> dict[str, Any]:
             if bars.empty:
                 raise ValueError(f"no {args.tf} bars for {s} in the selected range")
             closes[s] = pd.Series(bars["close"].to_numpy(), index=bars["open_time_ms"].to_numpy())
-    # One regular grid from the first bar where every symbol has traded; a symbol without a
-    # trade in a bar carries its previous close (storage's pair-frame convention).
-    first = max(int(c.index[0]) for c in closes.values())
-    last = max(int(c.index[-1]) for c in closes.values())
-    grid = np.arange(first, last + step, step, dtype=np.int64)
-    table = pd.DataFrame(
-        {
-            s: c.reindex(c.index.union(grid)).ffill().reindex(grid).to_numpy()
-            for s, c in closes.items()
-        }
-    )
+    table = align_closes(closes, step)
+    first, last = int(table.index[0]), int(table.index[-1])
     res = scan_pairs(table, args.window, both_orders=args.both_orders)
     corr = correlation_matrix(table)
     if args.out:

@@ -11,6 +11,9 @@ import pandas as pd
 from analytics._validate import as_series, check_finite, pair_arrays, readonly
 from analytics.prices import SECONDS_PER_YEAR
 
+#: Columns of an exported equity curve (:meth:`BacktestResult.equity_frame`).
+EQUITY_COLUMNS = ("time", "x", "y", "beta", "zscore", "position", "equity")
+
 
 @dataclass(frozen=True, slots=True)
 class Trade:
@@ -109,6 +112,17 @@ class BacktestResult:
         """The trades as a DataFrame, one row per trade (columns = :class:`Trade` fields)."""
         cols = list(Trade.__dataclass_fields__)
         return pd.DataFrame([asdict(t) for t in self.trades], columns=cols)
+
+    def equity_frame(
+        self, time: object, x: object, y: object, beta: object, zscore: object
+    ) -> pd.DataFrame:
+        """The equity curve as exported (the page's CSV, ``python -m analytics backtest
+        --out``): one row per bar, columns :data:`EQUITY_COLUMNS`; the inputs are the bars'
+        labels and the series the backtest ran on, each as long as :attr:`equity`."""
+        columns = (time, x, y, beta, zscore, self.position, self.equity)
+        return pd.DataFrame(
+            {name: np.asarray(v) for name, v in zip(EQUITY_COLUMNS, columns, strict=True)}
+        )
 
 
 def _optional(name: str, values: object | None, n: int) -> np.ndarray | None:

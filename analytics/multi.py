@@ -40,6 +40,40 @@ def _price_table(prices: pd.DataFrame | Mapping[str, object], min_symbols: int) 
     return pd.DataFrame(arrays)
 
 
+def align_closes(
+    closes: Mapping[str, pd.Series], step_ms: int, *, last: int | None = None
+) -> pd.DataFrame:
+    """Several symbols' closes on one regular grid of ``step_ms`` bars (the pair-frame rule).
+
+    ``closes`` maps each symbol to its bars' closes indexed by open time in ms, oldest first
+    (bars with trades only). The grid starts at the first bar where every symbol has traded
+    and ends at the last bar of any; a symbol without a trade in a grid bar carries its
+    previous close forward. ``last`` keeps only the grid's last bars. Returns one column per
+    symbol, indexed by the grid's open times in ms.
+    """
+    if not closes:
+        raise ValueError("align_closes needs at least one symbol")
+    if step_ms <= 0:
+        raise ValueError(f"step_ms must be positive, got {step_ms}")
+    if last is not None and last < 1:
+        raise ValueError(f"last must be at least 1, got {last}")
+    empty = [s for s, c in closes.items() if c.empty]
+    if empty:
+        raise ValueError(f"no bars for {', '.join(empty)}")
+    first = max(int(c.index[0]) for c in closes.values())
+    end = max(int(c.index[-1]) for c in closes.values())
+    grid = np.arange(first, end + step_ms, step_ms, dtype=np.int64)
+    if last is not None:
+        grid = grid[-last:]
+    return pd.DataFrame(
+        {
+            s: c.reindex(c.index.union(grid)).ffill().reindex(grid).to_numpy()
+            for s, c in closes.items()
+        },
+        index=pd.Index(grid, name="open_time_ms"),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class CorrelationMatrix:
     """Pearson correlations of log returns between symbols.

@@ -112,55 +112,72 @@ def accuracy(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return ours, naive
 
 
+class _Table:
+    """The report's rows: ours best (median) in ms, the naive loop, the speed-up, the target."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str, str]] = []
+
+    def row(self, name: str, ours: tuple[float, float], naive: float | None, target: str) -> None:
+        ratio = f"{naive / ours[0]:,.0f}×" if naive else "—"
+        nv = f"{naive * 1e3:,.0f}" if naive else "—"
+        self.rows.append((name, f"{ours[0] * 1e3:,.1f} ({ours[1] * 1e3:,.1f})", nv, ratio, target))
+        print(f"  {name}: {ours[0] * 1e3:.1f} ms", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7, help="timing repeats (best is reported)")
     ap.add_argument("--full-naive", action="store_true", help="run the whole naive 50k loop")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    rows: list[tuple[str, str, str, str, str]] = []
-
-    def row(name: str, ours: tuple[float, float], naive: float | None, target: str) -> None:
-        ratio = f"{naive / ours[0]:,.0f}×" if naive else "—"
-        nv = f"{naive * 1e3:,.0f}" if naive else "—"
-        rows.append((name, f"{ours[0] * 1e3:,.1f} ({ours[1] * 1e3:,.1f})", nv, ratio, target))
-        print(f"  {name}: {ours[0] * 1e3:.1f} ms", file=sys.stderr, flush=True)
-
+    table = _Table()
     x2, y2 = btc_like(2000)
-    ours = timed(lambda: refresh(x2, y2), args.repeat)
-    naive = timed(lambda: naive_refresh(x2, y2, range(WINDOW - 1, 2000)), 1)[0]
-    row("refresh: OLS+spread+z+corr, 2,000 bars", ours, naive, "≤ 20 ms and ≥ 50×")
-
     x50, y50 = btc_like(50_000)
-    ours = timed(lambda: refresh(x50, y50), max(2, args.repeat // 2))
-    if args.full_naive:
+    _bench_refresh(table, x2, y2, x50, y50, args.repeat, args.full_naive)
+    _bench_methods(table, x2, y2, args.repeat)
+    _bench_stationarity(table, args.repeat)
+    ours_err, naive_err = accuracy(x50[:10_000], y50[:10_000])
+    _print_report(table, ours_err, naive_err)
+
+
+def _bench_refresh(table: _Table, x2, y2, x50, y50, repeat: int, full_naive: bool) -> None:
+    ours = timed(lambda: refresh(x2, y2), repeat)
+    naive = timed(lambda: naive_refresh(x2, y2, range(WINDOW - 1, 2000)), 1)[0]
+    table.row("refresh: OLS+spread+z+corr, 2,000 bars", ours, naive, "≤ 20 ms and ≥ 50×")
+    ours = timed(lambda: refresh(x50, y50), max(2, repeat // 2))
+    if full_naive:
         naive = timed(lambda: naive_refresh(x50, y50, range(WINDOW - 1, 50_000)), 1)[0]
         label = "refresh, 50,000 bars"
     else:
         sample = range(50_000 - 5000, 50_000)
         naive = timed(lambda: naive_refresh(x50, y50, sample), 1)[0] * (50_000 - WINDOW + 1) / 5000
         label = "refresh, 50,000 bars (naive scaled from 5,000 windows)"
-    row(label, ours, naive, "—")
+    table.row(label, ours, naive, "—")
 
+
+def _bench_methods(table: _Table, x2, y2, repeat: int) -> None:
     for method in ("ols", "kalman", "huber", "theilsen"):
-        ours = timed(lambda m=method: compute_pair(x2, y2, WINDOW, method=m), args.repeat)
+        ours = timed(lambda m=method: compute_pair(x2, y2, WINDOW, method=m), repeat)
         naive = None
         if method == "huber":
             naive = timed(lambda: naive_huber(x2, y2, range(1800, 2000)), 1)[0]
         elif method == "theilsen":
             naive = timed(lambda: naive_theilsen(x2, y2, range(1800, 2000)), 1)[0]
         extra = " (last 200 bars fitted)" if naive else ""
-        row(f"compute_pair method={method}, 2,000 bars{extra}", ours, naive, "≤ 100 ms")
+        table.row(f"compute_pair method={method}, 2,000 bars{extra}", ours, naive, "≤ 100 ms")
     for method, fn in (("huber", naive_huber), ("theilsen", naive_theilsen)):
         ours = timed(lambda m=method: compute_pair(x2, y2, WINDOW, method=m, fit_last=None), 2)
         naive = timed(lambda f=fn: f(x2, y2, range(WINDOW - 1, 2000, 10)), 1)[0] * 10
-        row(
+        table.row(
             f"compute_pair method={method}, all 1,501 windows (naive scaled from 1/10)",
             ours,
             naive,
             "—",
         )
 
+
+def _bench_stationarity(table: _Table, repeat: int) -> None:
     x5, y5 = btc_like(5000)
 
     def ours_stat() -> None:
@@ -172,17 +189,17 @@ def main() -> None:
         adfuller(resid, regression="c", autolag="AIC")
         coint(x5, y5)
 
-    row(
+    table.row(
         "ADF + Engle–Granger + half-life + Hurst, 5,000 bars",
-        timed(ours_stat, args.repeat),
+        timed(ours_stat, repeat),
         timed(naive_stat, 3)[0],
         "≤ 250 ms",
     )
     stationarity(x5, y5)
-    row("same, cached (no new bar)", timed(lambda: stationarity(x5, y5), args.repeat), None, "—")
+    table.row("same, cached (no new bar)", timed(lambda: stationarity(x5, y5), repeat), None, "—")
 
-    ours_err, naive_err = accuracy(x50[:10_000], y50[:10_000])
 
+def _print_report(table: _Table, ours_err: float, naive_err: float) -> None:
     print(
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, numpy {np.__version__}; OPENBLAS_NUM_THREADS="
@@ -192,7 +209,7 @@ def main() -> None:
     print()
     print("| computation | ours, ms best (median) | naive loop, ms | speed-up | target |")
     print("|---|---|---|---|---|")
-    for r in rows:
+    for r in table.rows:
         print("| " + " | ".join(r) + " |")
     print()
     print(

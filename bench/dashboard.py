@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from storage import IdKind, Tick, Writer
+from storage import IdKind, Tick, Writer, open_writer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng(7)
         state = {s: p for s, p in SYMBOLS.items()} | {f"{s}_id": 1 for s in SYMBOLS}
         results: dict = {"window": args.window, "bars_shown": args.bars, "repeat": args.repeat}
-        writer = Writer(db)
+        writer = open_writer(db)
         t = time.perf_counter()
         write_history(writer, 0, HOUR_S, rng, state)
         results["build_1h_s"] = time.perf_counter() - t

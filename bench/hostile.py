@@ -39,7 +39,7 @@ from ingestion.service import FeedService
 from ingestion.status import FeedState
 from replay import FakeBinance, load_recording
 from replay.faults import NESTED_FRAME, Faults, hostile_trade
-from storage import Reader, Writer
+from storage import open_reader, open_writer
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 
@@ -74,7 +74,7 @@ def settings_for(server: FakeBinance) -> FeedSettings:
 
 
 def stored(db: Path, symbol: str) -> set[int]:
-    with Reader(db) as reader:
+    with open_reader(db) as reader:
         try:
             return set(reader.ticks(symbol)["trade_id"].tolist())
         except Exception:  # no ticks yet
@@ -128,7 +128,7 @@ def run_case(
         faults=faults,
         max_incoming_per_s=max_incoming_per_s,
     ) as server:
-        storage = Writer(db)
+        storage = open_writer(db)
         service = FeedService(
             storage, SYMBOLS, settings_for(server), backoff_factory=instant_backoff
         ).start()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from storage import Writer
+from storage import Writer, open_writer
 
 T0_MS = 1_735_689_600_000
 
@@ -57,7 +57,7 @@ def main() -> None:
     p.add_argument("--new", type=int, default=20_000, help="ids stored since the last check")
     p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, Writer(Path(tmp) / "bench.db") as w:
+    with tempfile.TemporaryDirectory() as tmp, open_writer(Path(tmp) / "bench.db") as w:
         ids = np.arange(1, args.ticks + 1, dtype=np.int64)
         holed = np.delete(ids, [10, 11, args.ticks // 2, args.ticks - args.new - 5])
         _fill(w, "HOLED", holed)

@@ -40,7 +40,7 @@ from statsmodels.tsa.stattools import adfuller, coint
 
 from analytics.multi import scan_pairs
 from analytics.scan import DEFAULT_LAGS, scan_universe
-from storage import Reader, Writer
+from storage import open_reader, open_writer
 from storage.universe import read_universe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def build_db(path: Path, prices: pd.DataFrame) -> float:
     n = len(prices)
     ot = T0_MS + STEP_5M * np.arange(n, dtype=np.int64)
     rng = np.random.default_rng(3)
-    with Writer(path) as w:
+    with open_writer(path) as w:
         for sym in prices.columns:
             c = prices[sym].to_numpy()
             vol = rng.uniform(10.0, 1000.0, n)
@@ -183,7 +183,7 @@ def read_growth(db: Path, symbols: list[str]) -> list[str]:
         if n_sym > len(symbols):
             continue
         t0, c0 = time.perf_counter(), time.process_time()
-        with Reader(db) as r:
+        with open_reader(db) as r:
             read_universe(r, "5m", symbols[:n_sym])
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         lines.append(f"| {n_sym} | {wall:.2f} | {cpu:.2f} |")

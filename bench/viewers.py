@@ -398,7 +398,7 @@ def inprocess(sessions: int, rounds: int) -> dict:
     from service import registry
     from service.desk import acquire_service
     from service.settings import AppSettings
-    from storage import IdKind, Tick, Writer
+    from storage import IdKind, Tick, open_writer
 
     out: dict = {"sessions": sessions, "rounds": rounds}
     with tempfile.TemporaryDirectory(prefix="bench-viewers-inproc-") as tmp:
@@ -417,7 +417,7 @@ def inprocess(sessions: int, rounds: int) -> dict:
         )
         os.environ.pop("DATABASE_URL", None)
         state = dict(SYMBOLS) | {f"{s}_id": 1 for s in SYMBOLS}
-        with Writer(db) as w:
+        with open_writer(db) as w:
             write_history(w, 0, 900, np.random.default_rng(7), state)
         now_s = 900
         for mode, (env, flags) in MODES.items():

@@ -33,7 +33,7 @@ from service.alerts import AlertMonitor
 from service.compute import PairParams, compute_pair
 from service.watch import PairBoard, keys_from_watchlist
 from service.watchlist import watch_rows
-from storage import IdKind, Reader, Writer
+from storage import IdKind, Reader, Writer, open_reader, open_writer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ class Case:
     def enable(self, n_pairs: int) -> None:
         for k in ALL_KEYS:
             self.w.watch_pair(k.x, k.y, k.tf, k.window, k.method)
-        with Reader(self.db) as r:
+        with open_reader(self.db) as r:
             wl, rules = r.watchlist(), r.alert_rules()
         for pid in wl["pair_id"].tolist()[n_pairs:]:
             self.w.unwatch_pair(pid)
@@ -103,7 +103,7 @@ class Case:
             self.w.set_alert_rule_enabled(rid, i < n_pairs)
         self.board = PairBoard()  # as the dashboard's PageViews.board: monitor and tab share it
         self.monitor = AlertMonitor(self.w, self.db, board=self.board)
-        self.reader = Reader(self.db)
+        self.reader = open_reader(self.db)
         self.monitor.run_once(self.reader)  # warm: baselines set, snapshots fresh
         self.keys = keys_from_watchlist(self.reader.watchlist())
         self.n_pairs = n_pairs
@@ -138,7 +138,7 @@ ALL_KEYS: list = []
 def build(db: str, hours: int, rng: np.random.Generator) -> Case:
     from service.watch import PairKey
 
-    w = Writer(db)
+    w = open_writer(db)
     pairs = list(itertools.combinations(symbols(), 2))[: max(PAIR_COUNTS)]
     for x, y in pairs:
         key = PairKey(x, y, "1s", WINDOW, "ols")

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 from config import DB_FLAG_HELP, resolve_db
 from formats.wire import StreamKind
@@ -90,6 +91,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """A started collector: its feeds, the optional ``--alerts`` part and what it collects."""
+
+    service: FeedService
+    alerts: _Alerts | None
+    symbols: list[str]
+    db: str
+    settings: FeedSettings
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     done = threading.Event()
@@ -107,6 +119,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        run = _start(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(
+        f"collecting {', '.join(run.symbols)} ({run.settings.stream.value}) into {run.db} "
+        f"from {run.settings.ws_base}",
+        flush=True,
+    )
+    _report_until_done(run, done, args.duration)
+    why = f"signal {received[0]}" if received else "duration reached"
+    print(f"stopping ({why}) ...", flush=True)
+    return _stop(run)
+
+
+def _start(args: argparse.Namespace) -> _Run:
+    """Check the flags, open the ``--alerts`` part and start the feeds (ConfigError if bad)."""
     alerts = None
     try:
         symbols = normalize_symbols(args.symbols) if args.symbols.strip() else []
@@ -118,47 +148,54 @@ def main(argv: list[str] | None = None) -> int:
         db = resolve_db(args.db)  # the one rule: --db, $DATABASE_URL, $DB_PATH, data.db
         if args.duration is not None and args.duration <= 0:
             raise ConfigError("--duration must be > 0 seconds")
-        overrides = {
-            "ws_base": args.ws_base,
-            "rest_base": args.rest_base,
-            "stream": args.stream,
-            "status_interval_s": args.status_interval,
-            "history_klines_s": args.history_klines,
-        }
-        if args.history is not None:
-            overrides["history_trades_s"] = args.history
-        settings = FeedSettings.from_env(**overrides)
+        settings = FeedSettings.from_env(**_overrides(args))
         if alerts is not None:
             alerts.open(db)
         service = FeedService(db if alerts is None else alerts.writer, symbols, settings)
         service.start()
         if alerts is not None:
             alerts.start()
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError):
         if alerts is not None:
             alerts.close()
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    print(
-        f"collecting {', '.join(symbols)} ({settings.stream.value}) into {db} "
-        f"from {settings.ws_base}",
-        flush=True,
-    )
-    deadline = None if args.duration is None else time.monotonic() + args.duration
-    interval = settings.status_interval_s
+        raise
+    return _Run(service, alerts, symbols, db, settings)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The feed settings the flags set (None: the environment's or the default)."""
+    overrides: dict[str, object] = {
+        "ws_base": args.ws_base,
+        "rest_base": args.rest_base,
+        "stream": args.stream,
+        "status_interval_s": args.status_interval,
+        "history_klines_s": args.history_klines,
+    }
+    if args.history is not None:
+        overrides["history_trades_s"] = args.history
+    return overrides
+
+
+def _report_until_done(run: _Run, done: threading.Event, duration_s: float | None) -> None:
+    """Print status lines every ``status_interval_s`` until a signal or ``duration_s``."""
+    deadline = None if duration_s is None else time.monotonic() + duration_s
+    interval = run.settings.status_interval_s
     while True:
         wait_s = interval if deadline is None else min(interval, deadline - time.monotonic())
         if done.wait(max(0.0, wait_s)):
             break
-        for status in service.status().values():
+        for status in run.service.status().values():
             print(status.line(), flush=True)
-        if alerts is not None:
-            alerts.follow_watchlist(service)
-            print(alerts.status_line(), flush=True)
+        if run.alerts is not None:
+            run.alerts.follow_watchlist(run.service)
+            print(run.alerts.status_line(), flush=True)
         if deadline is not None and time.monotonic() >= deadline:
             break
-    why = f"signal {received[0]}" if received else "duration reached"
-    print(f"stopping ({why}) ...", flush=True)
+
+
+def _stop(run: _Run) -> int:
+    """Stop the feeds (draining the writer queue), say what was stored and what is owed."""
+    service, alerts = run.service, run.alerts
     clean = service.stop(timeout_s=30.0)
     if alerts is not None:
         print(alerts.status_line(), flush=True)

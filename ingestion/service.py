@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ingestion.backoff import BackoffFactory, ConnectLimiter, backoff
+from ingestion.clock import SYSTEM_CLOCK, Clock
 from ingestion.config import ConfigError, FeedSettings, normalize_symbols
 from ingestion.feed import SymbolFeed
 from ingestion.owed import check_stored_ids
@@ -70,6 +71,7 @@ class FeedService:
     collector_id : name under which status is saved in storage (default ``host:pid``).
     on_commit : called in the writer thread after every commit with the ticks and the
         wall-clock time (s); for monitoring and the latency benchmark. Keep it quick.
+    clock : the feeds' clocks (``ingestion.clock``); tests move it instead of waiting.
 
     ``start()`` raises ``ConfigError`` with a one-line reason for unknown or delisted
     symbols, an unreachable REST endpoint or a database that already has a writer.
@@ -85,9 +87,11 @@ class FeedService:
         collector_id: str | None = None,
         on_commit: Callable[[list[Tick], float], None] | None = None,
         repair_backoff: BackoffFactory | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings or FeedSettings()
         self._repair_backoff = repair_backoff
+        self._clock = clock
         self._db = db
         self._symbols = list(
             normalize_symbols(symbols if isinstance(symbols, str) else list(symbols))
@@ -372,6 +376,7 @@ class FeedService:
             retry_gaps=retry_gaps,
             retry_gap_times=retry_gap_times,
             repair_backoff=self._repair_backoff,
+            clock=self._clock,
         )
 
     def _symbol_failed(self, symbol: str, exc: Exception) -> None:

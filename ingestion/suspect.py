@@ -12,11 +12,16 @@ rejected (reason ``suspect_id``) with every held id at or past it, and the genui
 trades held meanwhile go on. Until the verdict the connection keeps reading: frames
 with ordinary ids are accepted as usual, far-ahead ones wait (at most ``held_max``;
 more are dropped and, if genuine, come back as a gap REST repairs).
+
+With no resume point (an empty database, no start-up history), the first id is judged
+by the gap tracker (``ingestion.gaps``) against the next live id or REST's newest id; one
+far ahead of them becomes a suspect here like any other.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,10 +82,18 @@ class SuspectIds:
     jump : an id more than this past the last id is a suspect.
     held_max : most frames held while REST is asked.
     retry_s : after REST failed to answer, ask again this much later, in seconds.
+    clock : monotonic seconds (injectable).
     """
 
-    def __init__(self, jump: int, held_max: int = 10_000, retry_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        jump: int,
+        held_max: int = 10_000,
+        retry_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.jump = jump
+        self._clock = clock
         self.held_max = held_max
         self.retry_s = retry_s
         self.trusted_id = -1  # ids up to this one are known to exist (REST said so)
@@ -112,7 +125,7 @@ class SuspectIds:
 
     def due(self, now: float | None = None) -> Tick | None:
         """The held tick to ask REST about again after a failed answer, once it is time."""
-        now = time.monotonic() if now is None else now
+        now = self._clock() if now is None else now
         if self._retry_at is None or now < self._retry_at or not self.held:
             return None
         self._retry_at = None
@@ -124,7 +137,7 @@ class SuspectIds:
         checks again in arrival order (later far-ahead ids may be held again)."""
         self.asking = None
         if verdict.genuine is None:
-            self._retry_at = time.monotonic() + self.retry_s
+            self._retry_at = self._clock() + self.retry_s
             return [], []
         held, self.held = self.held, []
         if verdict.genuine:

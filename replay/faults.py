@@ -122,7 +122,7 @@ class Faults:
     hostile: list[str | None] = field(default_factory=list)
     #: ``(symbol, after_n, payload)``: on the first connection of ``symbol``, send the raw
     #: text frame ``payload`` after its ``after_n``-th data message (a nested frame, a trade
-    #: with an impossible id ...; see ``hostile_trade``).
+    #: with an impossible id ...; see ``hostile_trade``); ``after_n`` 0: before the first.
     inject: list[tuple[str, int, bytes]] = field(default_factory=list)
 
     # --- REST hooks --------------------------------------------------------------------------
@@ -257,6 +257,18 @@ class ConnectionFaults:
     def skips(self, trade_id: int) -> bool:
         return trade_id in self.faults.skip_ids
 
+    def frames_before_first(self) -> list[bytes]:
+        """Injected frames due "after 0" data messages: sent before the first one."""
+        return self._injected(0)
+
+    def _injected(self, sent: int) -> list[bytes]:
+        out = []
+        while self.inject and self.inject[0][0] <= sent:
+            out.append(encode_frame(OP_TEXT, self.inject.pop(0)[1]))
+            with self.app.lock:
+                self.app.stats.hostile_frames += 1
+        return out
+
     def frames_after(self, sent: int) -> list[bytes]:
         """Garbage and injected frames that follow the ``sent``-th data message."""
         out = []
@@ -266,11 +278,7 @@ class ConnectionFaults:
             self._garbage_i += 1
             with self.app.lock:
                 self.app.stats.garbage_sent += 1
-        while self.inject and self.inject[0][0] <= sent:
-            out.append(encode_frame(OP_TEXT, self.inject.pop(0)[1]))
-            with self.app.lock:
-                self.app.stats.hostile_frames += 1
-        return out
+        return out + self._injected(sent)
 
     def after_sent(self, session: WsSession, sent: int) -> bool:
         """Drop or stall after the ``sent``-th data message; False once the connection is cut."""

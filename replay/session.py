@@ -261,6 +261,7 @@ class WsSession:
             self.faults = app.faults.for_connection(app, first_symbol)
             if self.faults.take_over(self):
                 return
+            self._out += self.faults.frames_before_first()
         schedule = _Schedule(app.timeline)
         schedule.reset(self._views())
         self.next_ping_s = time.monotonic() + (app.ping_interval_s or math.inf)

@@ -30,7 +30,7 @@ import pandas as pd
 from service.compute import METHODS, PairParams, metric_series
 from service.watch import PairBoard, PairKey, closed_until_ms, leg_ends_ms
 from storage import Reader, StorageError, UnknownSymbolError, Writer, open_reader, timeframe_s
-from storage.timefmt import ms_to_iso
+from storage.timefmt import iso_from_ms
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def evaluate(
 
 
 def alert_message(rule: Rule, firing: Firing) -> str:
-    when = ms_to_iso([firing.bar_time_ms])[0]
+    when = iso_from_ms(firing.bar_time_ms)
     name = f"{rule.name}: " if rule.name else ""
     return f"{name}{rule.describe()} — value {firing.value:.4g} at bar {when}"
 

@@ -17,6 +17,7 @@ import pandas as pd
 from analytics import compute_pair as analytics_compute_pair
 from analytics import half_life, rolling_ols
 from analytics.warmup import Warmup, warmup_status
+from storage.timefmt import iso_seconds
 
 #: Hedge-ratio methods (``analytics.METHODS``): key (in URLs and alert rules) → label.
 METHODS: dict[str, str] = {
@@ -91,12 +92,6 @@ def _kalman_obs_var(x: np.ndarray) -> float:
     return (1e-4 * level) ** 2
 
 
-def _iso(ms: np.ndarray) -> np.ndarray:
-    # As the analytics CLI writes them: bars open on whole seconds, so no fraction.
-    ts = pd.to_datetime(np.asarray(ms, dtype=np.int64), unit="ms", utc=True)
-    return np.asarray(ts.strftime("%Y-%m-%dT%H:%M:%S") + "Z", dtype=object)
-
-
 def _last(a: np.ndarray) -> float:
     return float(a[-1]) if a.size else math.nan
 
@@ -114,7 +109,7 @@ def compute_pair(frame: pd.DataFrame, params: PairParams) -> PairView:
     table = pd.DataFrame(
         {
             "time_ms": frame["open_time_ms"].to_numpy(dtype=np.int64),
-            "time": _iso(frame["open_time_ms"].to_numpy()),
+            "time": iso_seconds(frame["open_time_ms"].to_numpy()),  # as the analytics CLI
             "x": x,
             "y": y,
         }

@@ -47,7 +47,7 @@ from typing import Any
 from service.secretfile import process_environ
 from storage import StorageError, Writer, open_reader
 from storage.outbox import SINK_KINDS, Claimed
-from storage.timefmt import ms_to_iso
+from storage.timefmt import iso_from_ms
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +181,6 @@ def sinks_from_frame(df: Any) -> list[Sink]:
 
 
 # ------------------------------------------------------------------------- payloads
-def _iso(ms: int) -> str:
-    return str(ms_to_iso([int(ms)])[0])
-
-
 def alert_payload(c: Claimed) -> dict[str, Any]:
     """The generic webhook body: every field a receiver needs, and a stable idempotency key."""
     rule = dict(c.rule or ())
@@ -209,8 +205,8 @@ def alert_payload(c: Claimed) -> dict[str, Any]:
         "op": rule.get("op"),
         "threshold": None if not rule else float(rule["threshold"]),
         "value": c.value,
-        "bar_time": _iso(c.bar_time_ms),
-        "fired_at": _iso(c.fired_ts_ms),
+        "bar_time": iso_from_ms(c.bar_time_ms),
+        "fired_at": iso_from_ms(c.fired_ts_ms),
         "message": c.message,
     }
 
@@ -357,8 +353,8 @@ def send_test(
         "op": None,
         "threshold": None,
         "value": None,
-        "bar_time": _iso(now),
-        "fired_at": _iso(now),
+        "bar_time": iso_from_ms(now),
+        "fired_at": iso_from_ms(now),
         "message": f"Test message from the pairs desk to sink {sink.name!r}",
         "test": True,
     }

@@ -13,7 +13,7 @@ import pandas as pd
 from service.compute import PairParams, bar_stats_table, compute_pair, export_table
 from storage import Reader, open_reader
 from storage.readbase import bars_for_export
-from storage.timefmt import ms_to_iso
+from storage.timefmt import iso_from_ms
 
 #: Columns of the alert log export.
 ALERT_EXPORT_COLUMNS = [
@@ -93,8 +93,8 @@ def alert_log_frame(reader: Reader, limit: int = 10_000) -> pd.DataFrame:
         r = rules.loc[e.rule_id] if e.rule_id in rules.index else None
         rows.append(
             {
-                "fired_at": ms_to_iso([e.fired_ts_ms])[0],
-                "bar_time": ms_to_iso([e.bar_time_ms])[0],
+                "fired_at": iso_from_ms(e.fired_ts_ms),
+                "bar_time": iso_from_ms(e.bar_time_ms),
                 "rule_id": int(e.rule_id),
                 "rule": "" if r is None else r["name"],
                 "pair": "" if r is None else f"{r['x']}/{r['y']}",
@@ -143,7 +143,7 @@ def deliveries_frame(reader: Reader, limit: int = 10_000) -> pd.DataFrame:
 
 
 def _iso_or_blank(ms: pd.Series) -> list[str]:
-    return ["" if pd.isna(v) else ms_to_iso([int(v)])[0] for v in ms]
+    return ["" if pd.isna(v) else iso_from_ms(int(v)) for v in ms]
 
 
 def deliveries_csv(db_path: str) -> bytes:

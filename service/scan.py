@@ -17,11 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from service.universe import ScanRequest, ScanRun, run_scan
+
+S = TypeVar("S")
 
 #: Rows of a scan kept for the page (best first): the filters (q, p, liquidity) choose among them.
 KEEP_ROWS = 2000
@@ -132,20 +135,45 @@ class ScanStatus:
     run: ScanRun | None = None
 
 
-class ScanJob:
+class _Job(Generic[S]):
+    """One daemon worker at a time, polled through an immutable status snapshot; one way to
+    stop: the run's Event, which the worker checks at every progress step."""
+
+    def __init__(self, status: S, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._status = status
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def status(self) -> S:
+        with self._lock:
+            return self._status
+
+    def _spawn(self, target: Callable[..., None], args: tuple, name: str) -> None:
+        """Start ``target(*args, stop)`` in a new daemon thread (call with the lock held)."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=target, args=(*args, self._stop), name=name, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the running job to stop at its next progress step."""
+        self._stop.set()
+
+    def join(self, timeout_s: float | None = None) -> None:
+        t = self._thread
+        if t is not None:
+            t.join(timeout_s)
+
+
+class ScanJob(_Job[ScanStatus]):
     """Runs :func:`service.universe.run_scan` in a daemon thread; one scan at a time."""
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._status = ScanStatus()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(ScanStatus(), clock)
         self._stage_started = 0.0
-
-    def status(self) -> ScanStatus:
-        with self._lock:
-            return self._status
 
     def last(self, db: str) -> LastScan | None:
         """The last finished scan of ``db``: this process's, else the one saved beside it."""
@@ -161,7 +189,6 @@ class ScanJob:
         with self._lock:
             if self._status.state == "running":
                 return False
-            self._stop = threading.Event()
             now_ms = int(self._clock() * 1000)
             self._status = replace(
                 self._status,
@@ -175,20 +202,8 @@ class ScanJob:
                 request=req,
                 db=db,
             )
-            self._thread = threading.Thread(
-                target=self._run, args=(db, req, self._stop), name="universe-scan", daemon=True
-            )
-            self._thread.start()
+            self._spawn(self._run, (db, req), "universe-scan")
         return True
-
-    def stop(self) -> None:
-        """Ask the running scan to stop at its next progress step."""
-        self._stop.set()
-
-    def join(self, timeout_s: float | None = None) -> None:
-        t = self._thread
-        if t is not None:
-            t.join(timeout_s)
 
     def _progress(self, stop: threading.Event) -> Callable[[str, int, int], None]:
         def progress(stage: str, done: int, total: int) -> None:
@@ -249,7 +264,7 @@ class FetchStatus:
     results: tuple = ()
 
 
-class FetchJob:
+class FetchJob(_Job[FetchStatus]):
     """Runs :class:`ingestion.klines.KlineFetcher` in a daemon thread through the page's writer.
 
     SQLite allows one writer per file and the page's service holds it, so the fetch writes
@@ -257,15 +272,7 @@ class FetchJob:
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._status = FetchStatus()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def status(self) -> FetchStatus:
-        with self._lock:
-            return self._status
+        super().__init__(FetchStatus(), clock)
 
     def start(
         self,
@@ -280,22 +287,11 @@ class FetchJob:
         with self._lock:
             if self._status.state == "running":
                 return False
-            self._stop = threading.Event()
             self._status = FetchStatus(state="running")
-            args = (db, writer, rest_base, start_ms, end_ms, symbols, self._stop)
-            self._thread = threading.Thread(
-                target=self._run, args=args, name="kline-fetch", daemon=True
+            self._spawn(
+                self._run, (db, writer, rest_base, start_ms, end_ms, symbols), "kline-fetch"
             )
-            self._thread.start()
         return True
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout_s: float | None = None) -> None:
-        t = self._thread
-        if t is not None:
-            t.join(timeout_s)
 
     def _on_progress(self, p) -> None:
         with self._lock:

@@ -252,14 +252,10 @@ def write_csv(table: pd.DataFrame, path: str) -> None:
     pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path)
 
 
-def _iso(ms: int) -> str:
-    from storage.timefmt import ms_to_iso
-
-    return str(ms_to_iso([ms])[0])
-
-
 def universe_command(argv: Sequence[str]) -> dict[str, Any]:
     """``python -m analytics universe``: run the scan, write the CSV, return the summary."""
+    from storage.timefmt import iso_from_ms
+
     args = _parse(argv)
     run = run_scan(args.db, _request(args), progress=None if args.quiet else ProgressLine())
     if args.out:
@@ -274,8 +270,8 @@ def universe_command(argv: Sequence[str]) -> dict[str, Any]:
         "formation_bars": res.formation_bars,
         "validation_bars": res.validation_bars,
         "lags": res.lags,
-        "start": _iso(int(run.grid_ms[0])),
-        "end": _iso(int(run.grid_ms[-1])),
+        "start": iso_from_ms(int(run.grid_ms[0])),
+        "end": iso_from_ms(int(run.grid_ms[-1])),
         "seconds": {k: round(v, 3) for k, v in run.seconds.items()},
         "cpu_seconds": {k: round(v, 3) for k, v in run.cpu_seconds.items()},
         "skipped": [{"symbol": s, "reason": r} for s, r in run.skipped],

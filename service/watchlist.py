@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
+from service.alerts import rules_from_frame
 from service.delivery import Sink, SinkConfigError, send_test, sinks_from_frame
 from service.secretfile import secret_environ
 from service.watch import PairBoard, PairKey, keys_from_watchlist, watchlist_keys
@@ -285,19 +285,14 @@ def carry_over(path: str) -> dict[str, Any]:
     if not sqlite_path(path).exists():
         return {}
     with contextlib.suppress(StorageError, ValueError, OSError), open_reader(path) as reader:
-        rules = []
-        for row in reader.alert_rules().itertuples(index=False):
-            try:
-                params = json.loads(row.params or "{}")
-            except ValueError:
-                params = {}
-            rules.append(
-                {
-                    "name": row.name, "x": row.x, "y": row.y, "tf": row.tf, "metric": row.metric,
-                    "op": row.op, "threshold": float(row.threshold),
-                    "cooldown_s": float(row.cooldown_s), "params": params,
-                }
-            )  # fmt: skip
+        rules = [
+            {
+                "name": r.name, "x": r.x, "y": r.y, "tf": r.tf, "metric": r.metric, "op": r.op,
+                "threshold": r.threshold, "cooldown_s": r.cooldown_s,
+                "params": {"window": r.window, "method": r.method},
+            }
+            for r in rules_from_frame(reader.alert_rules())
+        ]  # fmt: skip
         return {
             "rules": rules,
             "pairs": keys_from_watchlist(reader.watchlist()),

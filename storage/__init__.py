@@ -1,13 +1,16 @@
-"""Ticks and bars in SQLite: one writer, many readers, bars maintained as ticks arrive.
+"""Ticks and bars in SQLite or PostgreSQL: one writer, many readers, bars kept as ticks arrive.
 
-Public API: :class:`Writer`, :class:`Reader`, the record types in :mod:`storage.records`
+Public API: the :class:`Writer` and :class:`Reader` protocols (:mod:`storage.api`) and their
+openers :func:`open_writer` / :func:`open_reader`, the record types in :mod:`storage.records`
 and the errors in :mod:`storage.errors`. SQL lives only in this package.
 
-PostgreSQL is the same API behind a URL: :func:`open_writer` and :func:`open_reader` take a file
-path, ``sqlite:///path`` or ``postgresql://...`` (default ``$DATABASE_URL``, else ``$DB_PATH``,
-else ``data.db``) and return the SQLite or the PostgreSQL (:mod:`storage.postgres`) classes.
+The openers take a file path, ``sqlite:///path`` or ``postgresql://...`` (default
+``config.resolve_db``: ``$DATABASE_URL``, else ``$DB_PATH``, else ``data.db``) and return the
+engine's class (:class:`storage.sqlite.SQLiteWriter`, :class:`storage.postgres.PostgresWriter`,
+...); code outside ``storage/`` names only the protocols.
 """
 
+from storage.api import Reader, Writer
 from storage.backend import (
     backend_of,
     default_db,
@@ -23,8 +26,8 @@ from storage.errors import (
     UnknownSymbolError,
     WriterBusyError,
 )
+from storage.readbase import BAR_COLUMNS, PAIR_COLUMNS
 from storage.records import TIMEFRAMES_S, Gap, IdKind, Tick, timeframe_s
-from storage.sqlite import BAR_COLUMNS, PAIR_COLUMNS, Reader, Writer
 
 __all__ = [
     "BAR_COLUMNS",

@@ -21,7 +21,7 @@ from storage.config import StorageSettings
 from storage.errors import StorageError, UnknownSymbolError
 from storage.readbase import BAR_EXPORT_COLUMNS, bars_for_export
 from storage.records import TIMEFRAMES_S
-from storage.timefmt import ms_to_iso, parse_iso_ms
+from storage.timefmt import iso_from_ms, parse_iso_ms
 
 EXPORT_COLUMNS = BAR_EXPORT_COLUMNS
 
@@ -140,7 +140,7 @@ def _cmd_export(args) -> int:
 
 
 def _fmt_ms(ms) -> str:
-    return "-" if ms is None else ms_to_iso([ms])[0]
+    return "-" if ms is None else iso_from_ms(ms)
 
 
 def _cmd_info(args) -> int:

@@ -9,12 +9,14 @@ milliseconds since the epoch, UTC (``*_ms``); bars are labelled by their open ti
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
+from storage.outbox import Claimed
 from storage.records import Gap, IdKind, Tick
 
 
@@ -22,7 +24,7 @@ from storage.records import Gap, IdKind, Tick
 class Writer(Protocol):
     """The one writing handle of a database (SQLite: one per file; PostgreSQL: many allowed)."""
 
-    path: str
+    path: str | os.PathLike[str]  # SQLite: the file; PostgreSQL: the URL, password masked
     closed: bool
 
     def close(self) -> None: ...
@@ -71,6 +73,38 @@ class Writer(Protocol):
     def id_kind(self, symbol: str) -> str | None: ...
     def open_gaps(self, symbol: str) -> list[Gap]: ...
     def unrecorded_holes(self, symbol: str) -> tuple[list[tuple[int, int]], int | None]: ...
+    # the watchlist, alert sinks and the alert outbox (storage.outbox)
+    def watch_pair(self, x: str, y: str, tf: str, window_bars: int, method: str) -> int: ...
+    def unwatch_pair(self, pair_id: int) -> bool: ...
+    def add_sink(
+        self, *, name: str, kind: str, target: str, params: dict[str, Any] | None = None
+    ) -> int: ...
+    def set_sink_enabled(self, sink_id: int, enabled: bool) -> None: ...
+    def fire_alert(
+        self,
+        *,
+        rule_id: int,
+        bar_time_ms: int,
+        value: float,
+        message: str,
+        fired_ts_ms: int | None = None,
+    ) -> int | None: ...
+    def claim_deliveries(
+        self, sink_id: int, worker_id: str, *, now_ms_: int, lease_ms: int, limit: int = 20
+    ) -> list[Claimed]: ...
+    def finish_delivery(
+        self,
+        event_id: int,
+        sink_id: int,
+        worker_id: str,
+        *,
+        status: str,
+        error: str = "",
+        next_attempt_ms: int | None = None,
+        now_ms_: int | None = None,
+        count_attempt: bool = True,
+    ) -> bool: ...
+    def retry_failed(self, sink_id: int | None = None) -> int: ...
 
 
 @runtime_checkable
@@ -93,3 +127,12 @@ class Reader(Protocol):
     def alert_rules(self) -> pd.DataFrame: ...
     def alert_events(self, since_ms: int | None = None, limit: int = 1000) -> pd.DataFrame: ...
     def info(self) -> dict[str, Any]: ...
+    def bar_closes(
+        self, symbol: str, tf: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> np.ndarray: ...
+    def newest_bar_stamp(self, symbol: str, tf: str) -> tuple[int, int, float] | None: ...
+    def watchlist(self) -> pd.DataFrame: ...
+    def alert_sinks(self) -> pd.DataFrame: ...
+    def deliveries(
+        self, event_ids: Sequence[int] | None = None, limit: int = 5000
+    ) -> pd.DataFrame: ...

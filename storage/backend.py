@@ -6,7 +6,9 @@
   psycopg 3. Query parameters pass through to libpq, e.g. ``?sslmode=require`` or
   ``?options=-csearch_path%3Dqd`` to keep the tables in a schema of their own.
 
-Both backends offer the same Writer/Reader API (:mod:`storage.sqlite`, :mod:`storage.postgres`).
+Both backends satisfy the :class:`storage.api.Writer` / :class:`storage.api.Reader` protocols
+(:mod:`storage.sqlite`, :mod:`storage.postgres`); these two openers are the only way code outside
+``storage/`` gets a handle.
 The default database is ``$DATABASE_URL``, else ``$DB_PATH``, else ``data.db``.
 """
 
@@ -16,10 +18,13 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from config import resolve_db
 from storage.errors import ConnectionLostError, StorageError
+
+if TYPE_CHECKING:
+    from storage.api import Reader, Writer
 
 Backend = Literal["sqlite", "postgresql"]
 T = TypeVar("T")
@@ -89,37 +94,37 @@ def default_db(env: dict[str, str] | None = None) -> str:
     return resolve_db(None, env)
 
 
-def open_writer(db: str | os.PathLike[str] | None = None, **options: Any):
-    """A writer of ``db`` (default :func:`default_db`): :class:`storage.sqlite.Writer` or
-    :class:`storage.postgres.Writer`. Options that only one backend knows are dropped for the
-    other (``busy_timeout_s`` for SQLite; ``connect_timeout_s``, ``timescale``,
-    ``ticks_keep_s``, ``bars_1s_keep_s`` for PostgreSQL)."""
+def open_writer(db: str | os.PathLike[str] | None = None, **options: Any) -> Writer:
+    """A writer of ``db`` (default :func:`default_db`): :class:`storage.sqlite.SQLiteWriter` or
+    :class:`storage.postgres.PostgresWriter`, both a :class:`storage.api.Writer`. Options that
+    only one backend knows are dropped for the other (``busy_timeout_s`` for SQLite;
+    ``connect_timeout_s``, ``timescale``, ``ticks_keep_s``, ``bars_1s_keep_s`` for PostgreSQL)."""
     db = default_db() if db is None else db
     if is_postgres(db):
-        from storage.postgres import Writer as PgWriter
+        from storage.postgres import PostgresWriter
 
-        return PgWriter(
+        return PostgresWriter(
             os.fspath(db),
             **_only(options, "connect_timeout_s", "timescale", "ticks_keep_s", "bars_1s_keep_s"),
         )
-    from storage.sqlite import Writer as SqliteWriter
+    from storage.sqlite import SQLiteWriter
 
-    return SqliteWriter(sqlite_path(db), **_only(options, "busy_timeout_s"))
+    return SQLiteWriter(sqlite_path(db), **_only(options, "busy_timeout_s"))
 
 
-def open_reader(db: str | os.PathLike[str] | None = None, **options: Any):
+def open_reader(db: str | os.PathLike[str] | None = None, **options: Any) -> Reader:
     """A reader of ``db`` (default :func:`default_db`); see :func:`open_writer`.
 
     PostgreSQL readers share one connection pool per URL in the process (``pool_max_size``).
     """
     db = default_db() if db is None else db
     if is_postgres(db):
-        from storage.postgres import Reader as PgReader
+        from storage.postgres import PostgresReader
 
-        return PgReader(os.fspath(db), **_only(options, "pool_max_size", "connect_timeout_s"))
-    from storage.sqlite import Reader as SqliteReader
+        return PostgresReader(os.fspath(db), **_only(options, "pool_max_size", "connect_timeout_s"))
+    from storage.sqlite import SQLiteReader
 
-    return SqliteReader(sqlite_path(db), **_only(options, "busy_timeout_s"))
+    return SQLiteReader(sqlite_path(db), **_only(options, "busy_timeout_s"))
 
 
 def _only(options: dict[str, Any], *names: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""Reading PostgreSQL: a pool of read-only connections per URL and the :class:`Reader`.
+"""Reading PostgreSQL: a pool of read-only connections per URL and the :class:`PostgresReader`.
 
-The same API as :class:`storage.sqlite.Reader` (both build on :class:`storage.readbase.ReaderBase`).
+The same API as :class:`storage.sqlite.SQLiteReader` (both build on
+:class:`storage.readbase.ReaderBase`).
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ atexit.register(close_pools)
 
 
 # ----------------------------------------------------------------------------- reader
-class Reader(ReaderBase):
-    """Read-only access through the process's pool for this URL: the API of sqlite.Reader.
+class PostgresReader(ReaderBase):
+    """Read-only access through the process's pool for this URL: the API of sqlite.SQLiteReader.
 
     Cheap to make, and (unlike the SQLite reader) safe to share between threads: each call
     borrows a pooled connection. A call that meets a dropped connection is retried once on a
@@ -121,7 +122,7 @@ class Reader(ReaderBase):
     def close(self) -> None:
         """Nothing to release: the pool is shared by the process (see :func:`close_pools`)."""
 
-    def __enter__(self) -> Reader:
+    def __enter__(self) -> PostgresReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -170,7 +171,8 @@ class Reader(ReaderBase):
         end_ms: int | None = None,
         limit: int | None = None,
     ) -> pd.DataFrame:
-        """Two legs on one regular grid of ``tf`` bars: :meth:`storage.sqlite.Reader.pair_frame`.
+        """Two legs on one regular grid of ``tf`` bars: see
+        :meth:`storage.sqlite.SQLiteReader.pair_frame`.
 
         Read in one snapshot, so both legs are of the same moment even while a writer commits.
         """

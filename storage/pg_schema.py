@@ -49,134 +49,148 @@ _BAR_COLUMNS_SQL = """
         PRIMARY KEY (sym_id, tf_s, open_time_ms)"""
 
 
+def _v1_first_schema(tick_key: str) -> list[str]:
+    """0 -> 1: the first schema (the same content as SQLite's version 1); ``tick_key`` is
+    the ticks' primary key, which a TimescaleDB hypertable must extend by its time column."""
+    return [
+        "CREATE TABLE qd_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE symbols (
+            sym_id   SERIAL PRIMARY KEY,
+            symbol   TEXT NOT NULL UNIQUE,
+            id_kind  TEXT NOT NULL
+        )""",
+        f"""CREATE TABLE ticks (
+            sym_id          INTEGER NOT NULL,
+            trade_id        BIGINT NOT NULL,
+            ts_ms           BIGINT NOT NULL,
+            price           DOUBLE PRECISION NOT NULL,
+            qty             DOUBLE PRECISION NOT NULL,
+            is_buyer_maker  BOOLEAN NOT NULL,
+            PRIMARY KEY ({tick_key})
+        )""",
+        "CREATE INDEX ticks_by_time ON ticks (sym_id, ts_ms)",
+        # Interval [open_time_ms, open_time_ms + tf_s*1000), labelled by its open, UTC.
+        # src: 0 = built from ticks, 1 = imported kline (authoritative for its interval).
+        f"CREATE TABLE bars ({_BAR_COLUMNS_SQL},\n        CHECK (tf_s IN (60, 300)))",
+        f"CREATE TABLE bars_1s ({_BAR_COLUMNS_SQL},\n        CHECK (tf_s = 1))",
+        """CREATE TABLE gaps (
+            gap_id            BIGSERIAL PRIMARY KEY,
+            sym_id            INTEGER NOT NULL,
+            first_missing_id  BIGINT NOT NULL,
+            last_missing_id   BIGINT NOT NULL,
+            found_ts_ms       BIGINT NOT NULL,
+            status            TEXT NOT NULL,
+            repaired_count    BIGINT NOT NULL DEFAULT 0,
+            detail            TEXT NOT NULL DEFAULT '',
+            updated_ts_ms     BIGINT NOT NULL
+        )""",
+        "CREATE INDEX gaps_by_symbol ON gaps (sym_id, found_ts_ms)",
+        """CREATE TABLE alert_rules (
+            rule_id        BIGSERIAL PRIMARY KEY,
+            name           TEXT NOT NULL,
+            x              TEXT NOT NULL,
+            y              TEXT NOT NULL,
+            tf             TEXT NOT NULL,
+            metric         TEXT NOT NULL,
+            op             TEXT NOT NULL,
+            threshold      DOUBLE PRECISION NOT NULL,
+            cooldown_s     DOUBLE PRECISION NOT NULL,
+            enabled        INTEGER NOT NULL DEFAULT 1,
+            params         TEXT NOT NULL DEFAULT '{}',
+            created_ts_ms  BIGINT NOT NULL
+        )""",
+        """CREATE TABLE alert_events (
+            event_id     BIGSERIAL PRIMARY KEY,
+            rule_id      BIGINT NOT NULL,
+            fired_ts_ms  BIGINT NOT NULL,
+            bar_time_ms  BIGINT NOT NULL,
+            value        DOUBLE PRECISION NOT NULL,
+            message      TEXT NOT NULL,
+            UNIQUE (rule_id, bar_time_ms)
+        )""",
+        "CREATE INDEX alert_events_by_time ON alert_events (fired_ts_ms)",
+        # Feed health published by whoever collects (a dashboard's own feed or a collector).
+        """CREATE TABLE feed_status (
+            collector_id   TEXT NOT NULL,
+            symbol         TEXT NOT NULL,
+            status         TEXT NOT NULL,
+            updated_ts_ms  BIGINT NOT NULL,
+            PRIMARY KEY (collector_id, symbol)
+        )""",
+        # Bumped after every committed write: readers' cheap cache key (data_version()).
+        "CREATE SEQUENCE qd_data_version",
+    ]
+
+
+# 1 -> 2: id ranges whose ticks retention deleted (see storage/schema.py, 1 -> 2).
+_V2_PRUNED_RANGES: list[str] = [
+    """CREATE TABLE pruned_ranges (
+        sym_id  INTEGER NOT NULL,
+        lo_id   BIGINT NOT NULL,
+        hi_id   BIGINT NOT NULL,
+        PRIMARY KEY (sym_id, lo_id)
+    )""",
+]
+
+# 2 -> 3: ranges known by time only, and the id contiguity check point (see
+# storage/schema.py, 2 -> 3).
+_V3_ID_CHECKS: list[str] = [
+    "ALTER TABLE gaps ADD COLUMN from_ts_ms BIGINT",
+    """CREATE TABLE id_checks (
+        sym_id         INTEGER PRIMARY KEY,
+        checked_to_id  BIGINT NOT NULL
+    )""",
+]
+
+# 3 -> 4: watchlist, alert sinks and the alert outbox (see storage/schema.py, 3 -> 4).
+_V4_WATCHLIST_AND_OUTBOX: list[str] = [
+    """CREATE TABLE watchlist (
+        pair_id        BIGSERIAL PRIMARY KEY,
+        x              TEXT NOT NULL,
+        y              TEXT NOT NULL,
+        tf             TEXT NOT NULL,
+        window_bars    INTEGER NOT NULL,
+        method         TEXT NOT NULL,
+        created_ts_ms  BIGINT NOT NULL,
+        UNIQUE (x, y, tf, window_bars, method)
+    )""",
+    """CREATE TABLE alert_sinks (
+        sink_id        BIGSERIAL PRIMARY KEY,
+        name           TEXT NOT NULL UNIQUE,
+        kind           TEXT NOT NULL,
+        target         TEXT NOT NULL,
+        params         TEXT NOT NULL DEFAULT '{}',
+        enabled        INTEGER NOT NULL DEFAULT 1,
+        created_ts_ms  BIGINT NOT NULL
+    )""",
+    """CREATE TABLE alert_deliveries (
+        event_id         BIGINT NOT NULL,
+        sink_id          BIGINT NOT NULL,
+        status           TEXT NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        last_error       TEXT NOT NULL DEFAULT '',
+        next_attempt_ms  BIGINT NOT NULL,
+        claimed_by       TEXT NOT NULL DEFAULT '',
+        lease_until_ms   BIGINT NOT NULL DEFAULT 0,
+        updated_ts_ms    BIGINT NOT NULL,
+        delivered_ts_ms  BIGINT,
+        PRIMARY KEY (event_id, sink_id)
+    )""",
+    "CREATE INDEX alert_deliveries_due ON alert_deliveries (sink_id, status, next_attempt_ms)",
+]
+
+
 def migrations(timescale: bool) -> list[list[str]]:
-    """Statements of each migration; entry ``i`` migrates from version ``i`` to ``i + 1``."""
+    """Statements of each migration; entry ``i`` migrates from version ``i`` to ``i + 1``.
+
+    One step per schema version, each a function or constant above; append new ones here.
+    """
     tick_key = "sym_id, trade_id, ts_ms" if timescale else "sym_id, trade_id"
     return [
-        # 0 -> 1: the first schema (the same content as SQLite's version 1).
-        [
-            "CREATE TABLE qd_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-            """CREATE TABLE symbols (
-                sym_id   SERIAL PRIMARY KEY,
-                symbol   TEXT NOT NULL UNIQUE,
-                id_kind  TEXT NOT NULL
-            )""",
-            f"""CREATE TABLE ticks (
-                sym_id          INTEGER NOT NULL,
-                trade_id        BIGINT NOT NULL,
-                ts_ms           BIGINT NOT NULL,
-                price           DOUBLE PRECISION NOT NULL,
-                qty             DOUBLE PRECISION NOT NULL,
-                is_buyer_maker  BOOLEAN NOT NULL,
-                PRIMARY KEY ({tick_key})
-            )""",
-            "CREATE INDEX ticks_by_time ON ticks (sym_id, ts_ms)",
-            # Interval [open_time_ms, open_time_ms + tf_s*1000), labelled by its open, UTC.
-            # src: 0 = built from ticks, 1 = imported kline (authoritative for its interval).
-            f"CREATE TABLE bars ({_BAR_COLUMNS_SQL},\n        CHECK (tf_s IN (60, 300)))",
-            f"CREATE TABLE bars_1s ({_BAR_COLUMNS_SQL},\n        CHECK (tf_s = 1))",
-            """CREATE TABLE gaps (
-                gap_id            BIGSERIAL PRIMARY KEY,
-                sym_id            INTEGER NOT NULL,
-                first_missing_id  BIGINT NOT NULL,
-                last_missing_id   BIGINT NOT NULL,
-                found_ts_ms       BIGINT NOT NULL,
-                status            TEXT NOT NULL,
-                repaired_count    BIGINT NOT NULL DEFAULT 0,
-                detail            TEXT NOT NULL DEFAULT '',
-                updated_ts_ms     BIGINT NOT NULL
-            )""",
-            "CREATE INDEX gaps_by_symbol ON gaps (sym_id, found_ts_ms)",
-            """CREATE TABLE alert_rules (
-                rule_id        BIGSERIAL PRIMARY KEY,
-                name           TEXT NOT NULL,
-                x              TEXT NOT NULL,
-                y              TEXT NOT NULL,
-                tf             TEXT NOT NULL,
-                metric         TEXT NOT NULL,
-                op             TEXT NOT NULL,
-                threshold      DOUBLE PRECISION NOT NULL,
-                cooldown_s     DOUBLE PRECISION NOT NULL,
-                enabled        INTEGER NOT NULL DEFAULT 1,
-                params         TEXT NOT NULL DEFAULT '{}',
-                created_ts_ms  BIGINT NOT NULL
-            )""",
-            """CREATE TABLE alert_events (
-                event_id     BIGSERIAL PRIMARY KEY,
-                rule_id      BIGINT NOT NULL,
-                fired_ts_ms  BIGINT NOT NULL,
-                bar_time_ms  BIGINT NOT NULL,
-                value        DOUBLE PRECISION NOT NULL,
-                message      TEXT NOT NULL,
-                UNIQUE (rule_id, bar_time_ms)
-            )""",
-            "CREATE INDEX alert_events_by_time ON alert_events (fired_ts_ms)",
-            # Feed health published by whoever collects (a dashboard's own feed or a collector).
-            """CREATE TABLE feed_status (
-                collector_id   TEXT NOT NULL,
-                symbol         TEXT NOT NULL,
-                status         TEXT NOT NULL,
-                updated_ts_ms  BIGINT NOT NULL,
-                PRIMARY KEY (collector_id, symbol)
-            )""",
-            # Bumped after every committed write: readers' cheap cache key (data_version()).
-            "CREATE SEQUENCE qd_data_version",
-        ],
-        # 1 -> 2: id ranges whose ticks retention deleted (see storage/schema.py, 1 -> 2).
-        [
-            """CREATE TABLE pruned_ranges (
-                sym_id  INTEGER NOT NULL,
-                lo_id   BIGINT NOT NULL,
-                hi_id   BIGINT NOT NULL,
-                PRIMARY KEY (sym_id, lo_id)
-            )""",
-        ],
-        # 2 -> 3: ranges known by time only, and the id contiguity check point (see
-        # storage/schema.py, 2 -> 3).
-        [
-            "ALTER TABLE gaps ADD COLUMN from_ts_ms BIGINT",
-            """CREATE TABLE id_checks (
-                sym_id         INTEGER PRIMARY KEY,
-                checked_to_id  BIGINT NOT NULL
-            )""",
-        ],
-        # 3 -> 4: watchlist, alert sinks and the alert outbox (see storage/schema.py, 3 -> 4).
-        [
-            """CREATE TABLE watchlist (
-                pair_id        BIGSERIAL PRIMARY KEY,
-                x              TEXT NOT NULL,
-                y              TEXT NOT NULL,
-                tf             TEXT NOT NULL,
-                window_bars    INTEGER NOT NULL,
-                method         TEXT NOT NULL,
-                created_ts_ms  BIGINT NOT NULL,
-                UNIQUE (x, y, tf, window_bars, method)
-            )""",
-            """CREATE TABLE alert_sinks (
-                sink_id        BIGSERIAL PRIMARY KEY,
-                name           TEXT NOT NULL UNIQUE,
-                kind           TEXT NOT NULL,
-                target         TEXT NOT NULL,
-                params         TEXT NOT NULL DEFAULT '{}',
-                enabled        INTEGER NOT NULL DEFAULT 1,
-                created_ts_ms  BIGINT NOT NULL
-            )""",
-            """CREATE TABLE alert_deliveries (
-                event_id         BIGINT NOT NULL,
-                sink_id          BIGINT NOT NULL,
-                status           TEXT NOT NULL,
-                attempts         INTEGER NOT NULL DEFAULT 0,
-                last_error       TEXT NOT NULL DEFAULT '',
-                next_attempt_ms  BIGINT NOT NULL,
-                claimed_by       TEXT NOT NULL DEFAULT '',
-                lease_until_ms   BIGINT NOT NULL DEFAULT 0,
-                updated_ts_ms    BIGINT NOT NULL,
-                delivered_ts_ms  BIGINT,
-                PRIMARY KEY (event_id, sink_id)
-            )""",
-            "CREATE INDEX alert_deliveries_due ON alert_deliveries "
-            "(sink_id, status, next_attempt_ms)",
-        ],
+        _v1_first_schema(tick_key),
+        _V2_PRUNED_RANGES,
+        _V3_ID_CHECKS,
+        _V4_WATCHLIST_AND_OUTBOX,
     ]
 
 

@@ -1,4 +1,5 @@
-"""PostgreSQL storage through psycopg 3: the same Writer/Reader API as :mod:`storage.sqlite`.
+"""PostgreSQL storage through psycopg 3: the same :class:`storage.Writer` / :class:`storage.Reader`
+protocols as :mod:`storage.sqlite`.
 
 What is the same: tables and columns, the bar convention, incremental bar maintenance with the
 first/last ``(ts_ms, trade_id)`` merge, kline bars (``src = 1``) authoritative for their minute,
@@ -19,8 +20,8 @@ What differs, and why:
   loop per row) into a session-private staging table, then moved with one
   ``INSERT ... SELECT``. Bars go the same way and are upserted with ``ON CONFLICT DO UPDATE``.
 * **Readers share a connection pool** (``psycopg_pool``) per URL in the process; a
-  :class:`Reader` is cheap, thread-safe, and its multi-query reads (``pair_frame``, ``info``)
-  run in one ``REPEATABLE READ`` snapshot.
+  :class:`PostgresReader` is cheap, thread-safe, and its multi-query reads (``pair_frame``,
+  ``info``) run in one ``REPEATABLE READ`` snapshot.
 * **A dropped connection** raises :class:`~storage.errors.ConnectionLostError` (a
   :class:`~storage.errors.StorageError`); nothing of that write was committed (or, if the
   drop hit the COMMIT itself, writing the batch again is harmless). The writer reconnects on its
@@ -58,7 +59,7 @@ from storage.pg_base import (
     _translated,
     redact_url,
 )
-from storage.pg_read import Reader, close_pools  # re-exported: the engine's public API
+from storage.pg_read import PostgresReader, close_pools  # re-exported: the engine's public API
 from storage.pg_schema import (
     LOCK_NAMESPACE,
     retention_policy_steps,
@@ -75,7 +76,7 @@ from storage.writebase import (
     traded_klines,
 )
 
-__all__ = ["Reader", "Writer", "close_pools", "redact_url"]
+__all__ = ["PostgresReader", "PostgresWriter", "close_pools", "redact_url"]
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,8 @@ def _bar_columns(tf_s: int, p: PartialBars, src: int = 0) -> list[tuple[np.ndarr
     ]
 
 
-class Writer(WriterBase, OutboxWrites):
-    """A writer of a PostgreSQL database: the API of :class:`storage.sqlite.Writer`.
+class PostgresWriter(WriterBase, OutboxWrites):
+    """A writer of a PostgreSQL database: the API of :class:`storage.sqlite.SQLiteWriter`.
 
     Thread-safe: an internal lock serialises calls on its one connection. Several writers (in
     this or other processes) may write the same database at once; see the module docstring for
@@ -403,7 +404,7 @@ class Writer(WriterBase, OutboxWrites):
     def write_klines(self, symbol: str, rows: pd.DataFrame) -> int:
         """Store exchange 1m klines as 1m bars (and the 5m bars they make).
 
-        The rules of :meth:`storage.sqlite.Writer.write_klines`: a kline bar is authoritative
+        The rules of :meth:`storage.sqlite.SQLiteWriter.write_klines`: a kline bar is authoritative
         for its minute; later ticks are stored but leave it alone. Minutes without trades
         (``count`` 0) store no bar. Idempotent. Returns the number of bars stored.
         """
@@ -443,7 +444,7 @@ class Writer(WriterBase, OutboxWrites):
     ) -> dict[str, int]:
         """Delete ticks and 1s bars older than their retention, in short transactions.
 
-        The contract of :meth:`storage.sqlite.Writer.prune`. With TimescaleDB, whole chunks
+        The contract of :meth:`storage.sqlite.SQLiteWriter.prune`. With TimescaleDB, whole chunks
         older than the cutoff are dropped first (and the background retention policies are
         set to the same windows), then the rows left before the cutoff are deleted.
         """

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 
+from storage.api import Writer
 from storage.config import StorageSettings
 from storage.errors import StorageError
-from storage.sqlite import Writer
 
 log = logging.getLogger(__name__)
 

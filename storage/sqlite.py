@@ -1,8 +1,8 @@
 """SQLite storage: one writer, batched transactions, WAL; readers on their own connections.
 
-The single :class:`Writer` holds an exclusive lock file beside the database, so a second writer
-(in this process or another) fails at once with :class:`WriterBusyError` instead of meeting
-"database is locked" later. :class:`Reader` objects are cheap; make one per thread.
+The single :class:`SQLiteWriter` holds an exclusive lock file beside the database, so a second
+writer (in this process or another) fails at once with :class:`WriterBusyError` instead of meeting
+"database is locked" later. :class:`SQLiteReader` objects are cheap; make one per thread.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ class WriteResult:
     duplicates: int
 
 
-class Writer(WriterBase, OutboxWrites):
+class SQLiteWriter(WriterBase, OutboxWrites):
     """The one writer of a database file.
 
     Thread-safe: an internal lock serialises calls, so the ingestion writer thread, the alert
@@ -496,7 +496,7 @@ class Writer(WriterBase, OutboxWrites):
         return n
 
 
-class Reader(ReaderBase):
+class SQLiteReader(ReaderBase):
     """Read-only access on a connection of its own. Not shared between threads: make one each.
 
     Every method's cost is proportional to the rows it returns (index range scans).
@@ -521,7 +521,7 @@ class Reader(ReaderBase):
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> Reader:
+    def __enter__(self) -> SQLiteReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -32,3 +32,15 @@ def ms_to_iso(ms: np.ndarray | pd.Series | list[int]) -> pd.Series:
     """UTC ms → ISO-8601 strings with milliseconds and a ``Z``."""
     ts = pd.to_datetime(np.asarray(ms, dtype=np.int64), unit="ms", utc=True)
     return pd.Series(ts.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z")
+
+
+def iso_from_ms(ms: int) -> str:
+    """One UTC ms time → ISO-8601 with milliseconds and a ``Z`` (``2024-08-08T23:54:16.322Z``)."""
+    return str(ms_to_iso([int(ms)])[0])
+
+
+def iso_seconds(ms: np.ndarray | pd.Series | list[int]) -> np.ndarray:
+    """UTC ms → ISO-8601 to the second with a ``Z`` (``2024-08-08T23:54:16Z``), an object
+    array: bar open times, which fall on whole seconds, as the CSV exports write them."""
+    ts = pd.to_datetime(np.asarray(ms, dtype=np.int64), unit="ms", utc=True)
+    return np.asarray(ts.strftime("%Y-%m-%dT%H:%M:%S") + "Z", dtype=object)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from storage.records import timeframe_s
-from storage.timefmt import ms_to_iso
+from storage.timefmt import iso_from_ms
 
 #: A symbol must have traded in at least this share of the lookback's bars.
 DEFAULT_MIN_TRADED = 0.5
@@ -72,10 +72,6 @@ class UniverseReader(Protocol):
     ) -> pd.DataFrame: ...
 
 
-def _iso(ms: int) -> str:
-    return str(ms_to_iso([ms])[0])
-
-
 def _span(
     ranges: dict[str, tuple[int, int]],
     tf_ms: int,
@@ -126,11 +122,11 @@ def _reason(traded: np.ndarray, close0: float, grid: np.ndarray, min_traded: flo
         return "no bars in the lookback"
     if np.isnan(close0):
         return (
-            f"history starts at {_iso(int(grid[hit[0]]))}, inside the lookback "
-            f"(from {_iso(int(grid[0]))}): it covers {n - hit[0]} of {n} bars"
+            f"history starts at {iso_from_ms(int(grid[hit[0]]))}, inside the lookback "
+            f"(from {iso_from_ms(int(grid[0]))}): it covers {n - hit[0]} of {n} bars"
         )
     if n - 1 - hit[-1] > STALE_TAIL * n:
-        return f"no bar since {_iso(int(grid[hit[-1]]))} (stale or delisted)"
+        return f"no bar since {iso_from_ms(int(grid[hit[-1]]))} (stale or delisted)"
     share = hit.size / n
     if share < min_traded:
         return f"traded in only {share:.0%} of the lookback's bars (minimum {min_traded:.0%})"
@@ -183,7 +179,7 @@ def read_universe(
     if lookback_bars is not None and (isinstance(lookback_bars, bool) or int(lookback_bars) < 2):
         raise ValueError(f"lookback must be at least 2 bars, got {lookback_bars!r}")
     if start_ms is not None and end_ms is not None and start_ms > end_ms:
-        raise ValueError(f"start ({_iso(start_ms)}) is after end ({_iso(end_ms)})")
+        raise ValueError(f"start ({iso_from_ms(start_ms)}) is after end ({iso_from_ms(end_ms)})")
     names = list(dict.fromkeys(s.upper() for s in (symbols or reader.symbols())))
     ranges = {s: reader.bar_range(s, tf) for s in names}
     skipped = [(s, f"no {tf} bars stored") for s, r in ranges.items() if r is None]
@@ -192,7 +188,9 @@ def read_universe(
         raise ValueError(f"no {tf} bars stored for {', '.join(names) or 'any symbol'}")
     first, last = _span(stored, tf_ms, start_ms, end_ms, lookback_bars)
     if last < first:
-        raise ValueError(f"no {tf} bars in the lookback {_iso(first)} .. {_iso(last)}")
+        raise ValueError(
+            f"no {tf} bars in the lookback {iso_from_ms(first)} .. {iso_from_ms(last)}"
+        )
     grid = np.arange(first, last + tf_ms, tf_ms, dtype=np.int64)
     kept, closes, volumes = [], [], []
     for k, s in enumerate(stored):

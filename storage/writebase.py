@@ -1,9 +1,9 @@
 """What both engines' writers share, written once: checks, array building, the bar-merge rule
 and :class:`WriterBase`, the writer methods whose SQL is the same on SQLite and PostgreSQL.
 
-An engine (``storage.sqlite.Writer``, ``storage.postgres.Writer``) keeps only what truly differs:
-its connection and transactions (``_unit``, ``_exec``, ``_fetch``), how ticks and bars reach the
-tables (SQLite's multi-row INSERT, PostgreSQL's binary COPY) and retention.
+An engine (``storage.sqlite.SQLiteWriter``, ``storage.postgres.PostgresWriter``) keeps only what
+truly differs: its connection and transactions (``_unit``, ``_exec``, ``_fetch``), how ticks and
+bars reach the tables (SQLite's multi-row INSERT, PostgreSQL's binary COPY) and retention.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def db(tmp_path_factory) -> Path:
     files = {s: KLINES / f"{s}-1m-2024-02.csv" for s in ("AVAXUSDT", "NEARUSDT", "ALGOUSDT")}
     if not all(p.exists() for p in files.values()):
         pytest.skip("real kline files not found (shared/ not beside the repo?)")
-    with storage.Writer(path) as w:
+    with storage.open_writer(path) as w:
         for sym, p in files.items():
             w.write_klines(sym, pd.read_csv(p, nrows=BARS))
     return path

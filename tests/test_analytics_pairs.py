@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from analytics import (
     METHODS,
+    align_closes,
     compute_pair,
     compute_pair_frame,
     correlation_matrix,
@@ -192,6 +193,25 @@ def test_correlation_matrix_dead_symbol_is_nan_not_error():
         correlation_matrix({"A": prices["A"]})
     with pytest.raises(ValueError, match="share one bar grid"):
         correlation_matrix({"A": prices["A"], "B": prices["B"][:-1]})
+
+
+def test_align_closes_carries_the_previous_close_onto_one_grid():
+    """The grid starts where every symbol has traded and ends at the last bar of any; a
+    symbol without a bar carries its previous close, also one from before a ``last`` window
+    (the CLI scanner and the page's heatmap share this rule)."""
+    a = pd.Series([1.0, 2.0, 3.0], index=[0, 1000, 4000])
+    b = pd.Series([10.0, 20.0], index=[1000, 2000])
+    table = align_closes({"A": a, "B": b}, 1000)
+    assert table.index.tolist() == [1000, 2000, 3000, 4000]
+    assert table["A"].tolist() == [2.0, 2.0, 2.0, 3.0]
+    assert table["B"].tolist() == [10.0, 20.0, 20.0, 20.0]
+    last = align_closes({"A": a, "B": b}, 1000, last=2)
+    assert last.index.tolist() == [3000, 4000]
+    assert last.to_numpy().tolist() == [[2.0, 20.0], [3.0, 20.0]]
+    with pytest.raises(ValueError, match="no bars for B"):
+        align_closes({"A": a, "B": b.iloc[:0]}, 1000)
+    with pytest.raises(ValueError, match="step_ms"):
+        align_closes({"A": a}, 0)
 
 
 def test_scanner_ranks_the_cointegrated_pair_first():

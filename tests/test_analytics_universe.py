@@ -12,7 +12,7 @@ from statsmodels.tsa.stattools import coint
 
 from analytics.__main__ import main
 from service.universe import ProgressLine
-from storage import Reader, Writer
+from storage import open_reader, open_writer
 from storage.universe import read_universe
 from tests.conftest import STORAGE_REAL_DIR
 
@@ -44,7 +44,7 @@ def klines(sym: str, skip: int = 0) -> pd.DataFrame:
 def db(tmp_path_factory, storage_real_dir):
     """Four real symbols over 3,000 minutes, one listed 1,000 minutes late, one stale."""
     path = tmp_path_factory.mktemp("universe") / "bars.db"
-    with Writer(path) as w:
+    with open_writer(path) as w:
         for s in SYMBOLS:
             w.write_klines(s, klines(s))
         late = klines("AVAXUSDT", skip=1000).assign(close=lambda f: f["close"] * 1.01)
@@ -123,7 +123,7 @@ def test_bad_input_is_one_line_and_exit_2(db, capsys, args, message):
 
 
 def test_read_universe_grid_carries_closes_and_zero_volume(db):
-    with Reader(db) as r:
+    with open_reader(db) as r:
         u = read_universe(r, "1m", ["NEARUSDT", "ALGOUSDT"], end_ms=None, lookback_bars=100)
         near = r.bars("NEARUSDT", "1m", limit=100)
     assert u.symbols == ("NEARUSDT", "ALGOUSDT") and u.close.shape == (100, 2)
@@ -164,7 +164,7 @@ def test_postgres_reads_the_same_universe_and_scans_the_same(pg_url, db, capsys)
     with open_writer(pg_url) as w:
         for s in SYMBOLS:
             w.write_klines(s, klines(s))
-    with open_reader(pg_url) as pg, Reader(db) as lite:
+    with open_reader(pg_url) as pg, open_reader(db) as lite:
         a = read_universe(pg, "5m", SYMBOLS, lookback_bars=500)
         b = read_universe(lite, "5m", SYMBOLS, lookback_bars=500)
     assert a.symbols == b.symbols and a.skipped == b.skipped

@@ -15,7 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from service import registry
-from storage import IdKind, Writer
+from storage import IdKind, open_writer
 from storage.__main__ import import_file
 from tests.conftest import wait_for
 
@@ -61,7 +61,7 @@ def full_env(tmp_path_factory, exchange) -> Iterator[Path]:
         if not f.is_file():
             pytest.skip(f"real recording {f} not found (shared data missing)")
     db = tmp_path_factory.mktemp("app") / "real.db"
-    with Writer(db) as w:
+    with open_writer(db) as w:
         for f in HFT:
             import_file(w, f)
     with pytest.MonkeyPatch.context() as mp:
@@ -74,7 +74,7 @@ def full_env(tmp_path_factory, exchange) -> Iterator[Path]:
 def short_env(tmp_path, exchange, storage_hft_trades) -> Iterator[Path]:
     """The first 20 seconds of the captures (21 one-second bars): analytics warming up."""
     db = tmp_path / "short.db"
-    with Writer(db) as w:
+    with open_writer(db) as w:
         for sym, df in storage_hft_trades.items():
             part = df[df["ts_ms"] < df["ts_ms"].iloc[0] + 20_000]
             w.write_tick_arrays(

@@ -14,11 +14,18 @@ import pandas as pd
 import pytest
 
 from service import exports
-from service.alerts import AlertMonitor, Rule, RuleState, evaluate, validate_rule
+from service.alerts import (
+    AlertMonitor,
+    Rule,
+    RuleState,
+    evaluate,
+    rules_from_frame,
+    validate_rule,
+)
 from service.compute import TABLE_COLUMNS, PairParams, compute_pair, export_table
 from service.desk import DashboardService, Source, acquire_service
 from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError, replay_db_path
-from storage import IdKind, Reader, StorageError, Tick, Writer
+from storage import IdKind, StorageError, Tick, Writer, open_reader, open_writer
 from storage.__main__ import import_file
 from tests.conftest import wait_for
 from ui import charts
@@ -38,7 +45,7 @@ def real_db(tmp_path_factory) -> str:
         if not f.is_file():
             pytest.skip(f"real recording {f} not found (shared data missing)")
     path = tmp_path_factory.mktemp("real") / "real.db"
-    with Writer(path) as w:
+    with open_writer(path) as w:
         for f in HFT:
             import_file(w, f)
     return str(path)
@@ -167,7 +174,7 @@ def test_monitor_records_crossings_with_cooldown_in_the_background(tmp_path):
             ticks.append(Tick(sym, ids[sym], t0 + second * 1000 + 10, px, 1.0, False, IdKind.AGG))
         w.write_ticks(ticks)
 
-    with Writer(path) as w:
+    with open_writer(path) as w:
         for s in range(3):
             bar(w, s, 90.0)
         rid = w.add_alert_rule(
@@ -187,7 +194,7 @@ def test_monitor_records_crossings_with_cooldown_in_the_background(tmp_path):
             prices = {5: 110, 6: 90, 7: 110, 8: 90, 12: 110, 13: 110}
             for s in range(3, 15):
                 bar(w, s, float(prices.get(s, 90.0)))
-            with Reader(path) as r:
+            with open_reader(path) as r:
                 wait_for(lambda: len(r.alert_events()) >= 2, what="two alerts")
                 wait_for(lambda: mon.stats.passes >= 3, what="more passes")
                 events = r.alert_events()
@@ -205,7 +212,7 @@ def test_monitor_records_crossings_with_cooldown_in_the_background(tmp_path):
 # ------------------------------------------------------------------------- analytics table
 def test_live_analytics_on_real_data_and_warm_up(real_db):
     params = PairParams(window=60, display_bars=600)
-    with Reader(real_db) as r:
+    with open_reader(real_db) as r:
         frame = r.pair_frame("BTCUSDT", "ETHUSDT", "1s", limit=params.read_bars)
         short = r.pair_frame("BTCUSDT", "ETHUSDT", "1s", limit=42)
     res = compute_pair(frame, params)
@@ -278,7 +285,7 @@ def test_exports_have_the_documented_columns(real_db):
 
 # ------------------------------------------------------------------------- charts
 def test_figures_keep_a_stable_uirevision_and_cap_points(real_db):
-    with Reader(real_db) as r:
+    with open_reader(real_db) as r:
         frame = r.pair_frame("BTCUSDT", "ETHUSDT", "1s")
     res = compute_pair(frame, PairParams(window=30))
     t = res.table
@@ -302,7 +309,7 @@ def test_figures_keep_a_stable_uirevision_and_cap_points(real_db):
 
 
 def test_candles_and_dual_axis_prices(real_db):
-    with Reader(real_db) as r:
+    with open_reader(real_db) as r:
         frame = r.pair_frame("BTCUSDT", "ETHUSDT", "1m")
         candles = {"x": r.bars("BTCUSDT", "1m"), "y": r.bars("ETHUSDT", "1m")}
     t = compute_pair(frame, PairParams(tf="1m", window=3)).table
@@ -316,7 +323,7 @@ def test_candles_and_dual_axis_prices(real_db):
 def test_chart_payload_is_compact_plotly_json(real_db):
     from ui.plot import figure_payload
 
-    with Reader(real_db) as r:
+    with open_reader(real_db) as r:
         frame = r.pair_frame("BTCUSDT", "ETHUSDT", "1s")
     t = compute_pair(frame, PairParams(window=30)).table
     payload = figure_payload(charts.zscore_figure(t, "BTCUSDT", "ETHUSDT", "1s", 2.0))
@@ -381,7 +388,7 @@ def test_page_runs_read_only_when_another_process_writes(tmp_path, monkeypatch):
     for k, v in QUIET_ENV.items():
         monkeypatch.setenv(k, v)
     s = _settings(tmp_path)
-    with Writer(s.db_path):  # e.g. a headless collector holds the database
+    with open_writer(s.db_path):  # e.g. a headless collector holds the database
         svc = DashboardService(s)
         try:
             assert svc.read_only and "already has a writer" in svc.read_only
@@ -402,6 +409,40 @@ def test_page_runs_read_only_when_another_process_writes(tmp_path, monkeypatch):
             svc.close()
 
 
+def test_a_restarted_replay_keeps_its_alert_rules(tmp_path, monkeypatch):
+    """A replay restarts into a fresh file; its rules, window and method included, carry over."""
+    for k, v in QUIET_ENV.items():
+        monkeypatch.setenv(k, v)
+    svc = DashboardService(_settings(tmp_path, replay_files=(str(SAMPLE_RECORDING),)))
+    try:
+        assert svc.source == Source.REPLAY
+        svc.add_rule(
+            name="wide",
+            x="BTCUSDT",
+            y="ETHUSDT",
+            tf="1m",
+            metric="zscore",
+            op=">",
+            threshold=2.5,
+            cooldown_s=30.0,
+            params={"window": 120, "method": "kalman"},
+        )
+        svc.use_replay()
+        with open_reader(svc.db_path) as r:
+            (rule,) = rules_from_frame(r.alert_rules())
+    finally:
+        svc.close()
+    assert (rule.name, rule.x, rule.y, rule.tf, rule.metric, rule.op) == (
+        "wide",
+        "BTCUSDT",
+        "ETHUSDT",
+        "1m",
+        "zscore",
+        ">",
+    )
+    assert (rule.threshold, rule.cooldown_s, rule.window, rule.method) == (2.5, 30.0, 120, "kalman")
+
+
 def test_replay_source_streams_the_recording_through_the_client(tmp_path, monkeypatch):
     """Replay: in-process server + the real FeedService, into a fresh replay database."""
     for k, v in QUIET_ENV.items():
@@ -417,7 +458,7 @@ def test_replay_source_streams_the_recording_through_the_client(tmp_path, monkey
         assert "not a symbol" in svc.check_symbol("BTC-USDT")
 
         def stored() -> bool:
-            with Reader(svc.db_path) as r:
+            with open_reader(svc.db_path) as r:
                 if set(r.symbols()) != {"BTCUSDT", "ETHUSDT"}:
                     return False
                 return len(r.pair_frame("BTCUSDT", "ETHUSDT", "1s")) >= 5

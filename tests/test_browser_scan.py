@@ -16,7 +16,7 @@ import pytest
 
 from config import SAMPLE_RECORDING
 from replay import FakeBinance, load_recording
-from storage import Writer
+from storage import open_writer
 from tests.conftest import streamlit_server
 from tests.test_browser_dashboard import ARGS, CHROMIUM
 
@@ -34,7 +34,7 @@ pytestmark = [
 def page_url(tmp_path_factory, storage_real_dir) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("browser_scan")
     db = tmp / "u.db"
-    with Writer(db) as w:
+    with open_writer(db) as w:
         for s in SYMBOLS:
             path = storage_real_dir / "binance_usdm_klines_1m" / f"{s}-1m-2024-02.csv"
             w.write_klines(s, pd.read_csv(path, nrows=6000))

@@ -22,7 +22,7 @@ from websocket import create_connection
 
 from formats import StreamKind, parse_message
 from replay import FakeBinance, load_recording
-from storage import Reader
+from storage import open_reader
 from storage.__main__ import main as storage_main
 from tests.test_storage_cli import FORMATS, TICK_COLUMNS, iso, write
 
@@ -57,7 +57,7 @@ def test_import_and_replay_of_each_format_yield_the_same_ticks(
     assert sorted(recording.symbols) == sorted(expected)
     with FakeBinance(recording, speed=0, rebase_time=False, ping_interval_s=None) as server:
         for symbol, (kind, _) in expected.items():
-            with Reader(db) as r:
+            with open_reader(db) as r:
                 imported = r.ticks(symbol)[TICK_COLUMNS]
             imported = imported.sort_values(["ts_ms", "trade_id"]).reset_index(drop=True)
             served = replayed_ticks(server, symbol, kind, len(imported))
@@ -78,7 +78,7 @@ def test_collector_ndjson_side_and_zone_agree_by_construction(tmp_path, capsys):
     db = tmp_path / "c.db"
     assert storage_main(["import", str(path), "--db", str(db)]) == 0
     capsys.readouterr()
-    with Reader(db) as r:
+    with open_reader(db) as r:
         stored = r.ticks("BTCUSDT")
     trades = load_recording([path]).symbols["BTCUSDT"].trades
     assert trades is not None
@@ -96,7 +96,7 @@ def test_every_real_recording_loads_for_replay_as_it_imports(storage_real_dir: P
         rec = load_recording([storage_real_dir / rel])
         db = tmp_path / (Path(rel).name + ".db")
         assert storage_main(["import", str(storage_real_dir / rel), "--db", str(db)]) == 0
-        with Reader(db) as r:
+        with open_reader(db) as r:
             for symbol, srec in rec.symbols.items():
                 cols = srec.trades if srec.trades is not None else srec.aggs
                 assert len(r.ticks(symbol)) == len(cols), (rel, symbol)

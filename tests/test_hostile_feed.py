@@ -16,18 +16,20 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from config import SAMPLE_RECORDING
+from ingestion.clock import Clock
 from ingestion.spill import restore_spill, spill_path, write_spill
 from ingestion.status import FeedState
 from ingestion.suspect import SuspectIds, Verdict
 from ingestion.writer import TickWriter
 from replay import FakeBinance, load_recording
 from replay.faults import NESTED_FRAME, Faults, hostile_trade
-from storage import IdKind, Reader, Tick, Writer, open_writer
+from storage import IdKind, Tick, Writer, open_reader, open_writer
 from tests.conftest import wait_for
 from tests.test_ingestion_feed import (
     _ids_of,
@@ -64,7 +66,7 @@ def test_deeply_nested_frame_is_rejected_and_the_feed_goes_on(recording, tmp_pat
     faults = Faults(inject=[("BTCUSDT", 20, NESTED_FRAME), ("ETHUSDT", 20, NESTED_FRAME)])
     with FakeBinance(recording, speed=SPEED, preroll_s=5, faults=faults) as server:
         service = start(db, BOTH, fast_settings(server))
-        with caplog.at_level(logging.WARNING, logger="ingestion.feed"):
+        with caplog.at_level(logging.WARNING, logger="ingestion.listener"):
             wait_complete(server, db, BOTH)
         status = service.status()
         assert service.stop(timeout_s=10)
@@ -145,7 +147,7 @@ def test_disk_full_shows_in_status_spills_on_stop_and_restart_stores_it(
     db = tmp_path / "full.db"
     side = spill_path(db)
     with FakeBinance(recording, speed=SPEED / 3, preroll_s=5) as server:
-        storage = Writer(db)
+        storage = open_writer(db)
         try:
             service = start(storage, BOTH, fast_settings(server, storage_retry_s=0.1))
             wait_for(lambda: stored_ids(db, "BTCUSDT"), 10, "first ticks stored")
@@ -240,27 +242,51 @@ def test_a_ping_flood_without_data_ends_the_connection(recording, tmp_path):
 
 
 # --------------------------------------------------------------------------- 5. silent socket
+class MovedClock:
+    """The feed's clocks: the real ones, with the monotonic one moved ahead by the test."""
+
+    def __init__(self) -> None:
+        self.ahead_s = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead_s
+
+    def clock(self) -> Clock:
+        return Clock(monotonic=self.monotonic)
+
+
 def test_a_silent_socket_in_a_busy_market_is_stale(recording, tmp_path):
     """The first connection completes the handshake and sends nothing while REST's newest
-    trade is always younger than ``stale_grace_s``: stale before the replay ends."""
+    trade is always younger than ``stale_grace_s`` (60 s, like the market's trades): stale
+    before the replay ends. Nothing waits the grace out: the feed's monotonic clock (its
+    probe schedule) is moved ahead, its wall clock is not, so REST's trades stay young."""
     db = tmp_path / "silent.db"
     faults = Faults(hostile=["silent"])
-    with FakeBinance(recording, speed=2.0, preroll_s=5, faults=faults) as server:
+    moved = MovedClock()
+    grace_s = 60.0
+    with FakeBinance(recording, speed=5.0, preroll_s=5, faults=faults) as server:
         settings = fast_settings(
-            server, stale_grace_s=5.0, first_data_timeout_s=1.0, stale_probe_interval_s=1.0
+            server, stale_grace_s=grace_s, first_data_timeout_s=1.0, stale_probe_interval_s=1.0
         )
-        service = start(db, ["BTCUSDT"], settings)
-        wait_for(
-            lambda: service.status()["BTCUSDT"].reconnects >= 1 or server.finished(),
-            40,
-            "a reconnect or the end of the replay",
-        )
+        service = start(db, ["BTCUSDT"], settings, clock=moved.clock())
+
+        def stale_or_done() -> bool:
+            moved.ahead_s += grace_s / 4  # the grace passes in four polls
+            return service.status()["BTCUSDT"].reconnects >= 1 or server.finished()
+
+        wait_for(stale_or_done, 40, "a reconnect or the end of the replay", interval_s=0.1)
         busy = not server.finished()
         status = service.status()["BTCUSDT"]
         wait_complete(server, db, ["BTCUSDT"], timeout_s=40)
         assert service.stop(timeout_s=10)
     assert busy, "the silent socket was only found stale once the market went quiet"
     assert status.reconnects >= 1 and "connected but no data" in status.last_error
+    probes = [
+        p
+        for _, path, p, _ in server.stats.rest_requests
+        if path == "/fapi/v1/aggTrades" and p == {"symbol": "BTCUSDT", "limit": "1"}
+    ]
+    assert len(probes) >= 2  # one too fresh to judge, one that found the socket stale
 
 
 # --------------------------------------------------------------------------- 3. far-ahead ids
@@ -314,6 +340,42 @@ def test_a_genuine_jump_is_confirmed_and_its_gap_repaired(recording, tmp_path):
     assert {"symbol": "BTCUSDT", "fromId": str(ids[-40]), "limit": "1"} in asked
 
 
+def test_a_first_id_lie_with_no_resume_point_is_rejected_not_the_resume_point(recording, tmp_path):
+    """An empty database and no start-up history: no stored id to compare with. The very
+    first frame of each symbol is a lie (1e12 on BTCUSDT; the first real id + 1e7 at 22x the
+    price on ETHUSDT). The next live id shows it far ahead, REST has no such id: rejected,
+    and every genuine trade after it is stored (before: the lie became the resume point and
+    every genuine trade was dropped as a duplicate)."""
+    db = tmp_path / "first-lie.db"
+    eth_first = recording.symbols["ETHUSDT"].aggs.ids[0]
+    lies = {"BTCUSDT": 10**12, "ETHUSDT": eth_first + 10**7}
+    faults = Faults(
+        inject=[
+            ("BTCUSDT", 0, hostile_trade("BTCUSDT", lies["BTCUSDT"])),
+            ("ETHUSDT", 0, hostile_trade("ETHUSDT", lies["ETHUSDT"], price="60000.0")),
+        ]
+    )
+    with FakeBinance(recording, speed=0, faults=faults) as server:  # all of it at once
+        service = start(db, BOTH, fast_settings(server, history=False))
+        wait_complete(server, db, BOTH)
+        status = service.status()
+        reasons = service.reject_reasons()
+        assert service.stop(timeout_s=10)
+    assert server.stats.hostile_frames == 2
+    asked = {
+        p.get("fromId")
+        for _, path, p, _ in server.stats.rest_requests
+        if path == "/fapi/v1/aggTrades" and p.get("limit") == "1"
+    }
+    for symbol in BOTH:
+        assert reasons[symbol] == {"suspect_id": 1}, symbol
+        assert status[symbol].duplicates == 0 and status[symbol].gaps_found == 0
+        assert "far-ahead id" in status[symbol].last_error
+        assert str(lies[symbol]) in asked  # REST was asked about the lie itself
+        assert stored_ids(db, symbol)[-1] < lies[symbol]
+    assert gaps(db).empty
+
+
 # --------------------------------------------------------------------------- 2. end to end
 def test_an_id_past_int64_does_not_wedge_the_other_symbols(recording, tmp_path):
     db = tmp_path / "int64.db"
@@ -329,7 +391,7 @@ def test_an_id_past_int64_does_not_wedge_the_other_symbols(recording, tmp_path):
 
 def test_a_wedged_database_shows_as_error_not_live(recording, tmp_path):
     db = tmp_path / "wedged.db"
-    storage = Writer(db)
+    storage = open_writer(db)
     try:
         with FakeBinance(recording, speed=SPEED / 3, preroll_s=5) as server:
             service = start(storage, ["BTCUSDT"], fast_settings(server, stale_after_s=1.0))
@@ -436,10 +498,10 @@ def test_side_file_round_trip_keeps_every_field(tmp_path):
     write_spill(side, agg + tiny)
     write_spill(side, trades)  # appends
     assert '"p":"0.00001234"' in side.read_text()
-    with Writer(tmp_path / "round.db") as storage:
+    with open_writer(tmp_path / "round.db") as storage:
         assert restore_spill(side, storage) == 3
         assert restore_spill(side, storage) == 0  # gone once stored
-    with Reader(tmp_path / "round.db") as reader:
+    with open_reader(tmp_path / "round.db") as reader:
         for tick in agg + tiny + trades:
             row = reader.ticks(tick.symbol).iloc[0]
             assert (row.trade_id, row.ts_ms, row.price, row.qty) == (

@@ -13,7 +13,7 @@ import pytest
 
 from config import SAMPLE_RECORDING
 from replay import FakeBinance, load_recording
-from storage import Reader
+from storage import open_reader
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def _run(args: list[str], env: dict[str, str], timeout_s: float = 60):
 
 
 def _ids(db: Path, symbol: str) -> list[int]:
-    with Reader(db) as reader:
+    with open_reader(db) as reader:
         return sorted(reader.ticks(symbol)["trade_id"].tolist())
 
 

@@ -24,7 +24,7 @@ from ingestion.service import FeedService
 from ingestion.status import FeedState
 from replay import FakeBinance, load_recording
 from replay.faults import Faults
-from storage import Gap, Reader, Tick, UnknownSymbolError, Writer, open_reader, open_writer
+from storage import Gap, Tick, UnknownSymbolError, open_reader, open_writer
 from tests.conftest import wait_for
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -72,7 +72,7 @@ def fast_settings(server: FakeBinance, **changes) -> FeedSettings:
 
 
 def stored_ids(db: Path, symbol: str) -> list[int]:
-    with Reader(db) as reader:
+    with open_reader(db) as reader:
         try:
             ids = reader.ticks(symbol)["trade_id"].tolist()
         except UnknownSymbolError:
@@ -102,7 +102,7 @@ def wait_complete(server: FakeBinance, db: Path, symbols, kind: str = "agg", tim
 
 
 def gaps(db: Path):
-    with Reader(db) as reader:
+    with open_reader(db) as reader:
         return reader.gaps()
 
 
@@ -139,7 +139,7 @@ def test_clean_stream_stores_exactly_the_source(recording, tmp_path):
         assert status.stored == len(server.source_ids(symbol))
         assert status.url.endswith(f"/market/ws/{symbol.lower()}@aggTrade")
         assert status.history_loaded and status.last_trade_id == server.source_ids(symbol)[-1]
-    with Reader(db) as reader:
+    with open_reader(db) as reader:
         assert reader.id_kind("BTCUSDT") == "agg"
         assert not reader.bars("BTCUSDT", "1s").empty
         saved = reader.feed_status()
@@ -153,7 +153,7 @@ def test_history_loads_klines_before_the_first_trade(recording, tmp_path):
             db, ["ETHUSDT"], fast_settings(server, history_trades_s=0.5, history_klines_s=3600.0)
         )
         first = wait_for(lambda: stored_ids(db, "ETHUSDT"), 10, "ticks")
-        with Reader(db) as reader:
+        with open_reader(db) as reader:
             bars = wait_for(lambda: not reader.bars("ETHUSDT", "1m").empty, 10, "kline bars")
             first_tick_ms = int(reader.ticks("ETHUSDT")["ts_ms"].min())
             one_min = reader.bars("ETHUSDT", "1m")
@@ -348,7 +348,7 @@ def test_trade_stream_on_public_route_with_trade_ids(recording, tmp_path):
         service = start(db, ["BTCUSDT"], settings)
         wait_complete(server, db, ["BTCUSDT"], kind="trade")
         assert service.stop()
-    with Reader(db) as reader:
+    with open_reader(db) as reader:
         assert reader.id_kind("BTCUSDT") == "trade"
     assert stored_ids(db, "BTCUSDT")[0] == 5266583935
     assert service.status()["BTCUSDT"].rejected == server.stats.garbage_sent
@@ -401,7 +401,7 @@ def test_clean_stop_writes_every_queued_tick(recording, tmp_path):
 
 def test_back_pressure_blocks_the_feed_with_a_bounded_queue(recording, tmp_path):
     db = tmp_path / "pressure.db"
-    storage = Writer(db)
+    storage = open_writer(db)
     try:
         with FakeBinance(recording, speed=SPEED, preroll_s=5) as server:
             service = start(storage, ["BTCUSDT"], fast_settings(server, queue_size=4))
@@ -423,14 +423,14 @@ def test_back_pressure_blocks_the_feed_with_a_bounded_queue(recording, tmp_path)
 
 def test_refuses_to_mix_id_kinds_in_one_database(recording, tmp_path):
     db = tmp_path / "mixed.db"
-    with Writer(db) as storage:
+    with open_writer(db) as storage:
         storage.write_ticks([Tick("BTCUSDT", 1, 1_700_000_000_000, 1.0, 1.0, False)])
     with FakeBinance(recording, speed=SPEED) as server:
         service = FeedService(db, ["BTCUSDT"], fast_settings(server, stream="trade"))
         with pytest.raises(ConfigError, match=r"agg ids.*trade"):
             service.start()
         assert not service.running and service.writer_status() is None
-    Writer(db).close()  # the failed start gave the database back
+    open_writer(db).close()  # the failed start gave the database back
 
 
 def test_add_and_remove_symbols_while_running(recording, tmp_path):
@@ -482,7 +482,7 @@ def test_backoff_restarts_after_a_healthy_connection(recording, tmp_path):
 
 def test_ids_going_backwards_are_reported(tmp_path):
     db = tmp_path / "backwards.db"
-    with Writer(db) as storage:  # a database from an earlier run with much higher ids
+    with open_writer(db) as storage:  # a database from an earlier run with much higher ids
         storage.write_ticks([Tick("BTCUSDT", 10**9, 1_700_000_000_000, 1.0, 1.0, False)])
     with FakeBinance(load_recording([SAMPLE_RECORDING]), speed=0) as server:
         service = start(db, ["BTCUSDT"], fast_settings(server, history=False))
@@ -614,7 +614,7 @@ def test_gaps_rest_cannot_fill_fall_back_to_1m_klines(recording, tmp_path, fallb
         )
         assert service.stop()
         kline_requests = [r for r in server.stats.rest_requests if r[1] == "/fapi/v1/klines"]
-        with Reader(db) as reader:
+        with open_reader(db) as reader:
             ticks = reader.ticks("BTCUSDT")
             lost = ticks[(ticks["trade_id"] >= 40) & (ticks["trade_id"] < 80)]
             minutes = sorted({int(t) // 60_000 * 60_000 for t in lost["ts_ms"]})
@@ -738,7 +738,7 @@ def test_retried_gap_without_stored_neighbours_says_its_times_are_unknown(record
     """A left-over gap whose neighbouring ticks are not stored (pruned, or never): REST no
     longer has its ids and the fallback cannot place them in minutes, and says so."""
     db = tmp_path / "unknown.db"
-    with Writer(db) as storage:
+    with open_writer(db) as storage:
         storage.record_gap(Gap("BTCUSDT", 50, 59, 1, status="open", detail="found earlier"))
     faults = Faults(rest_min_id={"BTCUSDT": 70})
     with FakeBinance(recording, speed=0, rebase_time=False, faults=faults) as server:
@@ -777,14 +777,14 @@ def test_stop_while_start_waits_for_rest_wins_at_once(recording, tmp_path):
         assert time.monotonic() - started < 3 and not starter.is_alive() and not errors
         assert not service.running and service.status() == {}
         assert server.stats.ws_connections == []
-    Writer(db).close()  # the database was never taken (or was given back)
+    open_writer(db).close()  # the database was never taken (or was given back)
 
 
 def test_stop_while_start_opens_feeds_tears_down_what_it_started(recording, tmp_path):
     """The start is past validation and the writer (storage is busy with an import): ``stop()``
     stops the writer, and the start, when storage answers, starts no feed."""
     db = tmp_path / "mid.db"
-    storage = Writer(db)
+    storage = open_writer(db)
     try:
         with FakeBinance(recording, speed=SPEED) as server:
             service = FeedService(storage, ["BTCUSDT", "ETHUSDT"], fast_settings(server))

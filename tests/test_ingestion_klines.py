@@ -22,7 +22,7 @@ from ingestion.klines import KlineFetcher, main, missing_spans, universe_symbols
 from ingestion.rest import RestClient
 from replay import FakeBinance, load_recording
 from replay.faults import Faults
-from storage import Reader, StorageError
+from storage import StorageError, open_reader, open_writer
 from storage.timefmt import parse_iso_ms
 from tests.conftest import STORAGE_REAL_DIR, wait_for
 
@@ -98,11 +98,31 @@ def test_fetch_every_symbol_then_a_rerun_fetches_nothing_again(sample, universe,
     for sym in [*REAL, "LATEUSDT"]:
         want = [r[0] for r in in_range(universe, sym)]
         assert sorted(got[sym]) == want  # every minute served once, over both runs
-    with Reader(db) as r:
+    with open_reader(db) as r:
         late = r.bars("LATEUSDT", "1m")
         near = r.bars("NEARUSDT", "1m")
     assert int(late["open_time_ms"].iloc[0]) == universe["LATEUSDT"][0][0]  # listed late
     assert near["close"].tolist() == [float(r[4]) for r in in_range(universe, "NEARUSDT")]
+
+
+def test_the_page_fetch_job_writes_through_the_shared_writer(sample, universe, tmp_path):
+    """``service.scan.FetchJob``, the Scan tab's background fetch: through the writer the
+    page's service holds, then ``done`` with the rows it stored."""
+    from service.scan import FetchJob
+
+    db = tmp_path / "page.db"
+    job = FetchJob()
+    want = in_range(universe, "NEARUSDT")
+    with FakeBinance(sample, speed=0, static_klines=universe) as server, open_writer(db) as w:
+        span = (parse_iso_ms(START), parse_iso_ms(END))
+        assert job.start(str(db), w, server.rest_base, *span, ("NEARUSDT",))
+        wait_for(lambda: job.status().state != "running", 30, "the fetch to end")
+        job.join(5.0)
+    status = job.status()
+    assert (status.state, status.error, status.done, status.total) == ("done", "", 1, 1)
+    assert status.rows == len(want) and status.finished_ms is not None
+    with open_reader(db) as r:
+        assert r.bars("NEARUSDT", "1m")["close"].tolist() == [float(k[4]) for k in want]
 
 
 def test_429_with_retry_after_pauses_once_and_loses_nothing(sample, universe, tmp_path):
@@ -148,7 +168,7 @@ def test_kill_in_the_middle_then_resume_fetches_nothing_twice(sample, universe, 
             if not db.exists():
                 return False
             try:
-                with Reader(db) as r:
+                with open_reader(db) as r:
                     return r.bar_range("AVAXUSDT", "1m") is not None
             except (StorageError, ValueError):  # being created: no schema or symbol yet
                 return False
@@ -166,7 +186,7 @@ def test_kill_in_the_middle_then_resume_fetches_nothing_twice(sample, universe, 
         repeats = len(got[sym]) - len(set(got[sym]))
         assert sorted(set(got[sym])) == want
         assert repeats <= 1500, sym  # at most the one page in flight at the kill
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert r.bar_range("FILUSDT", "1m") == (parse_iso_ms(START), end)
 
 

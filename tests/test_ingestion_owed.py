@@ -29,7 +29,7 @@ from ingestion.owed import RetryShelf
 from ingestion.service import FeedService
 from replay import FakeBinance, load_recording
 from replay.faults import Faults
-from storage import Reader, StorageError, UnknownSymbolError, Writer, open_reader, open_writer
+from storage import StorageError, UnknownSymbolError, open_reader, open_writer
 from tests.conftest import wait_for
 from ui.health import health_table
 
@@ -128,7 +128,7 @@ def collectors():
 
 def stored_ids(db: Path, symbol: str) -> list[int]:
     try:
-        with Reader(db) as reader:
+        with open_reader(db) as reader:
             return sorted(reader.ticks(symbol)["trade_id"].tolist())
     except (UnknownSymbolError, StorageError):  # not created (or migrated) yet
         return []
@@ -136,7 +136,7 @@ def stored_ids(db: Path, symbol: str) -> list[int]:
 
 def ledger(db: Path) -> pd.DataFrame:
     try:
-        with Reader(db) as reader:
+        with open_reader(db) as reader:
             return reader.gaps()
     except StorageError:  # not created (or migrated) yet
         return pd.DataFrame(columns=["status", "detail"])
@@ -146,7 +146,7 @@ def oracle(server: FakeBinance, path: Path) -> Path:
     """Every trade the server serves (socket and REST alike), loaded directly."""
     timeline = server.timeline
     assert timeline is not None
-    with Writer(path) as writer:
+    with open_writer(path) as writer:
         for symbol in SYMBOLS:
             view = timeline.views[(symbol, "agg")]
             rows = [timeline.rest_row(view, n) for n in range(view.size)]
@@ -157,7 +157,7 @@ def oracle(server: FakeBinance, path: Path) -> Path:
 def assert_equals_oracle(server: FakeBinance, db: Path, tmp_path: Path) -> None:
     """Ticks and 1s/1m/5m bars equal the oracle's; every recorded range is repaired."""
     truth = oracle(server, tmp_path / "oracle.db")
-    with Reader(db) as got, Reader(truth) as want:
+    with open_reader(db) as got, open_reader(truth) as want:
         for symbol in SYMBOLS:
             pd.testing.assert_frame_equal(
                 got.ticks(symbol).reset_index(drop=True),
@@ -287,7 +287,7 @@ def test_rest_failing_during_history_keeps_it_owed_and_retries_it(
 
 def _owed_cells(db: Path) -> list[str]:
     """The "owed" column of the page's health table over the collector's published status."""
-    with Reader(db) as reader:
+    with open_reader(db) as reader:
         published = reader.feed_status()
     table = health_table([dict(row.status, symbol=row.symbol) for row in published.itertuples()])
     return [cell for cell in table["owed"] if cell]

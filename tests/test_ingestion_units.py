@@ -137,7 +137,7 @@ def test_status_line_and_dict():
 
 
 def test_kline_minutes_are_named_as_iso_ranges():
-    from ingestion.feed import _minutes_text
+    from ingestion.backfill import minutes_text as _minutes_text
 
     t0 = 1_723_161_300_000  # 2024-08-08T23:55Z
     assert _minutes_text([t0]) == "2024-08-08T23:55Z"

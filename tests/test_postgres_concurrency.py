@@ -16,7 +16,6 @@ import psycopg
 import pytest
 
 from storage import ConnectionLostError, IdKind, Tick, open_reader, open_writer, write_with_retry
-from storage.postgres import Reader as PgReader
 
 pytestmark = pytest.mark.postgres
 DEADLINE_S = 60.0
@@ -214,7 +213,7 @@ def test_a_dropped_reader_connection_is_replaced_transparently(
 ) -> None:
     with open_writer(pg_url) as w:
         w.write_ticks([Tick("BTCUSDT", 1, 1_000, 10.0, 1.0, False, IdKind.AGG)])
-    r = PgReader(pg_url, pool_max_size=1)
+    r = open_reader(pg_url, pool_max_size=1)
     assert len(r.bars("BTCUSDT", "1s")) == 1
     with r._pool.connection() as conn:
         pid = conn.info.backend_pid

@@ -1,10 +1,11 @@
 """The storage semantics on PostgreSQL: the SQLite suite's known answers, run again, and more.
 
 Every test of ``tests/test_storage_bars.py`` that takes only a database (``db``) runs here a
-second time with the database a PostgreSQL URL and ``Writer``/``Reader`` the backend factory,
-so one set of known answers covers both backends. Its property tests run again too, through a
-PostgreSQL twin of their helper. Then: bit-identical bars to SQLite on real captures,
-gaps, alerts, feed status, retention, schema guards, and the backend-by-URL rules.
+second time with the database a PostgreSQL URL (the suite opens it with ``open_writer`` /
+``open_reader``, which pick the engine from the name), so one set of known answers covers both
+backends. Its property tests run again too, through a PostgreSQL twin of their helper. Then:
+bit-identical bars to SQLite on real captures, gaps, alerts, feed status, retention, schema
+guards, and the backend-by-URL rules.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from storage import IdKind, StorageError, Tick, open_reader, open_writer
 from storage.backend import backend_of, describe, sqlite_path
 from storage.config import StorageSettings
 from storage.pg_schema import SCHEMA_VERSION
-from storage.postgres import Reader as PgReader
-from storage.postgres import Writer as PgWriter
 from storage.postgres import redact_url
 from storage.records import Gap
 from storage.retention import RetentionJob
@@ -62,19 +61,12 @@ def tick(
     return Tick(symbol, tid, ts_ms, price, qty, buyer_maker, kind)
 
 
-@pytest.fixture
-def on_postgres(monkeypatch):
-    """Make the SQLite suite's ``Writer``/``Reader`` names open whatever URL they are given."""
-    monkeypatch.setattr(bars_suite, "Writer", open_writer)
-    monkeypatch.setattr(bars_suite, "Reader", open_reader)
-
-
 def test_the_sqlite_suite_offers_cases() -> None:
     assert len(BAR_CASES) >= 10, sorted(BAR_CASES)
 
 
 @pytest.mark.parametrize("name", sorted(BAR_CASES))
-def test_bar_semantics_known_answers(name: str, pg_url: str, on_postgres) -> None:
+def test_bar_semantics_known_answers(name: str, pg_url: str) -> None:
     BAR_CASES[name](pg_url)
 
 
@@ -90,12 +82,12 @@ def test_bar_properties(name: str, pg_url: str, monkeypatch) -> None:
     if not hasattr(bars_suite, name) or not hasattr(bars_suite, "_bars_after_writing"):
         pytest.skip(f"tests/test_storage_bars.py no longer has {name}")
     open_writer(pg_url).close()
-    reader = PgReader(pg_url, pool_max_size=1)
+    reader = open_reader(pg_url, pool_max_size=1)
 
     def bars_after_writing(batches: list[list[Tick]]) -> dict[str, pd.DataFrame]:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute("TRUNCATE ticks, bars, bars_1s, symbols RESTART IDENTITY")
-        with PgWriter(pg_url) as w:
+        with open_writer(pg_url) as w:
             for batch in batches:
                 w.write_ticks(batch)
         reader._sym_ids.clear()

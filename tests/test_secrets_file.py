@@ -26,7 +26,7 @@ from service.secretfile import (
     secret_environ,
 )
 from service.watchlist import main as watchlist_cli
-from storage import Writer, open_reader
+from storage import open_reader, open_writer
 from tests.alert_endpoints import Endpoint
 from tests.conftest import wait_for
 
@@ -99,7 +99,7 @@ def test_deliveries_and_the_cli_use_the_file_and_never_print_it(
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SECRETS_FILE", str(secrets))
     db = tmp_path / "s.db"
-    with Endpoint(default="401") as ep, Writer(db) as w:
+    with Endpoint(default="401") as ep, open_writer(db) as w:
         w.add_sink(
             name="tg", kind="telegram", target="env:QD_FILE_TG_TOKEN",
             params={"chat_id": "-1001", "api_base": ep.url("")},

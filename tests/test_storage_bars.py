@@ -24,7 +24,8 @@ from storage import (
     Reader,
     Tick,
     UnknownSymbolError,
-    Writer,
+    open_reader,
+    open_writer,
 )
 
 #: Relative tolerance for float sums added in a different order (a few ulps per addition).
@@ -116,7 +117,7 @@ def db(tmp_path: Path) -> Path:
 
 # ---------------------------------------------------------------------------- known answers
 def test_ticks_on_minute_and_five_minute_boundaries(db: Path) -> None:
-    with Writer(db) as w:
+    with open_writer(db) as w:
         w.write_ticks(
             [
                 tick(1, 59_999, 100.0, 1.0, buyer_maker=False),
@@ -125,7 +126,7 @@ def test_ticks_on_minute_and_five_minute_boundaries(db: Path) -> None:
                 tick(4, 300_000, 103.0, 4.0, buyer_maker=True),
             ]
         )
-    with Reader(db) as r:
+    with open_reader(db) as r:
         one_m = r.bars("BTCUSDT", "1m")
         assert one_m["open_time_ms"].tolist() == [0, 60_000, 240_000, 300_000]
         assert one_m["close"].tolist() == [100.0, 101.0, 102.0, 103.0]
@@ -147,9 +148,9 @@ def test_ticks_on_minute_and_five_minute_boundaries(db: Path) -> None:
 
 
 def test_trades_in_one_millisecond_are_ordered_by_id_not_arrival(db: Path) -> None:
-    with Writer(db) as w:
+    with open_writer(db) as w:
         w.write_ticks([tick(7, 1_000, 3.0), tick(5, 1_000, 1.0), tick(6, 1_000, 2.0)])
-        with Reader(db) as r:
+        with open_reader(db) as r:
             for tf in ("1s", "1m", "5m"):
                 b = bar(r, tf, 0 if tf != "1s" else 1_000)
                 assert (b["open"], b["close"], b["high"], b["low"]) == (1.0, 3.0, 3.0, 1.0), tf
@@ -168,11 +169,11 @@ def test_trades_in_one_millisecond_are_ordered_by_id_not_arrival(db: Path) -> No
 
 
 def test_late_tick_updates_only_high_low_and_sums(db: Path) -> None:
-    with Writer(db) as w:
+    with open_writer(db) as w:
         w.write_ticks([tick(10, 10_000, 100.0, 1.0)])
         w.write_ticks([tick(12, 40_000, 102.0, 1.0)])
         w.write_ticks([tick(11, 20_000, 150.0, 2.0, buyer_maker=True)])  # arrives last
-    with Reader(db) as r:
+    with open_reader(db) as r:
         for tf in ("1m", "5m"):
             b = bar(r, tf, 0)
             assert (b["open"], b["high"], b["low"], b["close"]) == (100.0, 150.0, 100.0, 102.0)
@@ -184,9 +185,9 @@ def test_late_tick_updates_only_high_low_and_sums(db: Path) -> None:
 
 
 def test_backfilled_earlier_id_changes_open_exactly(db: Path) -> None:
-    with Writer(db) as w:
+    with open_writer(db) as w:
         w.write_ticks([tick(101, 1_000, 10.0), tick(102, 2_000, 11.0), tick(103, 3_000, 12.0)])
-        with Reader(db) as r:
+        with open_reader(db) as r:
             assert bar(r, "1m", 0)["open"] == 10.0
             w.write_ticks([tick(100, 1_000, 9.5)])  # same ms as 101, lower id: now first
             for tf, t, close in (("1s", 1_000, 10.0), ("1m", 0, 12.0), ("5m", 0, 12.0)):
@@ -199,18 +200,18 @@ def test_backfilled_earlier_id_changes_open_exactly(db: Path) -> None:
 
 def test_duplicates_in_one_batch_and_across_batches_count_once(db: Path) -> None:
     a, b, c = tick(1, 1_000, 10.0, 1.0), tick(2, 2_000, 11.0, 2.0), tick(3, 3_000, 12.0, 4.0)
-    with Writer(db) as w:
+    with open_writer(db) as w:
         assert w.write_ticks([a, a, b, a]) == 2
         assert w.write_ticks([a, b]) == 0
         # Same id, different content: the stored tick wins (a trade id names one trade).
         assert w.write_ticks([tick(2, 2_500, 99.0, 50.0), c, c]) == 1
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert_bars_equal(r.bars("BTCUSDT", "1m"), oracle_bars(frame([a, b, c]), "1m"))
         assert r.ticks("BTCUSDT")["trade_id"].tolist() == [1, 2, 3]
 
 
 def test_empty_intervals_store_no_bar_and_pair_frame_fills_and_flags(db: Path) -> None:
-    with Writer(db) as w:
+    with open_writer(db) as w:
         w.write_ticks([tick(1, 5_000, 100.0, 1.0), tick(2, 125_000, 104.0, 1.0)])
         w.write_ticks(
             [
@@ -219,7 +220,7 @@ def test_empty_intervals_store_no_bar_and_pair_frame_fills_and_flags(db: Path) -
                 tick(3, 130_000, 22.0, 7.0, symbol="ETHUSDT"),
             ]
         )
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert r.bars("BTCUSDT", "1m")["open_time_ms"].tolist() == [0, 120_000]
         pf = r.pair_frame("BTCUSDT", "ETHUSDT", "1m")
         assert pf["open_time_ms"].tolist() == [0, 60_000, 120_000]
@@ -232,11 +233,11 @@ def test_empty_intervals_store_no_bar_and_pair_frame_fills_and_flags(db: Path) -
 
 
 def test_pair_frame_starts_where_both_traded_and_honours_range_and_limit(db: Path) -> None:
-    with Writer(db) as w:
+    with open_writer(db) as w:
         # X trades every second 0..9 s except 4 s; Y starts at 3 s and trades at 3, 6, 11.
         w.write_ticks([tick(i, i * 1_000 + 1, 100.0 + i) for i in range(10) if i != 4])
         w.write_ticks([tick(i, i * 1_000 + 2, 50.0 + i, symbol="ETHUSDT") for i in (3, 6, 11)])
-    with Reader(db) as r:
+    with open_reader(db) as r:
         pf = r.pair_frame("btcusdt", "ethusdt", "1s")
         assert pf["open_time_ms"].tolist() == [t * 1_000 for t in range(3, 12)]
         assert pf["x"].tolist() == [103, 103, 105, 106, 107, 108, 109, 109, 109]
@@ -265,9 +266,9 @@ def test_pair_frame_starts_where_both_traded_and_honours_range_and_limit(db: Pat
 
 
 def test_bars_range_is_inclusive_and_limit_takes_the_last(db: Path) -> None:
-    with Writer(db) as w:
+    with open_writer(db) as w:
         w.write_ticks([tick(i, i * 1_000, 10.0 + i) for i in range(10)])
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert r.bars("BTCUSDT", "1s", 2_000, 5_000)["open_time_ms"].tolist() == [
             2_000,
             3_000,
@@ -285,9 +286,9 @@ def test_bars_range_is_inclusive_and_limit_takes_the_last(db: Path) -> None:
 
 
 def test_bad_read_arguments_raise_clear_errors(db: Path) -> None:
-    with Writer(db) as w:
+    with open_writer(db) as w:
         w.write_ticks([tick(1, 1_000, 10.0), tick(1, 1_000, 10.0, symbol="ETHUSDT")])
-    with Reader(db) as r:
+    with open_reader(db) as r:
         with pytest.raises(UnknownSymbolError, match=r"'DOGEUSDT'.*BTCUSDT, ETHUSDT"):
             r.bars("DOGEUSDT", "1m")
         with pytest.raises(UnknownSymbolError):
@@ -307,28 +308,28 @@ def test_bad_read_arguments_raise_clear_errors(db: Path) -> None:
 
 
 def test_invalid_ticks_are_refused_and_nothing_of_the_batch_is_stored(db: Path) -> None:
-    with Writer(db) as w:
+    with open_writer(db) as w:
         w.write_ticks([tick(1, 1_000, 10.0)])
         for bad in (tick(3, 3_000, 0.0), tick(3, 3_000, float("nan")), tick(3, 3_000, 1.0, -1.0)):
             with pytest.raises(ValueError, match="finite and positive"):
                 w.write_ticks([tick(2, 2_000, 11.0), bad])
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert r.ticks("BTCUSDT")["trade_id"].tolist() == [1]
         assert r.bars("BTCUSDT", "1m")["trades"].tolist() == [1]
 
 
 def test_lower_case_symbols_are_stored_upper_case(db: Path) -> None:
-    with Writer(db) as w:
+    with open_writer(db) as w:
         w.write_ticks([tick(1, 1_000, 10.0, symbol="btcusdt")])
         w.write_tick_arrays("btcusdt", "trade", [2], [2_000], [11.0], [1.0], [False])
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert r.symbols() == ["BTCUSDT"]
         assert r.bars("btcusdt", "1m")["trades"].tolist() == [2]
 
 
 # ---------------------------------------------------------------------------- id kinds
 def test_a_symbol_never_mixes_id_kinds(db: Path) -> None:
-    with Writer(db) as w:
+    with open_writer(db) as w:
         w.write_ticks([tick(1, 1_000, 10.0, kind=IdKind.TRADE)])
         with pytest.raises(IdKindConflictError, match="BTCUSDT holds trade ids"):
             w.write_ticks([tick(2, 2_000, 11.0, kind=IdKind.AGG)])
@@ -345,7 +346,7 @@ def test_a_symbol_never_mixes_id_kinds(db: Path) -> None:
             w.write_tick_arrays("BTCUSDT", "synthetic", [9], [9_000], [1.0], [1.0], [False])
         # The writer is still usable, and a new symbol may take another kind.
         assert w.write_ticks([tick(5, 5_000, 20.0, symbol="ETHUSDT", kind=IdKind.AGG)]) == 1
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert r.ticks("BTCUSDT")["trade_id"].tolist() == [1]
         assert r.id_kind("BTCUSDT") == "trade" and r.id_kind("ETHUSDT") == "agg"
         assert r.bars("ETHUSDT", "1m")["trades"].tolist() == [1]
@@ -387,7 +388,7 @@ def test_kline_is_authoritative_for_its_minute(db: Path) -> None:
         assert (five["open"], five["high"], five["low"], five["close"]) == (10.5, 12.0, 9.0, 11.5)
         assert five["trades"] == 9 and five["volume"] == pytest.approx(8.0)
 
-    with Writer(db) as w, Reader(db) as r:
+    with open_writer(db) as w, open_reader(db) as r:
         w.write_ticks([tick(1, 61_000, 50.0, 1.0)])  # a tick-built bar, replaced by the kline
         assert w.write_klines("BTCUSDT", k) == 1
         assert bar(r, "1m", 60_000)["close"] == 11.0
@@ -409,9 +410,9 @@ def test_zero_trade_klines_store_no_bar(db: Path) -> None:
             (120_000, 1.5, 1.5, 1.5, 1.5, 1.0, 1.5, 1, 0.0),
         ]
     )
-    with Writer(db) as w:
+    with open_writer(db) as w:
         w.write_klines("ALGOUSDT", k)
-    with Reader(db) as r:
+    with open_reader(db) as r:
         one_m = r.bars("ALGOUSDT", "1m")
         assert one_m["open_time_ms"].tolist() == [0, 120_000]
         assert not one_m["vwap"].isna().any()
@@ -420,18 +421,18 @@ def test_zero_trade_klines_store_no_bar(db: Path) -> None:
 
 def test_klines_first_then_trades_of_the_same_symbol(db: Path) -> None:
     # Klines carry no trade ids, so they must not fix the symbol's id kind.
-    with Writer(db) as w:
+    with open_writer(db) as w:
         w.write_klines("BTCUSDT", klines([(0, 10.0, 10.0, 10.0, 10.0, 1.0, 10.0, 1, 0.0)]))
         assert w.write_ticks([tick(1, 61_000, 11.0, kind=IdKind.TRADE)]) == 1
         with pytest.raises(IdKindConflictError):
             w.write_ticks([tick(2, 62_000, 11.0, kind=IdKind.AGG)])
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert r.id_kind("BTCUSDT") == "trade"
         assert r.bars("BTCUSDT", "1m")["open_time_ms"].tolist() == [0, 60_000]
 
 
 def test_klines_off_the_minute_are_refused(db: Path) -> None:
-    with Writer(db) as w, pytest.raises(ValueError, match="minute boundaries"):
+    with open_writer(db) as w, pytest.raises(ValueError, match="minute boundaries"):
         w.write_klines("BTCUSDT", klines([(30_000, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1, 0.0)]))
 
 
@@ -446,12 +447,12 @@ def real_ticks(df: pd.DataFrame, symbol: str) -> list[Tick]:
 
 
 def test_real_capture_bars_equal_pandas_oracle(tmp_path: Path, storage_hft_trades) -> None:
-    with Writer(tmp_path / "real.db") as w:
+    with open_writer(tmp_path / "real.db") as w:
         for symbol, df in storage_hft_trades.items():
             ticks = real_ticks(df, symbol)
             for i in range(0, len(ticks), 250):  # live-sized batches in arrival order
                 w.write_ticks(ticks[i : i + 250])
-    with Reader(tmp_path / "real.db") as r:
+    with open_reader(tmp_path / "real.db") as r:
         for symbol, df in storage_hft_trades.items():
             for tf in ("1s", "1m", "5m"):
                 expected = oracle_bars(df, tf)
@@ -476,12 +477,12 @@ def test_real_ticks_in_shuffled_random_batches_give_identical_bars(
     # Re-send ~5 % of the ticks later (at-least-once delivery): they must change nothing.
     shuffled += [ticks[i] for i in rng.choice(len(ticks), len(ticks) // 20, replace=False)]
     cuts = np.sort(rng.choice(np.arange(1, len(shuffled)), 60, replace=False))
-    with Writer(tmp_path / "in_order.db") as w:
+    with open_writer(tmp_path / "in_order.db") as w:
         w.write_ticks(ticks)
-    with Writer(tmp_path / "shuffled.db") as w:
+    with open_writer(tmp_path / "shuffled.db") as w:
         for batch in np.split(np.arange(len(shuffled)), cuts):
             w.write_ticks([shuffled[i] for i in batch])
-    with Reader(tmp_path / "in_order.db") as a, Reader(tmp_path / "shuffled.db") as b:
+    with open_reader(tmp_path / "in_order.db") as a, open_reader(tmp_path / "shuffled.db") as b:
         for tf in ("1s", "1m", "5m"):
             assert_bars_equal(b.bars("BTCUSDT", tf), a.bars("BTCUSDT", tf))
             assert_bars_equal(b.bars("BTCUSDT", tf), oracle_bars(df, tf))
@@ -506,10 +507,10 @@ _ticks = st.lists(
 
 def _bars_after_writing(batches: list[list[Tick]]) -> dict[str, pd.DataFrame]:
     with tempfile.TemporaryDirectory() as d:
-        with Writer(Path(d) / "h.db") as w:
+        with open_writer(Path(d) / "h.db") as w:
             for batch in batches:
                 w.write_ticks(batch)
-        with Reader(Path(d) / "h.db") as r:
+        with open_reader(Path(d) / "h.db") as r:
             return {tf: r.bars("BTCUSDT", tf) for tf in TF_MS}
 
 

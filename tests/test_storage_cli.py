@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 
 import formats.files
-from storage import BAR_COLUMNS, Gap, Reader, Writer
+from storage import BAR_COLUMNS, Gap, open_reader, open_writer
 from storage.__main__ import EXPORT_COLUMNS, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def one_error_line(err: list[str], *fragments: str) -> str:
 
 def snapshot(db: Path) -> dict:
     """Everything a reader can see: symbols, id kinds, ticks and bars of every timeframe."""
-    with Reader(db) as r:
+    with open_reader(db) as r:
         return {
             s: (r.id_kind(s), r.ticks(s), {tf: r.bars(s, tf) for tf in ("1s", "1m", "5m")})
             for s in r.symbols()
@@ -95,7 +95,7 @@ def assert_same(a: dict, b: dict) -> None:
 
 def reference_db(path: Path, expected: dict) -> Path:
     """The same ticks written straight through ``Writer`` (whose bars the bar tests check)."""
-    with Writer(path) as w:
+    with open_writer(path) as w:
         for symbol, (kind, df) in expected.items():
             w.write_tick_arrays(symbol, kind, *(df[c].to_numpy() for c in TICK_COLUMNS))
     return path
@@ -229,7 +229,7 @@ def test_import_detects_each_format_stores_its_ticks_and_is_idempotent(
     assert f": {fmt}: " in out
     total = sum(len(df) for _, df in expected.values())
     assert f"{total:,} new ticks (0 already stored)" in out
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert r.symbols() == sorted(expected)
         for symbol, (kind, df) in expected.items():
             assert r.id_kind(symbol) == kind
@@ -289,7 +289,7 @@ def test_one_command_imports_many_files_of_mixed_formats(
         "cryptofeed",
         "klines_csv",
     ]
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert r.symbols() == [
             "AKROUSDT",
             "BTCUSDT",
@@ -365,7 +365,7 @@ def test_kline_dump_becomes_1m_bars_and_derived_5m_bars(
     assert (status, err) == (0, [])
     assert f"{with_trades:,} klines" in out
     want = kline_oracle(csv)
-    with Reader(db) as r:
+    with open_reader(db) as r:
         for tf in ("1m", "5m"):
             assert_bars_close(r.bars("ALGOUSDT", tf), want[tf])
         assert r.bars("ALGOUSDT", "1s").empty
@@ -385,7 +385,7 @@ def test_kline_dump_variants(
     status, out, err = cli(capsys, "import", path, "--db", db)
     assert (status, err) == (0, []) and ": klines_csv: " in out
     want = kline_oracle(pd.read_csv(io.StringIO("\n".join(src[:3_001]))))
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert_bars_close(r.bars("NEARUSDT", "1m"), want["1m"])
         assert_bars_close(r.bars("NEARUSDT", "5m"), want["5m"])
 
@@ -403,7 +403,7 @@ def test_klines_then_trades_of_the_same_symbol_import(
     db = tmp_path / "kt.db"
     status, _, err = cli(capsys, "import", k, *files, "--db", db)
     assert (status, err) == (0, [])
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert r.id_kind("BTCUSDT") == "trade"
         assert r.bars("BTCUSDT", "1m", minute, minute)["close"].tolist() == [1.5]  # kline wins
         assert len(r.ticks("BTCUSDT")) == 4_000
@@ -465,7 +465,7 @@ def test_a_bad_line_stores_nothing_of_its_file_and_the_others_import(
     assert status == 2
     one_error_line(err, f"{bad}:{line}: ", "nothing of this file was stored")
     assert len(out.splitlines()) == 2
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert "BTCUSDT" not in r.symbols()
         assert len(r.ticks("ETHUSDT")) == 3_000 and len(r.ticks("CTKUSDT")) == 38
 
@@ -523,7 +523,7 @@ def test_damaged_compressed_and_binary_files_are_clean_errors(
         status, _, err = cli(capsys, "import", path, "--db", db)
         assert status == 2, name
         one_error_line(err, str(path), "nothing of this file was stored")
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert r.symbols() == []
 
 
@@ -558,7 +558,7 @@ def test_symbol_comes_from_the_file_name_or_the_option(
         capsys, "import", anonymous, "--symbol", "solusdt", "--db", tmp_path / "s.db"
     )
     assert (status, err) == (0, [])
-    with Reader(tmp_path / "s.db") as r:
+    with open_reader(tmp_path / "s.db") as r:
         assert r.symbols() == ["SOLUSDT"] and len(r.ticks("SOLUSDT")) == 4_000
 
 
@@ -572,7 +572,7 @@ def test_conflicting_id_kinds_in_a_later_file_are_refused(
     status, _, err = cli(capsys, "import", *trades_files, as_btc, "--db", db)
     assert status == 2
     one_error_line(err, str(as_btc), "BTCUSDT holds trade ids", "nothing of this file")
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert len(r.ticks("BTCUSDT")) == 4_000
 
 
@@ -584,10 +584,10 @@ def test_reimport_after_retention_changes_nothing(
     src = storage_real_dir / CRYPTOFEED  # 2021 trades: older than any retention window
     assert cli(capsys, "import", src, "--db", db)[0] == 0
     assert cli(capsys, "prune", "--db", db)[0] == 0
-    with Reader(db) as r:
+    with open_reader(db) as r:
         before = r.bars("CTKUSDT", "1m")
     assert cli(capsys, "import", src, "--db", db)[0] == 0
-    with Reader(db) as r:
+    with open_reader(db) as r:
         pd.testing.assert_frame_equal(r.bars("CTKUSDT", "1m"), before)
 
 
@@ -625,7 +625,7 @@ def test_export_writes_one_row_per_traded_bar(
     csv = pd.read_csv(out, dtype={"open_time": str})
     assert list(csv.columns) == EXPORT_COLUMNS
     assert csv["open_time"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z").all()
-    with Reader(btc_db) as r:
+    with open_reader(btc_db) as r:
         bars = r.bars(symbol, tf)
     assert f"wrote {len(bars):,} {tf} bars of {symbol}" in stdout
     assert len(csv) == len(bars) and (csv["trades"] >= 1).all()
@@ -667,7 +667,7 @@ def test_info_lists_symbols_counts_ranges_gaps_and_size(
     btc_db: Path, tmp_path: Path, capsys
 ) -> None:
     btc_db = Path(shutil.copy(btc_db, tmp_path / "btc.db"))
-    with Writer(btc_db) as w:
+    with open_writer(btc_db) as w:
         w.record_gap(Gap("BTCUSDT", 10, 19, 1_723_161_300_000))
     status, out, err = cli(capsys, "info", "--db", btc_db, "--json")
     assert (status, err) == (0, [])
@@ -881,3 +881,14 @@ def test_copy_carries_the_watchlist_sinks_and_outbox(engine, tmp_path, capsys, r
     assert cli(capsys, "copy", "--from", dst, "--to", f"sqlite:///{back}")[0] == 0
     for got, want in zip(_outbox(back), before, strict=True):
         pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def test_iso_formats_round_trip_through_the_one_parser() -> None:
+    """``storage.timefmt`` is the one home of ISO-8601 times: ms, whole seconds, parse."""
+    from storage.timefmt import iso_from_ms, iso_seconds, ms_to_iso, parse_iso_ms
+
+    ms = 1_723_161_256_322
+    assert iso_from_ms(ms) == "2024-08-08T23:54:16.322Z" == ms_to_iso([ms])[0]
+    assert iso_seconds([ms, ms + 1000]).tolist() == ["2024-08-08T23:54:16Z", "2024-08-08T23:54:17Z"]
+    assert parse_iso_ms(iso_from_ms(ms)) == ms
+    assert parse_iso_ms(iso_seconds([ms])[0]) == ms - 322

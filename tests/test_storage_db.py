@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from storage import Gap, IdKind, Reader, StorageError, Tick, Writer, WriterBusyError
+from storage import Gap, IdKind, StorageError, Tick, WriterBusyError, open_reader, open_writer
 from storage.__main__ import main
 from storage.config import StorageSettings
 from storage.retention import RetentionJob
@@ -86,10 +86,10 @@ def read_line(proc: subprocess.Popen, timeout_s: float = DEADLINE_S) -> str:
 # ---------------------------------------------------------------------------- the file
 def test_a_new_file_gets_wal_schema_version_and_application_id(tmp_path: Path) -> None:
     db = tmp_path / "new.db"
-    with Writer(db, busy_timeout_s=3.0) as w:
+    with open_writer(db, busy_timeout_s=3.0) as w:
         assert w._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 3000
         w.write_ticks(ticks(1, 10, 1_000))
-        with Reader(db, busy_timeout_s=2.5) as r:
+        with open_reader(db, busy_timeout_s=2.5) as r:
             assert r._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 2500
             assert r.bars("BTCUSDT", "1s")["trades"].sum() == 10
     raw = sqlite3.connect(db)
@@ -99,17 +99,17 @@ def test_a_new_file_gets_wal_schema_version_and_application_id(tmp_path: Path) -
         assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         raw.close()
-    with Writer(db) as w:  # reopening keeps the data
+    with open_writer(db) as w:  # reopening keeps the data
         assert w.write_ticks(ticks(1, 10, 1_000)) == 0
 
 
 def test_missing_folder_directory_or_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="does not exist"):
-        Writer(tmp_path / "no" / "such" / "x.db")
+        open_writer(tmp_path / "no" / "such" / "x.db")
     with pytest.raises(StorageError, match="is a directory"):
-        Writer(tmp_path)
+        open_writer(tmp_path)
     with pytest.raises(StorageError, match="no database at"):
-        Reader(tmp_path / "absent.db")
+        open_reader(tmp_path / "absent.db")
     assert not (tmp_path / "absent.db").exists()
 
 
@@ -127,7 +127,7 @@ def _other_app_id(path: Path) -> None:
 
 
 def _newer_schema(path: Path) -> None:
-    with Writer(path) as w:
+    with open_writer(path) as w:
         w.write_ticks(ticks(1, 5, 1_000))
     con = sqlite3.connect(path)
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
@@ -135,7 +135,7 @@ def _newer_schema(path: Path) -> None:
 
 
 def _corrupt_header_page(path: Path) -> None:
-    with Writer(path) as w:
+    with open_writer(path) as w:
         w.write_ticks(ticks(1, 5, 1_000))
     data = bytearray(path.read_bytes())
     data[100:400] = b"\xab" * 300  # page 1's b-tree (the schema) right after the header
@@ -163,7 +163,7 @@ def test_foreign_or_damaged_files_are_refused_and_untouched(
     db = tmp_path / f"{kind}.db"
     make(db)
     before = digest(db)
-    for opener in (Writer, Reader):
+    for opener in (open_writer, open_reader):
         with pytest.raises(StorageError, match=message) as exc:
             opener(db)
         assert str(db) in str(exc.value)
@@ -175,29 +175,29 @@ def test_foreign_or_damaged_files_are_refused_and_untouched(
     assert digest(db) == before
     assert not Path(f"{db}-wal").exists() or Path(f"{db}-wal").stat().st_size == 0
     # The refused file did not take the writer lock with it: a good file opens next to it.
-    with Writer(tmp_path / "good.db"):
+    with open_writer(tmp_path / "good.db"):
         pass
 
 
 def test_a_zero_byte_file_becomes_a_new_database(tmp_path: Path) -> None:
     db = tmp_path / "empty.db"
     db.touch()
-    with Writer(db) as w:
+    with open_writer(db) as w:
         assert w.write_ticks(ticks(1, 3, 1_000)) == 3
 
 
 # ---------------------------------------------------------------------------- one writer
 def test_second_writer_in_the_same_process_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "one.db"
-    first = Writer(db)
+    first = open_writer(db)
     try:
         first.write_ticks(ticks(1, 10, 1_000))
         with pytest.raises(WriterBusyError, match=f"already has a writer \\(pid {os.getpid()}\\)"):
-            Writer(db)
+            open_writer(db)
         assert first.write_ticks(ticks(11, 10, 2_000)) == 10  # the first one is unaffected
     finally:
         first.close()
-    with Writer(db) as second, Reader(db) as r:
+    with open_writer(db) as second, open_reader(db) as r:
         second.write_ticks(ticks(21, 10, 3_000))
         assert r.ticks("BTCUSDT")["trade_id"].tolist() == list(range(1, 31))
     with pytest.raises(StorageError, match="writer is closed"):
@@ -206,8 +206,8 @@ def test_second_writer_in_the_same_process_is_refused(tmp_path: Path) -> None:
 
 HOLD_WRITER = """
 import sys
-from storage import IdKind, Tick, Writer
-w = Writer(sys.argv[1])
+from storage import IdKind, Tick, open_writer
+w = open_writer(sys.argv[1])
 w.write_ticks([Tick("BTCUSDT", i, 1_000 * i, 100.0 + i, 1.0, False, IdKind.TRADE)
                for i in range(1, 101)])
 print("ready", flush=True)
@@ -226,14 +226,14 @@ def test_writer_in_another_process_excludes_this_one_and_nothing_is_lost(
     try:
         assert read_line(holder) == "ready"
         with pytest.raises(WriterBusyError, match=f"pid {holder.pid}"):
-            Writer(db)
+            open_writer(db)
         # The CLI says so in one line and exits 2; readers keep working meanwhile.
         csv = tmp_path / "BTCUSDT-trades.csv"
         csv.write_text("1,100.0,1.0,100.0,1000,false\n")
         assert main(["import", str(csv), "--db", str(db)]) == 2
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1 and "already has a writer" in err[0], err
-        with Reader(db) as r:
+        with open_reader(db) as r:
             assert r.bars("BTCUSDT", "1m")["trades"].sum() == 100
         holder.stdin.write("go on\n")
         holder.stdin.flush()
@@ -243,7 +243,7 @@ def test_writer_in_another_process_excludes_this_one_and_nothing_is_lost(
         if holder.poll() is None:
             holder.kill()
             holder.wait()
-    with Writer(db) as w, Reader(db) as r:  # free again once the other process closed
+    with open_writer(db) as w, open_reader(db) as r:  # free again once the other process closed
         w.write_ticks(ticks(500, 1, 500_000))
         assert r.bars("BTCUSDT", "1m")["trades"].sum() == 102
 
@@ -261,7 +261,7 @@ def test_a_killed_writer_process_releases_the_file_with_its_commits_intact(
         if holder.poll() is None:
             holder.kill()
             holder.wait()
-    with Writer(db) as w, Reader(db) as r:
+    with open_writer(db) as w, open_reader(db) as r:
         assert r.bars("BTCUSDT", "1s")["close"].tolist() == [100.0 + i for i in range(1, 101)]
         assert w.write_ticks(ticks(1, 100, 1_000)) == 0
 
@@ -269,11 +269,11 @@ def test_a_killed_writer_process_releases_the_file_with_its_commits_intact(
 def test_this_process_excludes_a_writer_in_another_process(tmp_path: Path) -> None:
     db = tmp_path / "mine.db"
     code = (
-        "import sys\nfrom storage import Writer, WriterBusyError\n"
-        "try:\n    Writer(sys.argv[1])\nexcept WriterBusyError as e:\n"
+        "import sys\nfrom storage import WriterBusyError, open_writer\n"
+        "try:\n    open_writer(sys.argv[1])\nexcept WriterBusyError as e:\n"
         "    print('busy:', e)\n    sys.exit(3)\n"
     )
-    with Writer(db) as w:
+    with open_writer(db) as w:
         w.write_ticks(ticks(1, 10, 1_000))
         other = python(code, str(db))
         out, err = other.communicate(timeout=DEADLINE_S)
@@ -285,7 +285,7 @@ def test_this_process_excludes_a_writer_in_another_process(tmp_path: Path) -> No
 # ---------------------------------------------------------------------------- full disk
 def test_a_full_disk_rolls_back_the_batch_and_keeps_earlier_commits(tmp_path: Path) -> None:
     db = tmp_path / "full.db"
-    with Writer(db) as w, Reader(db) as r:
+    with open_writer(db) as w, open_reader(db) as r:
         w.write_ticks(ticks(1, 500, 0))
         before = {tf: r.bars("BTCUSDT", tf) for tf in ("1s", "1m", "5m")}
         pages = w._conn.execute("PRAGMA page_count").fetchone()[0]
@@ -300,7 +300,7 @@ def test_a_full_disk_rolls_back_the_batch_and_keeps_earlier_commits(tmp_path: Pa
         # Space again: the writer recovers and the same batch goes in whole.
         w._conn.execute("PRAGMA max_page_count = 1073741823")
         assert w.write_ticks(ticks(1_000, 20_000, 100_000)) == 20_000
-    with Reader(db) as r:
+    with open_reader(db) as r:
         assert r.bars("BTCUSDT", "5m")["trades"].sum() == 20_500
     raw = sqlite3.connect(db)
     try:
@@ -323,7 +323,7 @@ def test_one_writer_thread_and_three_reader_threads(tmp_path: Path, storage_hft_
     rows.sort(key=lambda t: t.ts_ms)  # both symbols interleaved, as a live feed would see them
     batches = [rows[i : i + 150] for i in range(0, len(rows), 150)]
     total = {s: len(df) for s, df in storage_hft_trades.items()}
-    writer = Writer(db)
+    writer = open_writer(db)
     # Readers need both symbols to exist: start with each symbol's first tick.
     writer.write_ticks([next(t for t in rows if t.symbol == s) for s in total])
     done = threading.Event()
@@ -333,7 +333,7 @@ def test_one_writer_thread_and_three_reader_threads(tmp_path: Path, storage_hft_
 
     def consistent_snapshot(k: int) -> None:
         # One read transaction: 1s, 1m and 5m bars must agree (every write updates all three).
-        with Reader(db) as r:
+        with open_reader(db) as r:
             seen = 0
             while True:
                 last = done.is_set()
@@ -360,7 +360,7 @@ def test_one_writer_thread_and_three_reader_threads(tmp_path: Path, storage_hft_
                     return
 
     def pair_reader(k: int) -> None:
-        with Reader(db) as r:
+        with open_reader(db) as r:
             while True:
                 last = done.is_set()
                 for tf in ("1s", "1m"):
@@ -375,7 +375,7 @@ def test_one_writer_thread_and_three_reader_threads(tmp_path: Path, storage_hft_
                     return
 
     def misc_reader(k: int) -> None:
-        with Reader(db) as r:
+        with open_reader(db) as r:
             while True:
                 last = done.is_set()
                 r.bars("ETHUSDT", "1s", limit=50)
@@ -429,7 +429,7 @@ NOW = 30 * DAY_MS
 def test_prune_deletes_old_ticks_and_1s_bars_and_keeps_1m_5m(tmp_path: Path) -> None:
     db = tmp_path / "prune.db"
     ages_ms = [8 * DAY_MS + 5_000, 6 * DAY_MS, 48 * HOUR_MS + 1, 48 * HOUR_MS, HOUR_MS]
-    with Writer(db) as w, Reader(db) as r:
+    with open_writer(db) as w, open_reader(db) as r:
         w.write_ticks(
             [
                 Tick("BTCUSDT", i, NOW - age, 10.0 + i, 1.0, False, IdKind.TRADE)
@@ -472,7 +472,7 @@ def test_prune_in_chunks_lets_other_writes_through(tmp_path: Path) -> None:
             started.set()
         return write_done.is_set()
 
-    with Writer(db) as w, Reader(db) as r:
+    with open_writer(db) as w, open_reader(db) as r:
         w.write_tick_arrays(
             "BTCUSDT", "trade", ids, ids * 10, np.full(n, 100.0), np.full(n, 0.5), ids % 2 == 0
         )
@@ -514,7 +514,7 @@ def test_retention_job_prunes_in_the_background_and_stops(tmp_path: Path) -> Non
     settings = StorageSettings(
         db_path=str(db), ticks_keep_s=3_600.0, bars_1s_keep_s=86_400.0, retention_interval_s=0.01
     )
-    with Writer(db) as w, Reader(db) as r:
+    with open_writer(db) as w, open_reader(db) as r:
         w.write_ticks(
             [
                 Tick("BTCUSDT", 1, now - 2 * DAY_MS, 1.0, 1.0, False, IdKind.TRADE),
@@ -566,8 +566,8 @@ def test_a_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None
     conn.close()
 
     with pytest.raises(StorageError, match="schema version 1; open it once with a writer"):
-        Reader(db)
-    with Writer(db) as w:
+        open_reader(db)
+    with open_writer(db) as w:
         assert w.last_trade_id("BTCUSDT") == 7
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -576,7 +576,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None
 
 
 def test_open_gaps_lists_what_is_left_to_repair(tmp_path: Path) -> None:
-    with Writer(tmp_path / "gaps.db") as w:
+    with open_writer(tmp_path / "gaps.db") as w:
         w.write_ticks(
             [
                 Tick("BTCUSDT", 1, 1_000, 1.0, 1.0, False),
@@ -598,7 +598,7 @@ def test_open_gaps_lists_what_is_left_to_repair(tmp_path: Path) -> None:
 
 def test_trade_time_ms_is_the_stored_ticks_time(tmp_path: Path) -> None:
     """The time before a gap, for the kline fallback after a restart: None if not stored."""
-    with Writer(tmp_path / "times.db") as w:
+    with open_writer(tmp_path / "times.db") as w:
         w.write_ticks(
             [
                 Tick("BTCUSDT", 1, 1_000, 1.0, 1.0, False),

@@ -15,7 +15,7 @@ from replay import FakeBinance, load_recording
 from service import registry
 from service.scan import ScanJob, last_scan_path
 from service.universe import ScanRequest
-from storage import Reader, Writer
+from storage import open_reader, open_writer
 from tests.conftest import STORAGE_REAL_DIR, wait_for
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -26,7 +26,7 @@ SYMBOLS = ["ALGOUSDT", "AVAXUSDT", "FILUSDT", "NEARUSDT"]
 @pytest.fixture(scope="module")
 def db(tmp_path_factory, storage_real_dir) -> Path:
     path = tmp_path_factory.mktemp("scan_ui") / "u.db"
-    with Writer(path) as w:
+    with open_writer(path) as w:
         for s in SYMBOLS:
             w.write_klines(s, pd.read_csv(KLINES / f"{s}-1m-2024-02.csv", nrows=6000))
     return path
@@ -79,7 +79,7 @@ def test_scan_tab_runs_in_the_background_and_opens_a_candidate_in_live(page_env)
     x, y = pick.value.split(" / ")
     at.button(key="scan_watch").click().run()
     assert f"{x} / {y} (5m) is on the watchlist" in "\n".join(str(e.value) for e in at.success)
-    with Reader(page_env) as r:
+    with open_reader(page_env) as r:
         watched = r.watchlist()
     assert [(w.x, w.y, w.tf) for w in watched.itertuples()] == [(x, y, "5m")]
     at.button(key="scan_open").click().run()

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from service import registry
 from service.viewcache import ViewCache
-from storage import IdKind, Writer
+from storage import IdKind, open_reader, open_writer
 from tests.conftest import wait_for
 from tests.test_app import _env, run
 
@@ -177,7 +177,7 @@ def two_minutes(tmp_path, storage_hft_trades, monkeypatch) -> Iterator[dict]:
 
     db = tmp_path / "viewers.db"
     last = {}
-    with Writer(db) as w:
+    with open_writer(db) as w:
         for sym, df in storage_hft_trades.items():
             part = df[df["ts_ms"] < df["ts_ms"].iloc[0] + 120_000]
             w.write_tick_arrays(
@@ -326,7 +326,7 @@ def test_watched_pairs_cost_one_computation_per_data_version_for_all_tabs_and_th
 # ------------------------------------------------------------------------- the data version
 @pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_newest_bar_stamp_moves_with_every_trade_on_both_engines(engine, tmp_path, request):
-    from storage import UnknownSymbolError, open_reader, open_writer
+    from storage import UnknownSymbolError, open_writer
 
     db = str(tmp_path / "stamp.db") if engine == "sqlite" else request.getfixturevalue("pg_url")
     t0 = 1_723_161_376_000
@@ -357,7 +357,7 @@ def test_a_view_opened_before_any_data_shows_the_charts_once_data_arrives(
     from tests.test_app import charts, texts
 
     db = tmp_path / "empty.db"
-    Writer(db).close()
+    open_writer(db).close()
     server = start_replay_server(port=0, speed=1.0, loop=True)
     try:
         _env(monkeypatch, db, server.rest_base)

@@ -10,7 +10,7 @@ import pytest
 from service.alerts import AlertMonitor
 from service.compute import PairParams, compute_pair
 from service.watch import PairBoard, PairKey, closed_until_ms, compute_snapshot
-from storage import IdKind, Reader, Tick, Writer
+from storage import IdKind, Tick, Writer, open_reader, open_writer
 
 
 def _bars(w: Writer, seconds: range, rng: np.random.Generator, t0: int = 1_700_000_000_000):
@@ -28,10 +28,10 @@ def _bars(w: Writer, seconds: range, rng: np.random.Generator, t0: int = 1_700_0
 @pytest.mark.parametrize("method", ["ols", "kalman", "huber"])
 def test_snapshot_figures_are_the_live_panels(tmp_path: Path, method: str) -> None:
     db = tmp_path / "w.db"
-    with Writer(db) as w:
+    with open_writer(db) as w:
         _bars(w, range(800), np.random.default_rng(1))
     key = PairKey("AUSDT", "BUSDT", "1s", 30, method)
-    with Reader(db) as r:
+    with open_reader(db) as r:
         snap = compute_snapshot(r, key)
         params = PairParams(x="AUSDT", y="BUSDT", window=30, method=method)  # page defaults
         page = compute_pair(r.pair_frame("AUSDT", "BUSDT", "1s", limit=params.read_bars), params)
@@ -46,7 +46,7 @@ def test_snapshot_figures_are_the_live_panels(tmp_path: Path, method: str) -> No
 def test_each_pair_is_computed_once_per_new_bar_whatever_the_rules(tmp_path: Path) -> None:
     db = tmp_path / "w.db"
     rng = np.random.default_rng(2)
-    with Writer(db) as w:
+    with open_writer(db) as w:
         _bars(w, range(100), rng)
         for metric in ("zscore", "abs_zscore", "corr", "spread"):
             w.add_alert_rule(
@@ -55,7 +55,7 @@ def test_each_pair_is_computed_once_per_new_bar_whatever_the_rules(tmp_path: Pat
             )  # fmt: skip
         board = PairBoard()
         mon = AlertMonitor(w, str(db), board=board)
-        with Reader(db) as r:
+        with open_reader(db) as r:
             mon.run_once(r)
             assert board.computed == 1
             mon.run_once(r)

@@ -23,7 +23,7 @@ from service.desk import DashboardService
 from service.settings import AppSettings
 from service.watch import PairBoard, PairKey
 from service.watchlist import unwatch_on, watch_on, watch_rows
-from storage import Reader, UnknownSymbolError
+from storage import UnknownSymbolError, open_reader, open_writer
 from tests.conftest import wait_for
 
 CRYPTOFEED = (
@@ -70,7 +70,7 @@ def collected(svc: DashboardService) -> set[str]:
 
 
 def ticks(svc: DashboardService, symbol: str) -> int:
-    with Reader(svc.db_path) as r:
+    with open_reader(svc.db_path) as r:
         try:
             return len(r.ticks(symbol))
         except UnknownSymbolError:
@@ -78,7 +78,7 @@ def ticks(svc: DashboardService, symbol: str) -> int:
 
 
 def newest_bar_ms(svc: DashboardService, symbol: str) -> int:
-    with Reader(svc.db_path) as r:
+    with open_reader(svc.db_path) as r:
         try:
             found = r.bar_range(symbol, "1s")
         except UnknownSymbolError:  # nothing stored yet
@@ -132,7 +132,7 @@ def test_a_leg_needed_by_a_rule_or_shown_by_a_page_is_kept(desk):
         name="r", x="AKROUSDT", y="CTKUSDT", tf="1s", metric="zscore", op=">",
         threshold=3.0, cooldown_s=0.0, params={"window": 10, "method": "ols"},
     )  # fmt: skip
-    with Reader(svc.db_path) as r:
+    with open_reader(svc.db_path) as r:
         rule_pair = int(r.watchlist().query("x == 'AKROUSDT'")["pair_id"].iloc[0])
     want = {"BTCUSDT", "ETHUSDT", "KEEPUSDT", "CTKUSDT", "AKROUSDT"}
     wait_for(lambda: collected(svc) == want, 30, "every leg collected")
@@ -155,7 +155,7 @@ def test_a_symbol_delisted_while_watched_is_stopped_and_named(desk, exchange):
     assert svc.status().symbol_notes == {"CTKUSDT": "delisted (status SETTLING on the exchange)"}
     wait_for(lambda: "CTKUSDT" not in collected(svc), 20, "CTKUSDT's feed stopped")
     keeps_updating(svc, ["BTCUSDT", "ETHUSDT", "SUSHIUSDT"])
-    with Reader(svc.db_path) as r:
+    with open_reader(svc.db_path) as r:
         rows = watch_rows(PairBoard(), r, notes=svc.status().symbol_notes)
     notes = dict(zip(rows["pair"], rows["note"], strict=True))
     assert notes["SUSHIUSDT/CTKUSDT"] == "CTKUSDT: delisted (status SETTLING on the exchange)"
@@ -175,9 +175,8 @@ def test_a_watched_symbol_delisted_while_the_process_was_down_does_not_stop_the_
     for k, v in QUIET_ENV.items():
         monkeypatch.setenv(k, v)
     db = tmp_path / "live.db"
-    from storage import Writer
 
-    with Writer(db) as w:
+    with open_writer(db) as w:
         w.watch_pair("SUSHIUSDT", "KEEPUSDT", "1s", 10, "ols")
     exchange.faults.delisted.add("KEEPUSDT")
     settings = AppSettings(
@@ -215,7 +214,7 @@ def test_the_collector_follows_pairs_added_and_removed_in_the_database(tmp_path,
         pid = alerts.writer.watch_pair("SUSHIUSDT", "CTKUSDT", "1s", 10, "ols")
         alerts.follow_watchlist(service)
         assert service.symbols == ["BTCUSDT", "ETHUSDT", "SUSHIUSDT", "CTKUSDT"]
-        with Reader(db) as r:
+        with open_reader(db) as r:
             wait_for(lambda: "CTKUSDT" in r.symbols(), 30, "CTKUSDT stored")
         assert alerts.writer.unwatch_pair(pid)
         alerts.follow_watchlist(service)

@@ -20,7 +20,7 @@ from service import exports, registry
 from service.delivery import DeliveryWorker, RetryPolicy
 from service.watchlist import main as watchlist_cli
 from service.watchlist import watch_rows
-from storage import Writer, open_reader
+from storage import open_reader, open_writer
 from storage.__main__ import import_file
 from tests.alert_endpoints import Endpoint
 from tests.conftest import wait_for
@@ -58,7 +58,7 @@ def page_db(tmp_path_factory, exchange, endpoint) -> Iterator[Path]:
         if not f.is_file():
             pytest.skip(f"real recording {f} not found")
     db = tmp_path_factory.mktemp("watch") / "real.db"
-    with Writer(db) as w:
+    with open_writer(db) as w:
         for f in HFT:
             import_file(w, f)
         w.watch_pair("BTCUSDT", "ETHUSDT", "1s", 30, "ols")
@@ -156,7 +156,7 @@ def test_no_secret_in_page_logs_or_exports(page_db: Path, endpoint, caplog) -> N
     if registry.SERVICE is not None:  # the page's service holds the writer: close it
         registry.SERVICE.close()
         registry.SERVICE = None
-    with Writer(page_db) as w:
+    with open_writer(page_db) as w:
         w.fire_alert(rule_id=1, bar_time_ms=1723161310000, value=2.6, message="wider")
         fast = RetryPolicy(base_s=0.01, cap_s=0.05, max_attempts=2, timeout_s=2.0)
         worker = DeliveryWorker(w, str(page_db), policy=fast, poll_s=0.05).start()

@@ -6,11 +6,13 @@ Rendered only while its tab is open (lazy tabs), inside the panel error boundary
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import streamlit as st
 
 from analytics import backtest
+from analytics.backtest import BacktestResult
 from service import exports
 from service.compute import PairParams, compute_pair
 from service.desk import DashboardService
@@ -25,6 +27,18 @@ from ui.guard import (
 from ui.state import session_reader
 
 
+@dataclass(frozen=True, slots=True)
+class BacktestInputs:
+    """The tab's controls: thresholds in |z|, fee in bps per leg, lookback in bars."""
+
+    entry_z: float
+    exit_z: float
+    stop_z: float | None  # None: no stop
+    fee_bps: float
+    min_quote_volume: float | None  # None: no liquidity filter
+    lookback_bars: int
+
+
 def render_backtest(service: DashboardService, params: PairParams) -> None:
     st.subheader(f"Backtest: mean reversion of {params.x} − β·{params.y}")
     st.caption(
@@ -33,6 +47,36 @@ def render_backtest(service: DashboardService, params: PairParams) -> None:
         "signal at a bar's close fills at the next bar's close; β is frozen at entry; "
         "fees are charged per leg per side. P&L is per 1 unit of X, in quote currency."
     )
+    inputs = _inputs(params)
+    if inputs is None:
+        return
+    frame = _read_frame(service, params, inputs.lookback_bars)
+    if len(frame) <= params.window + 1:
+        st.info(
+            f"Backtest: waiting for data — {len(frame)} of {params.window + 2} bars.",
+            icon=WAIT_ICON,
+        )
+        return
+    bt_params = replace(params, display_bars=inputs.lookback_bars)
+    t = compute_pair(frame, bt_params).table
+    res = _run(t, inputs, params.tf)
+    _metrics(res)
+    st.plotly_chart(
+        charts.equity_figure(t["time_ms"].to_numpy(), res.equity, params.x, params.y, params.tf),
+        key="chart_equity",
+        config=PLOT_CONFIG,
+        width="stretch",
+    )
+    trades = _trades_table(res, t)
+    st.dataframe(
+        trades, hide_index=True, width="stretch", height=min(360, 40 + 35 * max(1, len(trades)))
+    )
+    curve = res.equity_frame(t["time"], t["x"], t["y"], t["beta"], t["zscore"])
+    _downloads(exports.file_stem(params), trades, curve)
+
+
+def _inputs(params: PairParams) -> BacktestInputs | None:
+    """The controls' values, or None (with the reason shown) when they contradict."""
     c = st.columns(6)
     entry = c[0].number_input(
         "Entry |z|", 0.5, 10.0, float(max(params.z, 0.5)), 0.1, key="bt_entry"
@@ -55,48 +99,48 @@ def render_backtest(service: DashboardService, params: PairParams) -> None:
     )
     if exit_ >= entry:
         st.error("Exit must be below entry.")
-        return
+        return None
     if stop and stop <= entry:
         st.error("Stop must be above entry (or 0 for none).")
-        return
-    status = service.status()
-    bt_params = PairParams(
-        x=params.x,
-        y=params.y,
-        tf=params.tf,
-        window=params.window,
-        method=params.method,
-        z=params.z,
-        display_bars=lookback,
+        return None
+    return BacktestInputs(
+        entry_z=float(entry),
+        exit_z=float(exit_),
+        stop_z=float(stop) if stop else None,
+        fee_bps=float(fee_bps),
+        min_quote_volume=float(min_qv) if min_qv else None,
+        lookback_bars=int(lookback),
     )
+
+
+def _read_frame(service: DashboardService, params: PairParams, lookback: int) -> pd.DataFrame:
+    status = service.status()
     with session_reader(status.db_path, status.generation) as lease:
-        frame = lease.reader.pair_frame(
+        return lease.reader.pair_frame(
             params.x, params.y, params.tf, limit=min(2000, lookback + params.window)
         )
-    if len(frame) <= params.window + 1:
-        st.info(
-            f"Backtest: waiting for data — {len(frame)} of {params.window + 2} bars.",
-            icon=WAIT_ICON,
-        )
-        return
-    view = compute_pair(frame, bt_params)
-    t = view.table
-    res = backtest(
+
+
+def _run(t: pd.DataFrame, inputs: BacktestInputs, tf: str) -> BacktestResult:
+    return backtest(
         t["x"],
         t["y"],
         t["zscore"],
         t["beta"],
-        entry_z=float(entry),
-        exit_z=float(exit_),
-        stop_z=float(stop) if stop else None,
-        fee_rate=float(fee_bps) / 10_000.0,
+        entry_z=inputs.entry_z,
+        exit_z=inputs.exit_z,
+        stop_z=inputs.stop_z,
+        fee_rate=inputs.fee_bps / 10_000.0,
         volume_x=t["x_volume"],
         volume_y=t["y_volume"],
         trades_x=t["x_trades"],
         trades_y=t["y_trades"],
-        min_quote_volume=float(min_qv) if min_qv else None,
-        bar_seconds=timeframe_s(params.tf),
+        min_quote_volume=inputs.min_quote_volume,
+        bar_seconds=timeframe_s(tf),
     )
+
+
+def _metrics(res: BacktestResult) -> None:
     m = st.columns(7)
     m[0].metric("Total P&L", fmt_num(res.total_pnl, 5))
     m[1].metric("Trades", f"{res.n_trades}")
@@ -105,13 +149,10 @@ def render_backtest(service: DashboardService, params: PairParams) -> None:
     m[4].metric("Sharpe / bar", fmt_num(res.sharpe, 3))
     m[5].metric("Fees paid", fmt_num(res.fees_paid, 5))
     m[6].metric("Skipped (liquidity)", f"{res.skipped_entries}")
-    times = t["time_ms"].to_numpy()
-    st.plotly_chart(
-        charts.equity_figure(times, res.equity, params.x, params.y, params.tf),
-        key="chart_equity",
-        config=PLOT_CONFIG,
-        width="stretch",
-    )
+
+
+def _trades_table(res: BacktestResult, t: pd.DataFrame) -> pd.DataFrame:
+    """The trades with their entry and exit bars' times in front."""
     trades = res.trades_frame()
     if not trades.empty:
         iso = t["time"].to_numpy()
@@ -119,22 +160,11 @@ def render_backtest(service: DashboardService, params: PairParams) -> None:
         trades.insert(
             1, "exit_time", ["" if pd.isna(i) else iso[int(i)] for i in trades["exit_bar"]]
         )
-    st.dataframe(
-        trades, hide_index=True, width="stretch", height=min(360, 40 + 35 * max(1, len(trades)))
-    )
-    curve = pd.DataFrame(
-        {
-            "time": t["time"],
-            "x": t["x"],
-            "y": t["y"],
-            "beta": t["beta"],
-            "zscore": t["zscore"],
-            "position": res.position,
-            "equity": res.equity,
-        }
-    )
+    return trades
+
+
+def _downloads(stem: str, trades: pd.DataFrame, curve: pd.DataFrame) -> None:
     c1, c2 = st.columns(2)
-    stem = exports.file_stem(params)
     c1.download_button(
         "Trades (CSV)",
         trades.to_csv(index=False, na_rep=""),

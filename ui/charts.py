@@ -115,42 +115,9 @@ def price_figure(
     sl = decimate(len(frame))
     t = _t(frame["time_ms"].to_numpy()[sl])
     if mode == "candles" and candles is not None:
-        traces = []
-        # Leg X: green/red candles on the left axis; leg Y: blue/pink, translucent, right axis.
-        styles = {"x": (UP_COLOR, DOWN_COLOR, 1.0), "y": ("#0EA5E9", "#F43F5E", 0.55)}
-        for leg, sym, axis in (("x", x, "y"), ("y", y, "y2")):
-            up, down, opacity = styles[leg]
-            c = candles[leg]
-            cs = decimate(len(c))
-            traces.append(
-                {
-                    "type": "candlestick",
-                    "name": sym,
-                    "yaxis": axis,
-                    "x": _t(c["open_time_ms"].to_numpy()[cs]),
-                    "open": c["open"].to_numpy()[cs],
-                    "high": c["high"].to_numpy()[cs],
-                    "low": c["low"].to_numpy()[cs],
-                    "close": c["close"].to_numpy()[cs],
-                    "increasing": {"line": {"color": up}},
-                    "decreasing": {"line": {"color": down}},
-                    "opacity": opacity,
-                }
-            )
-        layout = _layout(
-            rev,
-            f"Prices: {x} (left) and {y} (right), candles",
-            yaxis={"title": {"text": x}, "zeroline": False},
-            yaxis2={
-                "title": {"text": y},
-                "overlaying": "y",
-                "side": "right",
-                "showgrid": False,
-                "zeroline": False,
-            },
-        )
+        layout = _layout(rev, f"Prices: {x} (left) and {y} (right), candles", **_two_axes(x, y))
         layout["xaxis"]["rangeslider"] = {"visible": False}
-        return go.Figure(data=traces, layout=layout)
+        return go.Figure(data=_candle_traces(candles, x, y), layout=layout)
     px_x = frame["x"].to_numpy(dtype=np.float64)
     px_y = frame["y"].to_numpy(dtype=np.float64)
     if mode == "dual":
@@ -158,37 +125,11 @@ def price_figure(
             _line(t, px_x[sl], x, X_COLOR),
             _line(t, px_y[sl], y, Y_COLOR, yaxis="y2"),
         ]
-        layout = _layout(
-            rev,
-            f"Prices: {x} (left) and {y} (right)",
-            yaxis={"title": {"text": x}, "zeroline": False},
-            yaxis2={
-                "title": {"text": y},
-                "overlaying": "y",
-                "side": "right",
-                "showgrid": False,
-                "zeroline": False,
-            },
-        )
+        layout = _layout(rev, f"Prices: {x} (left) and {y} (right)", **_two_axes(x, y))
         return go.Figure(data=traces, layout=layout)
-    base_x, base_y = px_x[0], px_y[0]
     traces = [
-        _line(
-            t,
-            _v((px_x[sl] / base_x - 1.0) * 100.0),
-            x,
-            X_COLOR,
-            customdata=px_x[sl],
-            hovertemplate="%{y:.3f}% (%{customdata:,.2f})",
-        ),
-        _line(
-            t,
-            _v((px_y[sl] / base_y - 1.0) * 100.0),
-            y,
-            Y_COLOR,
-            customdata=px_y[sl],
-            hovertemplate="%{y:.3f}% (%{customdata:,.2f})",
-        ),
+        _pct_line(t, px_x[sl], px_x[0], x, X_COLOR),
+        _pct_line(t, px_y[sl], px_y[0], y, Y_COLOR),
     ]
     layout = _layout(
         rev,
@@ -196,6 +137,58 @@ def price_figure(
         yaxis={"ticksuffix": "%", "zeroline": True},
     )
     return go.Figure(data=traces, layout=layout)
+
+
+def _two_axes(x: str, y: str) -> dict[str, dict]:
+    """Leg X on the left axis, leg Y on an overlaid right axis."""
+    return {
+        "yaxis": {"title": {"text": x}, "zeroline": False},
+        "yaxis2": {
+            "title": {"text": y},
+            "overlaying": "y",
+            "side": "right",
+            "showgrid": False,
+            "zeroline": False,
+        },
+    }
+
+
+def _candle_traces(candles: Mapping[str, pd.DataFrame], x: str, y: str) -> list[dict]:
+    """Leg X: green/red candles on the left axis; leg Y: blue/pink, translucent, right axis."""
+    traces = []
+    styles = {"x": (UP_COLOR, DOWN_COLOR, 1.0), "y": ("#0EA5E9", "#F43F5E", 0.55)}
+    for leg, sym, axis in (("x", x, "y"), ("y", y, "y2")):
+        up, down, opacity = styles[leg]
+        c = candles[leg]
+        cs = decimate(len(c))
+        traces.append(
+            {
+                "type": "candlestick",
+                "name": sym,
+                "yaxis": axis,
+                "x": _t(c["open_time_ms"].to_numpy()[cs]),
+                "open": c["open"].to_numpy()[cs],
+                "high": c["high"].to_numpy()[cs],
+                "low": c["low"].to_numpy()[cs],
+                "close": c["close"].to_numpy()[cs],
+                "increasing": {"line": {"color": up}},
+                "decreasing": {"line": {"color": down}},
+                "opacity": opacity,
+            }
+        )
+    return traces
+
+
+def _pct_line(t, prices: np.ndarray, base: float, name: str, color: str) -> dict:
+    """Percent change from ``base``, the price itself in the hover."""
+    return _line(
+        t,
+        _v((prices / base - 1.0) * 100.0),
+        name,
+        color,
+        customdata=prices,
+        hovertemplate="%{y:.3f}% (%{customdata:,.2f})",
+    )
 
 
 def spread_figure(frame: pd.DataFrame, x: str, y: str, tf: str) -> go.Figure:

@@ -98,18 +98,8 @@ def render_health(service: DashboardService) -> None:
     health = page_views(service.views, service.settings.shared_views).health(
         status.db_path, status.generation
     )
-    published = health.published
     now_ms = time.time() * 1000
-    others = []
-    for row in published.itertuples():
-        if row.collector_id == COLLECTOR_ID:
-            continue
-        d = dict(row.status, symbol=row.symbol, collector=row.collector_id)
-        if d.get("last_trade_ms"):  # age as of now, not as of the last publish
-            d["last_trade_age_s"] = max(0.0, (now_ms - float(d["last_trade_ms"])) / 1000)
-        d["published_age_s"] = max(0.0, (now_ms - row.updated_ts_ms) / 1000)
-        others.append(d)
-    statuses = own + others
+    statuses = own + _other_collectors(health.published, now_ms)
     if status.collected_elsewhere:
         st.info(
             "Collected by another process, so this page reads their data instead of starting "
@@ -119,61 +109,84 @@ def render_health(service: DashboardService) -> None:
             ),
             icon=":material/hub:",
         )
-    if statuses:
-        table = health_table(statuses)
-        styled = table.style.map(_state_style, subset=["state"]).format(precision=1)
-        st.dataframe(styled, hide_index=True, width="stretch")
-        st.caption(
-            f"Refreshed {fmt_time(now_ms)} UTC. Rows of other collectors are as they "
-            "last published (every few seconds)."
-        )
-    else:
-        st.info("No feed is running: press Start feed in the sidebar.")
+    _feed_table(statuses, now_ms)
     stats = service.feed_stats()
     if stats:
-        w, r = stats["writer"], stats["rest"]
-        c = st.columns(6)
-        c[0].metric(
-            "Writer queue",
-            f"{w.queued:,}/{w.capacity:,}",
-            help=f"High water {w.high_water:,}; producers blocked {w.blocked_s:.1f} s",
-        )
-        c[1].metric("Ticks committed", f"{w.committed:,}")
-        c[2].metric("Last batch", f"{w.last_batch_ms:.1f} ms", help=f"{w.batches:,} batches")
-        c[3].metric("REST weight used", f"{r.used_weight_1m}/{r.weight_limit_1m}")
-        c[4].metric(
-            "REST requests",
-            f"{r.requests:,}",
-            help=f"{r.errors} errors, {r.rate_limited} rate-limited",
-        )
-        c[5].metric("Commit errors", f"{w.errors}", help=w.last_error or "none")
-    gaps = health.gaps
-    st.markdown("**Gaps found in the id sequences**")
-    if gaps.empty:
-        st.caption("None found.")
-    else:
-        g = gaps.copy()
-        g["found"] = ms_to_iso(g["found_ts_ms"]).to_numpy()
-        st.dataframe(
-            g[
-                [
-                    "symbol",
-                    "first_missing_id",
-                    "last_missing_id",
-                    "missing",
-                    "status",
-                    "repaired_count",
-                    "found",
-                    "detail",
-                ]
-            ].tail(200),
-            hide_index=True,
-            width="stretch",
-        )
+        _writer_metrics(stats)
+    _gaps_table(health.gaps)
     st.caption(
         f"Database {md_escape(db_label(status.db_path))} · service up since "
         f"{fmt_datetime(status.started_ms)}"
     )
+
+
+def _other_collectors(published: pd.DataFrame, now_ms: float) -> list[dict]:
+    """Status dicts of the collectors other than this dashboard, ages as of ``now_ms``."""
+    others = []
+    for row in published.itertuples():
+        if row.collector_id == COLLECTOR_ID:
+            continue
+        d = dict(row.status, symbol=row.symbol, collector=row.collector_id)
+        if d.get("last_trade_ms"):  # age as of now, not as of the last publish
+            d["last_trade_age_s"] = max(0.0, (now_ms - float(d["last_trade_ms"])) / 1000)
+        d["published_age_s"] = max(0.0, (now_ms - row.updated_ts_ms) / 1000)
+        others.append(d)
+    return others
+
+
+def _feed_table(statuses: list[dict], now_ms: float) -> None:
+    if not statuses:
+        st.info("No feed is running: press Start feed in the sidebar.")
+        return
+    table = health_table(statuses)
+    styled = table.style.map(_state_style, subset=["state"]).format(precision=1)
+    st.dataframe(styled, hide_index=True, width="stretch")
+    st.caption(
+        f"Refreshed {fmt_time(now_ms)} UTC. Rows of other collectors are as they "
+        "last published (every few seconds)."
+    )
+
+
+def _writer_metrics(stats: dict) -> None:
+    w, r = stats["writer"], stats["rest"]
+    c = st.columns(6)
+    c[0].metric(
+        "Writer queue",
+        f"{w.queued:,}/{w.capacity:,}",
+        help=f"High water {w.high_water:,}; producers blocked {w.blocked_s:.1f} s",
+    )
+    c[1].metric("Ticks committed", f"{w.committed:,}")
+    c[2].metric("Last batch", f"{w.last_batch_ms:.1f} ms", help=f"{w.batches:,} batches")
+    c[3].metric("REST weight used", f"{r.used_weight_1m}/{r.weight_limit_1m}")
+    c[4].metric(
+        "REST requests",
+        f"{r.requests:,}",
+        help=f"{r.errors} errors, {r.rate_limited} rate-limited",
+    )
+    c[5].metric("Commit errors", f"{w.errors}", help=w.last_error or "none")
+
+
+#: Columns of the gaps table, in order.
+GAP_TABLE_COLUMNS = [
+    "symbol",
+    "first_missing_id",
+    "last_missing_id",
+    "missing",
+    "status",
+    "repaired_count",
+    "found",
+    "detail",
+]
+
+
+def _gaps_table(gaps: pd.DataFrame) -> None:
+    st.markdown("**Gaps found in the id sequences**")
+    if gaps.empty:
+        st.caption("None found.")
+        return
+    g = gaps.copy()
+    g["found"] = ms_to_iso(g["found_ts_ms"]).to_numpy()
+    st.dataframe(g[GAP_TABLE_COLUMNS].tail(200), hide_index=True, width="stretch")
 
 
 # ------------------------------------------------------------------------- exports

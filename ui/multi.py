@@ -5,15 +5,14 @@ Rendered only while its tab is open (lazy tabs), inside the panel error boundary
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analytics import correlation_matrix, scan_pairs
+from analytics import align_closes, correlation_matrix, scan_pairs
 from analytics.stationarity import MIN_BARS
 from service.compute import PairParams
 from service.desk import DashboardService
-from storage import timeframe_s
+from storage import Reader, timeframe_s
 from ui import charts
 from ui.guard import (
     DL_ICON,
@@ -25,23 +24,16 @@ from ui.guard import (
 from ui.state import cached, session_reader, store
 
 
-def aligned_closes(reader, symbols: list[str], tf: str, bars: int) -> pd.DataFrame:
-    """Closes of ``symbols`` on one grid of ``tf`` bars: the last ``bars`` bars from the first
-    bar where every symbol has traded, previous close carried forward (the pair-frame rule)."""
-    step = timeframe_s(tf) * 1000
+def aligned_closes(reader: Reader, symbols: list[str], tf: str, bars: int) -> pd.DataFrame:
+    """Closes of ``symbols`` on one grid of ``tf`` bars: the last ``bars`` bars
+    (:func:`analytics.align_closes`, the pair-frame rule)."""
     cols = {}
     for s in symbols:
         b = reader.bars(s, tf, limit=bars)
         if b.empty:
             raise ValueError(f"no {tf} bars for {s} yet")
         cols[s] = pd.Series(b["close"].to_numpy(), index=b["open_time_ms"].to_numpy())
-    start = max(int(c.index[0]) for c in cols.values())
-    end = max(int(c.index[-1]) for c in cols.values())
-    if end < start:
-        return pd.DataFrame(columns=symbols)
-    grid = np.arange(start, end + step, step, dtype=np.int64)[-bars:]
-    out = pd.DataFrame({s: c.reindex(grid).ffill() for s, c in cols.items()})
-    return out.dropna()
+    return align_closes(cols, timeframe_s(tf) * 1000, last=bars)
 
 
 def render_multi(service: DashboardService, params: PairParams | None, tf: str) -> None:
@@ -64,27 +56,7 @@ def render_multi(service: DashboardService, params: PairParams | None, tf: str) 
         "Lookback (bars)", [100, 300, 600, 1000, 2000], value=600, key="multi_bars"
     )
     with st.expander("Collect more symbols", expanded=not with_bars or len(with_bars) < 3):
-        a1, a2 = st.columns([3, 1])
-        raw = a1.text_input(
-            "Symbols to add to the feed", key="multi_add", placeholder="SOLUSDT, BNBUSDT"
-        )
-        if a2.button(
-            "Add to feed", key="multi_add_go", width="stretch", disabled=bool(status.read_only)
-        ):
-            syms = [s.strip().upper() for s in raw.replace(" ", ",").split(",") if s.strip()]
-            bad = [f"{s}: {r}" for s in syms if (r := service.check_symbol(s))]
-            if bad:
-                st.error("Not added — " + md_escape("; ".join(bad)))
-            elif syms:
-                service.watch(syms)
-                st.success(
-                    f"Collecting {md_escape(', '.join(syms))}; they appear here once they "
-                    "have bars."
-                )
-        st.caption(
-            "Or import history: `python -m storage import "
-            "/path/to/*-1m-*.csv --db <DB_PATH>` (Binance kline dumps)."
-        )
+        _collect_more(service, read_only=bool(status.read_only))
     if len(chosen) < 2:
         st.info("Choose at least two symbols with stored bars.")
         return
@@ -103,8 +75,34 @@ def render_multi(service: DashboardService, params: PairParams | None, tf: str) 
             width="stretch",
         )
         st.caption(f"Pearson correlation of {tf} log returns over {cm.nobs:,} returns.")
+    _pair_scanner(prices, key, params.window if params else 60, tf)
+
+
+def _collect_more(service: DashboardService, *, read_only: bool) -> None:
+    """Add symbols to the running feed, or import their history."""
+    a1, a2 = st.columns([3, 1])
+    raw = a1.text_input(
+        "Symbols to add to the feed", key="multi_add", placeholder="SOLUSDT, BNBUSDT"
+    )
+    if a2.button("Add to feed", key="multi_add_go", width="stretch", disabled=read_only):
+        syms = [s.strip().upper() for s in raw.replace(" ", ",").split(",") if s.strip()]
+        bad = [f"{s}: {r}" for s in syms if (r := service.check_symbol(s))]
+        if bad:
+            st.error("Not added — " + md_escape("; ".join(bad)))
+        elif syms:
+            service.watch(syms)
+            st.success(
+                f"Collecting {md_escape(', '.join(syms))}; they appear here once they have bars."
+            )
+    st.caption(
+        "Or import history: `python -m storage import "
+        "/path/to/*-1m-*.csv --db <DB_PATH>` (Binance kline dumps)."
+    )
+
+
+def _pair_scanner(prices: pd.DataFrame, key: tuple, window: int, tf: str) -> None:
+    """The scanner over the chosen symbols, run on demand; its table stays until rescanned."""
     st.subheader("Pair scanner")
-    window = params.window if params else 60
     st.caption(
         "Every pair ranked by Engle–Granger p-value (lowest first) over the lookback. "
         "With many symbols about 5 % of unrelated pairs look cointegrated by chance: "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -224,6 +225,13 @@ class _Choices:
 
 
 def _pair_controls(default_x: str, default_y: str) -> _Choices:
+    """The Pair, Analysis and Display sections, in that order."""
+    return _Choices(
+        **_pair_section(default_x, default_y), **_analysis_section(), **_display_section()
+    )
+
+
+def _pair_section(default_x: str, default_y: str) -> dict[str, Any]:
     sb = st.sidebar
     sb.subheader("Pair")
     c1, c2 = sb.columns(2)
@@ -252,6 +260,11 @@ def _pair_controls(default_x: str, default_y: str) -> _Choices:
         required=True,
         help="Bar length. 1s bars are built from trades as they arrive.",
     )
+    return {"x": x, "y": y, "tf": tf or DEFAULTS["tf"]}
+
+
+def _analysis_section() -> dict[str, Any]:
+    sb = st.sidebar
     sb.subheader("Analysis")
     window = sb.number_input(
         "Rolling window (bars)",
@@ -282,6 +295,15 @@ def _pair_controls(default_x: str, default_y: str) -> _Choices:
         bind="query-params",
         help="Drawn on the z-score chart; the default threshold of new rules.",
     )
+    return {
+        "window": int(window),
+        "method": METHOD_CHOICES.get(method or "", "ols"),
+        "z": float(z),
+    }
+
+
+def _display_section() -> dict[str, Any]:
+    sb = st.sidebar
     sb.subheader("Display")
     refresh = sb.select_slider(
         "Refresh every (seconds)",
@@ -307,17 +329,11 @@ def _pair_controls(default_x: str, default_y: str) -> _Choices:
         bind="query-params",
         help="Bars drawn (each trace is capped at 1,000 points).",
     )
-    return _Choices(
-        x=x,
-        y=y,
-        tf=tf or DEFAULTS["tf"],
-        window=int(window),
-        method=METHOD_CHOICES.get(method or "", "ols"),
-        z=float(z),
-        refresh_s=float(refresh or DEFAULTS["refresh"]),
-        price_mode=PRICE_MODES.get(prices or "", "normalised"),
-        bars=int(bars),
-    )
+    return {
+        "refresh_s": float(refresh or DEFAULTS["refresh"]),
+        "price_mode": PRICE_MODES.get(prices or "", "normalised"),
+        "bars": int(bars),
+    }
 
 
 def check_pair(service: DashboardService, x: str, y: str) -> list[str]:
