@@ -225,3 +225,29 @@ def test_the_collector_follows_pairs_added_and_removed_in_the_database(tmp_path,
     finally:
         service.stop()
         alerts.close()
+
+
+def test_the_page_names_a_delisted_symbol_in_the_status_strip_and_its_row(
+    tmp_path, exchange, monkeypatch
+):
+    from service import registry
+    from tests.test_app import _env, run
+
+    exchange.faults.delisted.add("KEEPUSDT")
+    db = tmp_path / "page.db"
+    with open_writer(db) as w:
+        w.watch_pair("SUSHIUSDT", "KEEPUSDT", "1s", 10, "ols")
+    _env(monkeypatch, db, exchange.rest_base)
+    try:
+        at = run({"view": "Watchlist"})
+        wait_for(lambda: "KEEPUSDT" in registry.SERVICE.status().symbol_notes, 10, "the note")
+        at.run()
+        note = "KEEPUSDT: delisted (status SETTLING on the exchange)"
+        shown = [w.value.replace("\\", "") for w in at.warning]  # Markdown-escaped source
+        assert f"Not collected: {note}." in shown
+        rows = at.dataframe[0].value
+        assert list(rows["note"]) == [note] and list(rows["pair"]) == ["SUSHIUSDT/KEEPUSDT"]
+        assert not at.exception
+    finally:
+        if registry.SERVICE is not None:
+            registry.SERVICE.close()
