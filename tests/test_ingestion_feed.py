@@ -524,9 +524,11 @@ def test_open_and_failed_gaps_are_retried_on_the_next_start(recording, database)
     faults = Faults(
         skip_ids=set(range(50, 60)) | set(range(300, 310)), rest_429=1, retry_after_s=60
     )
-    with FakeBinance(recording, speed=SPEED, faults=faults) as server:
-        storage = open_writer(database)
-        try:
+    # Storage first (PostgreSQL takes a while to open): the replay's clock starts with the
+    # server, and the socket must still be before id 50 when the feed connects.
+    storage = open_writer(database)
+    try:
+        with FakeBinance(recording, speed=SPEED, faults=faults) as server:
             first = start(
                 storage, ["BTCUSDT"], fast_settings(server, history=False, rest_max_retries=0)
             )
@@ -536,9 +538,9 @@ def test_open_and_failed_gaps_are_retried_on_the_next_start(recording, database)
                 "a failed gap and an open one",
             )
             assert first.stop()
-            storage.record_gap(Gap("BTCUSDT", 700, 700, 1, status="unrepairable", detail="old"))
-        finally:
-            storage.close()
+        storage.record_gap(Gap("BTCUSDT", 700, 700, 1, status="unrepairable", detail="old"))
+    finally:
+        storage.close()
     before = _gaps_of(database)
     assert list(before["status"]) == ["failed", "open", "unrepairable"]
     assert "rate limited" in before.loc[0, "detail"] and "stopped" in before.loc[1, "detail"]
