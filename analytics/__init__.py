@@ -6,6 +6,7 @@ Warm-up (fewer bars than a window) is a normal state reported as ``bars_needed``
 """
 
 from analytics.backtest import BacktestResult, Trade, backtest
+from analytics.funding import funding_per_bar
 from analytics.hedge import (
     OLSFit,
     RollingCorrelation,
@@ -66,6 +67,7 @@ __all__ = [
     "compute_pair",
     "compute_pair_frame",
     "correlation_matrix",
+    "funding_per_bar",
     "half_life",
     "hurst_exponent",
     "kalman_hedge",

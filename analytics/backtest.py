@@ -35,11 +35,13 @@ class Trade:
     entry_x, entry_y, exit_x, exit_y : float
         Fill prices (exit prices are the last closes for an open trade).
     gross_pnl, fees, pnl : float
-        P&L before fees, fees paid (entry, plus exit if closed), and net P&L, in quote
-        currency.
+        P&L before fees, fees paid (entry, plus exit if closed), and net P&L
+        (``gross_pnl − fees + funding_pnl``), in quote currency.
     exit_reason : str
         ``"revert"`` (z crossed ``exit_z``), ``"stop"`` (|z| beyond ``stop_z``) or
         ``"open"``.
+    funding_pnl : float
+        Funding received (> 0) or paid (< 0) while the trade was open; 0 without funding.
     """
 
     side: str
@@ -57,6 +59,7 @@ class Trade:
     fees: float
     pnl: float
     exit_reason: str
+    funding_pnl: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,8 @@ class BacktestResult:
         All fees, quote currency.
     skipped_entries : int
         Entry signals dropped by the liquidity filter.
+    funding_pnl : float
+        All funding received (> 0) or paid (< 0), quote currency; 0 without funding rates.
 
     Notes
     -----
@@ -107,6 +112,7 @@ class BacktestResult:
     sharpe_annualised: float | None
     fees_paid: float
     skipped_entries: int
+    funding_pnl: float = 0.0
 
     def trades_frame(self) -> pd.DataFrame:
         """The trades as a DataFrame, one row per trade (columns = :class:`Trade` fields)."""
@@ -133,6 +139,17 @@ def _optional(name: str, values: object | None, n: int) -> np.ndarray | None:
         raise ValueError(f"{name} has {a.size} bars but prices have {n}")
     check_finite(name, a)
     return a
+
+
+def _funding(fx: object | None, fy: object | None, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both legs' per-bar rates (a missing leg pays none), or None when neither is given."""
+    if fx is None and fy is None:
+        return None
+    zero = np.zeros(n)
+    return (
+        zero if fx is None else _optional("funding_x", fx, n),
+        zero if fy is None else _optional("funding_y", fy, n),
+    )
 
 
 def _threshold(name: str, value: float | None, *, allow_zero: bool = True) -> float | None:
@@ -162,6 +179,8 @@ def backtest(
     min_quote_volume: float | None = None,
     min_trades: int | None = None,
     bar_seconds: float | None = None,
+    funding_x: object | None = None,
+    funding_y: object | None = None,
 ) -> BacktestResult:
     """Simulate the z-score mean-reversion rule on a pair.
 
@@ -192,6 +211,10 @@ def backtest(
         Skip entries when either leg has fewer trades than this on the signal bar.
     bar_seconds : float or None
         Bar length, for the annualised Sharpe.
+    funding_x, funding_y : array_like or None
+        Per-bar funding rates of each leg, charged at that bar's close (0 where none
+        settles; :func:`analytics.funding.funding_per_bar` places a rate history on bars).
+        None (the default) charges no funding.
 
     Returns
     -------
@@ -211,6 +234,10 @@ def backtest(
     back. ``beta`` is frozen at entry. Fees: ``fee_rate × (|qty_x| x + |qty_y| y)`` at entry
     and at exit. One action per bar; the liquidity filter reads the signal bar (what is
     known when deciding).
+
+    Funding: at bar t, after that bar's fill, a position of ``q`` units of a leg pays
+    ``q × close_t × rate_t`` (longs pay a positive rate, shorts receive it; a negative rate
+    reverses both). It enters equity, the trade's ``funding_pnl`` and its net ``pnl``.
     """
     xa, ya = pair_arrays(x, y, min_len=1)
     rules = _Rules.checked(
@@ -219,7 +246,7 @@ def backtest(
     liquidity = _Liquidity.checked(xa, ya, volume_x, volume_y, trades_x, trades_y, rules)
     if bar_seconds is not None and not (math.isfinite(bar_seconds) and bar_seconds > 0):
         raise ValueError(f"bar_seconds must be positive, got {bar_seconds!r}")
-    book = _Book(xa, ya, rules.fee)
+    book = _Book(xa, ya, rules.fee, _funding(funding_x, funding_y, xa.size))
     n = xa.size
     pending: tuple[str, int, float, str] | None = None  # (action, signal bar, beta, reason)
     blocked = 0  # side not to re-enter after a stop until |z| < entry
@@ -228,6 +255,7 @@ def backtest(
         if pending is not None:
             book.fill(t, *pending)
             pending = None
+        book.charge_funding(t)
         book.mark(t)
         zt = rules.z[t]
         if t + 1 >= n or math.isnan(zt):
@@ -339,8 +367,10 @@ class _Liquidity:
 class _Book:
     """Positions, fills at closes, fees and equity of one backtest."""
 
-    def __init__(self, xa: np.ndarray, ya: np.ndarray, fee: float):
+    def __init__(self, xa: np.ndarray, ya: np.ndarray, fee: float, funding=None):
         self.x, self.y, self.fee = xa, ya, fee
+        self.rates = funding  # (per-bar rates of x, of y) or None
+        self.funding = 0.0  # funding received (> 0) or paid (< 0) so far
         self.equity = np.zeros(xa.size)
         self.position = np.zeros(xa.size)
         self.trades: list[Trade] = []
@@ -362,6 +392,7 @@ class _Book:
             f = self.fee * (abs(qx) * xt + abs(qy) * yt)
             self.fees_paid += f
             self.open = {
+                "funding_pnl": 0.0,
                 "side": "long" if self.side > 0 else "short",
                 "signal_bar": sig,
                 "entry_bar": t,
@@ -387,17 +418,27 @@ class _Book:
                 exit_x=float(xt),
                 exit_y=float(yt),
                 gross_pnl=float(gross),
-                pnl=float(gross - total_fees),
+                pnl=float(gross - total_fees + ot["funding_pnl"]),
                 exit_reason=reason,
             )
         )
         self.open = None
         self.side = 0
 
+    def charge_funding(self, t: int) -> None:
+        """Funding settling at bar ``t``'s close, on the position held after its fill."""
+        ot = self.open
+        if self.rates is None or ot is None:
+            return
+        rx, ry = self.rates[0][t], self.rates[1][t]
+        paid = float(ot["qty_x"] * self.x[t] * rx + ot["qty_y"] * self.y[t] * ry)
+        ot["funding_pnl"] -= paid
+        self.funding -= paid
+
     def mark(self, t: int) -> None:
         """Equity and position after bar ``t``'s close (an open trade at mark-to-market)."""
         unreal = self._gross(t) if self.open is not None else 0.0
-        self.equity[t] = self.realised + unreal - self.fees_paid
+        self.equity[t] = self.realised + unreal - self.fees_paid + self.funding
         self.position[t] = self.side
 
     def close_open(self) -> None:
@@ -413,7 +454,7 @@ class _Book:
                 exit_x=float(self.x[-1]),
                 exit_y=float(self.y[-1]),
                 gross_pnl=float(gross),
-                pnl=float(gross - ot["fees"]),
+                pnl=float(gross - ot["fees"] + ot["funding_pnl"]),
                 exit_reason="open",
             )
         )
@@ -444,4 +485,5 @@ def _result(book: _Book, skipped: int, bar_seconds: float | None) -> BacktestRes
         sharpe_annualised=ann,
         fees_paid=float(book.fees_paid),
         skipped_entries=skipped,
+        funding_pnl=float(book.funding),
     )

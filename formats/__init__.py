@@ -5,6 +5,8 @@ import`` and the replay server, so the three can never disagree about a line:
 
 - :mod:`formats.wire` — ``@aggTrade``/``@trade`` WebSocket frames, REST aggTrades, trades and
   klines rows, into :class:`storage.records.Tick`.
+- :mod:`formats.funding` — ``@markPrice`` frames, REST premiumIndex and fundingRate rows,
+  into :class:`storage.records.MarkPrice` and :class:`storage.records.FundingRate`.
 - :mod:`formats.files` (with :mod:`formats.dumps`) — captures, cryptofeed files, WebSocket
   JSON lines, collector NDJSON and Binance's CSV dumps, into column chunks.
 - :mod:`formats.opener` — the one bounded file opener; :mod:`formats.limits` — its limits.
@@ -19,6 +21,13 @@ not. Every failure is one :class:`ParseError` carrying a short ``reason`` code.
 from formats.chunks import KlineChunk, ReadStats, TickChunk
 from formats.errors import ParseError
 from formats.files import detect_format, read_file, symbol_from_filename
+from formats.funding import (
+    parse_funding_rate,
+    parse_funding_rates,
+    parse_mark_price,
+    parse_mark_price_message,
+    parse_premium_index,
+)
 from formats.limits import Limits, default_limits
 from formats.opener import open_text
 from formats.summary import RecordingSummary, validate_recording
@@ -47,7 +56,12 @@ __all__ = [
     "detect_format",
     "open_text",
     "parse_agg_trade",
+    "parse_funding_rate",
+    "parse_funding_rates",
+    "parse_mark_price",
+    "parse_mark_price_message",
     "parse_message",
+    "parse_premium_index",
     "parse_rest_agg_trade",
     "parse_rest_kline",
     "parse_rest_trade",

@@ -23,6 +23,7 @@ __all__ = [
     "id_value",
     "loads_bounded",
     "positive_decimal",
+    "signed_decimal",
 ]
 
 #: Exactly Binance's decimal strings: ASCII digits, an optional fraction, nothing else.
@@ -49,6 +50,17 @@ def positive_decimal(value: Any, field: str) -> float:
     if not number > 0.0:
         raise ParseError(f"bad_{field}", f"{field}={value!r} is not positive")
     return number
+
+
+#: A funding rate may be negative: Binance writes ``"-0.00010000"``; the sign is the only extra.
+_SIGNED_DECIMAL = re.compile("-?" + DECIMAL_PATTERN)
+
+
+def signed_decimal(value: Any, field: str) -> float:
+    """A Binance decimal string with an optional leading ``-`` (funding rates), as a float."""
+    if type(value) is not str or _SIGNED_DECIMAL.fullmatch(value) is None:
+        raise ParseError(f"bad_{field}", f"{field}={value!r:.40} is not a signed plain decimal")
+    return float(value)
 
 
 def id_value(value: Any, field: str) -> int:

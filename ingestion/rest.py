@@ -1,4 +1,4 @@
-"""Binance USD-M REST client (urllib): exchangeInfo, aggTrades, trades, klines, within limits.
+"""Binance USD-M REST client (urllib): exchangeInfo, aggTrades, trades, klines, funding, in limits.
 
 Rate limits are per IP, so one ``RestClient`` is shared by every feed of a process:
 it tracks ``X-MBX-USED-WEIGHT-1M`` and pauses before a request that would cross the
@@ -34,6 +34,9 @@ _REST_LIMITS = Limits(max_frame_bytes=32 * 1024 * 1024)
 WEIGHT_EXCHANGE_INFO = 1
 WEIGHT_AGG_TRADES = 20
 WEIGHT_TRADES = 5
+WEIGHT_PREMIUM_INDEX = 1  # with a symbol (10 without)
+#: fundingRate shares a separate 500 requests / 5 min / IP limit; 1 keeps it visible here.
+WEIGHT_FUNDING_RATE = 1
 
 
 def kline_weight(limit: int) -> int:
@@ -176,6 +179,22 @@ class RestClient:
             params["endTime"] = end_ms
         rows = self.get("/fapi/v1/klines", params, kline_weight(limit))
         return self._rows(rows, "/fapi/v1/klines")
+
+    def premium_index(self, symbol: str) -> dict[str, Any]:
+        """``GET /fapi/v1/premiumIndex?symbol=``: mark price and the current funding rate."""
+        path = "/fapi/v1/premiumIndex"
+        body = self.get(path, {"symbol": symbol.upper()}, WEIGHT_PREMIUM_INDEX)
+        if not isinstance(body, dict):
+            raise RestError(self.base + path, 200, f"expected a JSON object, got {body!r:.80}")
+        return body
+
+    def funding_rates(
+        self, symbol: str, *, start_ms: int, end_ms: int, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/fundingRate`` rows (settled funding), oldest first, from ``start_ms``."""
+        params = {"symbol": symbol.upper(), "startTime": start_ms, "endTime": end_ms}
+        rows = self.get("/fapi/v1/fundingRate", params | {"limit": limit}, WEIGHT_FUNDING_RATE)
+        return self._rows(rows, "/fapi/v1/fundingRate")
 
     def stats(self) -> RestStats:
         with self._lock:

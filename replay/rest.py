@@ -3,10 +3,12 @@
 ``GET /fapi/v1/exchangeInfo``, ``/fapi/v1/aggTrades`` (by ``fromId`` or by time),
 ``/fapi/v1/trades`` (recent), ``/fapi/v1/klines`` (1m/3m/5m/15m/30m/1h, built from the served
 trades; symbols given as fixed ``static_klines`` rows answer 1m from those), ``/fapi/v1/time``,
-``/fapi/v1/ping``. Request weights are counted per minute and returned in
-``X-MBX-USED-WEIGHT-1M``; over the limit gives 429 with ``Retry-After``. Errors are Binance's
-``{"code": .., "msg": ..}`` bodies. Faults (``replay.faults``) enter only through
-``Faults.rest_refusal`` and a few reads of a server started with them.
+``/fapi/v1/ping``, and funding: ``/fapi/v1/premiumIndex`` and ``/fapi/v1/fundingRate``
+(``replay.funding``: a documented default, recordings carry none). Request weights are
+counted per minute and returned in ``X-MBX-USED-WEIGHT-1M``; over the limit gives 429 with
+``Retry-After``. Errors are Binance's ``{"code": .., "msg": ..}`` bodies. Faults
+(``replay.faults``) enter only through ``Faults.rest_refusal`` and a few reads of a server
+started with them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from replay import funding
 from replay.timeline import SymbolView
 
 if TYPE_CHECKING:
@@ -43,6 +46,8 @@ _WEIGHTS = {
     "/fapi/v1/trades": 5,
     "/fapi/v1/time": 1,
     "/fapi/v1/ping": 1,
+    "/fapi/v1/premiumIndex": 1,  # 10 without a symbol (see _weight)
+    "/fapi/v1/fundingRate": 1,
 }
 _DATA_PATHS = ("/fapi/v1/aggTrades", "/fapi/v1/trades", "/fapi/v1/klines")
 
@@ -93,6 +98,8 @@ def _weight(path: str, params: dict[str, str]) -> int | None:
     if path == "/fapi/v1/klines":
         limit = _safe_int(params.get("limit"), 500)
         return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
+    if path == "/fapi/v1/premiumIndex" and not params.get("symbol"):
+        return 10
     return _WEIGHTS.get(path)
 
 
@@ -104,6 +111,8 @@ def _route(app: FakeBinance, path: str, params: dict[str, str]) -> Any:
         return _exchange_info(app)
     if path in ("/fapi/v1/time", "/fapi/v1/ping"):
         return {"serverTime": int(time.time() * 1000)} if path.endswith("time") else {}
+    if path in ("/fapi/v1/premiumIndex", "/fapi/v1/fundingRate"):
+        return _funding(app, path, params)
     symbol = params.get("symbol")
     if not symbol:
         raise _BadRequest(-1102, "Mandatory parameter 'symbol' was not sent.")
@@ -126,6 +135,22 @@ def _route(app: FakeBinance, path: str, params: dict[str, str]) -> Any:
         end = timeline.published_end(view)
         return [timeline.rest_row(view, n) for n in range(max(0, end - limit), end)]
     return _klines(app, view, params)
+
+
+def _funding(app: FakeBinance, path: str, params: dict[str, str]) -> Any:
+    """premiumIndex (one symbol, or every symbol without one) and fundingRate history."""
+    known = sorted({*app.recording.symbols, *app.static_klines})
+    symbol = params.get("symbol", "").upper()
+    if symbol and symbol not in known:
+        raise _BadRequest(-1121, "Invalid symbol.")
+    if path == "/fapi/v1/premiumIndex":
+        if not symbol:
+            return [funding.premium_index(app, s) for s in known]
+        return funding.premium_index(app, symbol)
+    if not symbol:
+        raise _BadRequest(-1102, "Mandatory parameter 'symbol' was not sent.")
+    start, end = _int_param(params, "startTime"), _int_param(params, "endTime")
+    return funding.funding_rates(app, symbol, start, end, _int_param(params, "limit"))
 
 
 def _safe_int(value: str | None, default: int) -> int:

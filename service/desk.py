@@ -31,6 +31,7 @@ from service import watchlist as watchlib
 from service.alerts import AlertMonitor
 from service.delivery import DeliveryWorker
 from service.exchange import ExchangeCatalog, Listing
+from service.funding import FundingService
 from service.pageviews import PageViews
 from service.settings import SAMPLE_RECORDING, AppSettings
 from storage import StorageError, Writer, WriterBusyError, open_reader, open_writer
@@ -122,6 +123,8 @@ class DashboardService:
         self.catalog: ExchangeCatalog | None = None
         #: The page's timed reads, shared by every browser session (service/pageviews.py).
         self.views = PageViews()
+        #: Each leg's current funding (polled in the background) and the funding history.
+        self.funding = FundingService(self._rest_base_now, lambda: self.writer)
         self._open_storage(fresh=self.source == Source.REPLAY)
         if self.source == Source.LIVE:
             self._start_catalog()
@@ -373,6 +376,13 @@ class DashboardService:
             self._open_storage(fresh=True)
             self.start_feed()
 
+    def _rest_base_now(self) -> str | None:
+        """The REST root of the current source (None while a replay's server is not up)."""
+        if self.source == Source.LIVE:
+            return self.settings.rest_base
+        replay = self._parts.replay
+        return None if replay is None else replay.rest_base
+
     def _default_symbols(self) -> list[str]:
         return [self.settings.default_x, self.settings.default_y]
 
@@ -542,6 +552,7 @@ class DashboardService:
             self._teardown_feed()
             self._close_storage()
             self.views.close()
+            self.funding.stop()
 
 
 # ---------------------------------------------------------------------- one per process

@@ -179,6 +179,17 @@ _V4_WATCHLIST_AND_OUTBOX: list[str] = [
     "CREATE INDEX alert_deliveries_due ON alert_deliveries (sink_id, status, next_attempt_ms)",
 ]
 
+# 4 -> 5: settled funding events per perpetual (see storage/schema.py, 4 -> 5).
+_V5_FUNDING_RATES: list[str] = [
+    """CREATE TABLE funding_rates (
+        symbol           TEXT NOT NULL,
+        funding_time_ms  BIGINT NOT NULL,
+        rate             DOUBLE PRECISION NOT NULL,
+        mark             DOUBLE PRECISION,
+        PRIMARY KEY (symbol, funding_time_ms)
+    )""",
+]
+
 
 def migrations(timescale: bool) -> list[list[str]]:
     """Statements of each migration; entry ``i`` migrates from version ``i`` to ``i + 1``.
@@ -191,6 +202,7 @@ def migrations(timescale: bool) -> list[list[str]]:
         _V2_PRUNED_RANGES,
         _V3_ID_CHECKS,
         _V4_WATCHLIST_AND_OUTBOX,
+        _V5_FUNDING_RATES,
     ]
 
 

@@ -49,6 +49,7 @@ from storage.bars import PartialBars, aggregate_ticks, merge_bars
 from storage.errors import (
     StorageError,
 )
+from storage.funding import FundingWrites
 from storage.outbox import OutboxWrites
 from storage.pg_base import (
     _bars_table,
@@ -150,7 +151,7 @@ def _bar_columns(tf_s: int, p: PartialBars, src: int = 0) -> list[tuple[np.ndarr
     ]
 
 
-class PostgresWriter(WriterBase, OutboxWrites):
+class PostgresWriter(WriterBase, OutboxWrites, FundingWrites):
     """A writer of a PostgreSQL database: the API of :class:`storage.sqlite.SQLiteWriter`.
 
     Thread-safe: an internal lock serialises calls on its one connection. Several writers (in

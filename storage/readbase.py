@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from storage.errors import UnknownSymbolError
+from storage.funding import FundingReads
 from storage.outbox import OutboxReads
 from storage.records import timeframe_s
 from storage.timefmt import ms_to_iso, now_ms
@@ -174,7 +175,7 @@ def leg_columns(
     return pd.Series(close).ffill().to_numpy(), filled, vol, trades
 
 
-class ReaderBase(OutboxReads):
+class ReaderBase(OutboxReads, FundingReads):
     """The reader methods both backends share; see the module docstring.
 
     A subclass provides ``_q`` (one query, ``?`` placeholders), ``_sym_ids`` (a dict) and, if

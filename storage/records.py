@@ -1,4 +1,4 @@
-"""Record types shared by every stage: ticks, bars, gaps, timeframes.
+"""Record types shared by every stage: ticks, bars, gaps, timeframes, funding.
 
 These are the only types that cross package boundaries besides pandas DataFrames.
 Units are in the names: ``*_ms`` is milliseconds since the Unix epoch, UTC.
@@ -99,3 +99,35 @@ class Gap:
     @property
     def missing(self) -> int:
         return self.last_missing_id - self.first_missing_id + 1
+
+
+@dataclass(frozen=True, slots=True)
+class FundingRate:
+    """One settled funding event of a perpetual (a row of ``GET /fapi/v1/fundingRate``).
+
+    At ``funding_time_ms`` every open position pays ``position × mark × rate``: longs pay
+    shorts when ``rate`` > 0, shorts pay longs when it is < 0. ``mark`` is the mark price
+    Binance used (None when it did not say: old rows carry ``""``).
+    """
+
+    symbol: str
+    funding_time_ms: int
+    rate: float
+    mark: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MarkPrice:
+    """A perpetual's mark price and *current* funding (``@markPrice`` or ``premiumIndex``).
+
+    ``rate`` is the funding rate estimated for the next settlement at ``next_funding_ms``
+    (both None for a contract without funding); ``event_ms`` is the exchange time of the
+    reading. ``index`` is the index price (None when not sent).
+    """
+
+    symbol: str
+    mark: float
+    index: float | None
+    rate: float | None
+    next_funding_ms: int | None
+    event_ms: int

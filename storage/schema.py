@@ -159,6 +159,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX alert_deliveries_due ON alert_deliveries (sink_id, status, next_attempt_ms);
     """,
+    # 4 -> 5: settled funding events per perpetual (GET /fapi/v1/fundingRate; storage/funding.py),
+    # for the backtest's funding charge. mark is NULL when Binance did not say.
+    """
+    CREATE TABLE funding_rates (
+        symbol           TEXT NOT NULL,
+        funding_time_ms  INTEGER NOT NULL,
+        rate             REAL NOT NULL,
+        mark             REAL,
+        PRIMARY KEY (symbol, funding_time_ms)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

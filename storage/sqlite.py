@@ -26,6 +26,7 @@ from storage.errors import (
     StorageError,
     WriterBusyError,
 )
+from storage.funding import FundingWrites
 from storage.outbox import OutboxWrites
 from storage.readbase import BAR_COLUMNS as BAR_COLUMNS  # re-exported: storage, tests
 from storage.readbase import PAIR_COLUMNS as PAIR_COLUMNS
@@ -176,7 +177,7 @@ class WriteResult:
     duplicates: int
 
 
-class SQLiteWriter(WriterBase, OutboxWrites):
+class SQLiteWriter(WriterBase, OutboxWrites, FundingWrites):
     """The one writer of a database file.
 
     Thread-safe: an internal lock serialises calls, so the ingestion writer thread, the alert

@@ -263,6 +263,7 @@ def test_backtest_tab_shows_equity_and_trades(full_env):
         "Sharpe / bar",
         "Fees paid",
         "Skipped (liquidity)",
+        "Funding P&L",
     ]
     assert len(at.get("plotly_chart")) == 1
     assert [d.label for d in at.get("download_button")] == ["Trades (CSV)", "Equity curve (CSV)"]

@@ -48,9 +48,9 @@ def test_watchlist_tab_live_in_the_browser(dashboard, browser):  # noqa: F811 - 
     expect(cells.filter(has_text="BTCUSDT/ETHUSDT")).to_have_count(1, timeout=60_000)
     texts: list[str] = []
 
-    def a_z_score() -> bool:  # rows of 11 cells: pair, tf, window, method, z, ...
+    def a_z_score() -> bool:  # rows of CELLS cells: pair, tf, window, method, z, ...
         texts[:] = cells.all_inner_texts()
-        rows = [texts[i : i + 11] for i in range(0, len(texts), 11)]
+        rows = [texts[i : i + CELLS] for i in range(0, len(texts), CELLS)]
         return len(rows) == 2 and all(re.fullmatch(r"-?\d+\.\d+", r[4].strip()) for r in rows)
 
     try:
@@ -85,6 +85,8 @@ def test_watchlist_tab_live_in_the_browser(dashboard, browser):  # noqa: F811 - 
     page.close()
 
 
+#: Cells per row of the accessible table: the tab's visible columns (ui/watchlist.py).
+CELLS = 14
 #: Glide data grid's geometry in Streamlit's dataframe (pixels): header and row height.
 HEADER_PX = 35
 ROW_PX = 35
@@ -93,7 +95,7 @@ ROW_PX = 35
 def click_row(page, table, cells, pair: str) -> None:
     """Click the "pair" cell of the row showing ``pair``, on the grid's canvas.
 
-    The row's position is read from the accessible table (rows in display order, 11 cells
+    The row's position is read from the accessible table (rows in display order, CELLS cells
     each) right before the click, once the grid stopped moving.
     """
     canvas = table.locator("canvas").first
@@ -110,6 +112,6 @@ def click_row(page, table, cells, pair: str) -> None:
 
     box = wait_for(settled, 30, "the grid to stay in place")
     texts = cells.all_inner_texts()
-    rows = [texts[i : i + 11] for i in range(0, len(texts), 11)]
+    rows = [texts[i : i + CELLS] for i in range(0, len(texts), CELLS)]
     index = next(i for i, r in enumerate(rows) if r[0].strip() == pair)
     page.mouse.click(box["x"] + 90, box["y"] + HEADER_PX + ROW_PX * index + ROW_PX / 2)

@@ -18,6 +18,7 @@ from service.compute import PairParams, compute_pair
 from service.desk import DashboardService
 from storage import timeframe_s
 from ui import charts
+from ui.funding import backtest_funding
 from ui.guard import (
     DL_ICON,
     PLOT_CONFIG,
@@ -37,6 +38,7 @@ class BacktestInputs:
     fee_bps: float
     min_quote_volume: float | None  # None: no liquidity filter
     lookback_bars: int
+    charge_funding: bool = False  # each leg's settled funding (ui/funding.py)
 
 
 def render_backtest(service: DashboardService, params: PairParams) -> None:
@@ -59,8 +61,13 @@ def render_backtest(service: DashboardService, params: PairParams) -> None:
         return
     bt_params = replace(params, display_bars=inputs.lookback_bars)
     t = compute_pair(frame, bt_params).table
-    res = _run(t, inputs, params.tf)
-    _metrics(res)
+    funding = backtest_funding(service, params, t) if inputs.charge_funding else (None, None, "")
+    if funding is None:
+        return  # the history is being fetched in the background; the page reruns when it is in
+    res = _run(t, inputs, params.tf, funding[:2])
+    _metrics(res, inputs.charge_funding)
+    if funding[2]:
+        st.caption(funding[2])
     st.plotly_chart(
         charts.equity_figure(t["time_ms"].to_numpy(), res.equity, params.x, params.y, params.tf),
         key="chart_equity",
@@ -97,6 +104,12 @@ def _inputs(params: PairParams) -> BacktestInputs | None:
     lookback = c[5].select_slider(
         "Lookback (bars)", [300, 600, 1000, 1500, 2000], value=1000, key="bt_lookback"
     )
+    charge = st.checkbox(
+        "Charge funding",
+        key="bt_funding",
+        help="Charge each leg's settled funding (GET /fapi/v1/fundingRate) at every funding "
+        "time inside the span: position × close × rate; longs pay positive rates.",
+    )
     if exit_ >= entry:
         st.error("Exit must be below entry.")
         return None
@@ -110,6 +123,7 @@ def _inputs(params: PairParams) -> BacktestInputs | None:
         fee_bps=float(fee_bps),
         min_quote_volume=float(min_qv) if min_qv else None,
         lookback_bars=int(lookback),
+        charge_funding=bool(charge),
     )
 
 
@@ -121,7 +135,7 @@ def _read_frame(service: DashboardService, params: PairParams, lookback: int) ->
         )
 
 
-def _run(t: pd.DataFrame, inputs: BacktestInputs, tf: str) -> BacktestResult:
+def _run(t: pd.DataFrame, inputs: BacktestInputs, tf: str, funding=(None, None)) -> BacktestResult:
     return backtest(
         t["x"],
         t["y"],
@@ -137,11 +151,13 @@ def _run(t: pd.DataFrame, inputs: BacktestInputs, tf: str) -> BacktestResult:
         trades_y=t["y_trades"],
         min_quote_volume=inputs.min_quote_volume,
         bar_seconds=timeframe_s(tf),
+        funding_x=funding[0],
+        funding_y=funding[1],
     )
 
 
-def _metrics(res: BacktestResult) -> None:
-    m = st.columns(7)
+def _metrics(res: BacktestResult, charge_funding: bool) -> None:
+    m = st.columns(8)
     m[0].metric("Total P&L", fmt_num(res.total_pnl, 5))
     m[1].metric("Trades", f"{res.n_trades}")
     m[2].metric("Win rate", "—" if math.isnan(res.win_rate) else f"{100 * res.win_rate:.0f}%")
@@ -149,6 +165,11 @@ def _metrics(res: BacktestResult) -> None:
     m[4].metric("Sharpe / bar", fmt_num(res.sharpe, 3))
     m[5].metric("Fees paid", fmt_num(res.fees_paid, 5))
     m[6].metric("Skipped (liquidity)", f"{res.skipped_entries}")
+    m[7].metric(
+        "Funding P&L",
+        fmt_num(res.funding_pnl, 5) if charge_funding else "off",
+        help="Funding received (+) or paid (−), included in Total P&L.",
+    )
 
 
 def _trades_table(res: BacktestResult, t: pd.DataFrame) -> pd.DataFrame:

@@ -25,6 +25,7 @@ from service.pageviews import newest_1s_bar_ms
 from service.viewcache import Snapshot
 from storage import Reader, UnknownSymbolError
 from ui import charts
+from ui.funding import show_funding_line
 from ui.guard import WAIT_ICON, fmt_age, fmt_num, fmt_time, md_escape, panel
 from ui.plot import figure_payload, show_payload
 from ui.state import Lease, page_views, session_reader, store
@@ -213,6 +214,7 @@ def render_live(service: DashboardService, params: PairParams, price_mode: str) 
             )
     with panel("Key figures"):
         key_figures(snap.derive("tiles", lambda: key_figure_tiles(result)))
+        show_funding_line(service, params)
     charts_grid(snap, price_mode, candles)
 
 

@@ -28,6 +28,7 @@ from service.watchlist import (
     watch_rows,
 )
 from storage import TIMEFRAMES_S, StorageError
+from ui.funding import with_funding
 from ui.guard import md_escape, panel
 from ui.state import page_views, session_reader
 
@@ -104,6 +105,7 @@ def render_watchlist(service: DashboardService, params, band_z: float = 2.0) -> 
         board = views.board(status.db_path, status.generation)
         with session_reader(status.db_path, status.generation) as lease:
             rows = watch_rows(board, lease.reader, band_z, status.symbol_notes)
+        rows = with_funding(service, rows)
         if not rows.empty:
             rows = _stable_order(rows)
         _pairs_table(service, rows, band_z, bool(status.read_only))
@@ -157,7 +159,9 @@ def _pairs_table(
     shown = rows.drop(columns=["pair_id"])
     styled = shown.style.apply(lambda _: [_z_style(r) for r in rows["past_band"]], subset=["z"])
     styled = styled.format(
-        {"z": "{:+.2f}", "beta": "{:.4g}", "corr": "{:.2f}", "half_life": "{:.1f}"}, na_rep="–"
+        {"z": "{:+.2f}", "beta": "{:.4g}", "corr": "{:.2f}", "half_life": "{:.1f}"}
+        | {"funding_x": "{:+.4f} %", "funding_y": "{:+.4f} %"},
+        na_rep="–",
     )
     st.dataframe(
         styled,
@@ -177,6 +181,9 @@ def _pairs_table(
             "corr",
             "half_life",
             "bars",
+            "funding_x",
+            "funding_y",
+            "next_funding",
             "note",
         ],
         column_config={
@@ -185,6 +192,13 @@ def _pairs_table(
             "beta": st.column_config.Column("β"),
             "half_life": st.column_config.Column("half-life (bars)"),
             "bars": st.column_config.NumberColumn("bars", help="closed bars read"),
+            "funding_x": st.column_config.Column(
+                "funding X", help="X's current funding rate per settlement (longs pay if > 0)"
+            ),
+            "funding_y": st.column_config.Column("funding Y", help="Y's current funding rate"),
+            "next_funding": st.column_config.Column(
+                "next funding", help="The next funding time of either leg (UTC)"
+            ),
         },
     )
     if read_only:
