@@ -48,9 +48,9 @@ def test_watchlist_tab_live_in_the_browser(dashboard, browser):  # noqa: F811 - 
     expect(cells.filter(has_text="BTCUSDT/ETHUSDT")).to_have_count(1, timeout=60_000)
     texts: list[str] = []
 
-    def a_z_score() -> bool:  # rows of CELLS cells: pair, tf, window, method, z, ...
+    def a_z_score() -> bool:  # each row: pair, tf, window, method, z, ...
         texts[:] = cells.all_inner_texts()
-        rows = [texts[i : i + CELLS] for i in range(0, len(texts), CELLS)]
+        rows = table_rows(texts)
         return len(rows) == 2 and all(re.fullmatch(r"-?\d+\.\d+", r[4].strip()) for r in rows)
 
     try:
@@ -85,8 +85,13 @@ def test_watchlist_tab_live_in_the_browser(dashboard, browser):  # noqa: F811 - 
     page.close()
 
 
-#: Cells per row of the accessible table: the tab's visible columns (ui/watchlist.py).
-CELLS = 14
+def table_rows(texts: list[str]) -> list[list[str]]:
+    """The accessible table's cells cut into rows at each pair cell (``X/Y``): how many of the
+    last columns it holds depends on the grid's width."""
+    starts = [i for i, t in enumerate(texts) if re.fullmatch(r"[A-Z0-9]+/[A-Z0-9]+", t.strip())]
+    return [texts[a:b] for a, b in zip(starts, [*starts[1:], len(texts)], strict=True)]
+
+
 #: Glide data grid's geometry in Streamlit's dataframe (pixels): header and row height.
 HEADER_PX = 35
 ROW_PX = 35
@@ -95,8 +100,8 @@ ROW_PX = 35
 def click_row(page, table, cells, pair: str) -> None:
     """Click the "pair" cell of the row showing ``pair``, on the grid's canvas.
 
-    The row's position is read from the accessible table (rows in display order, CELLS cells
-    each) right before the click, once the grid stopped moving.
+    The row's position is read from the accessible table (rows in display order) right
+    before the click, once the grid stopped moving.
     """
     canvas = table.locator("canvas").first
     seen: list = []
@@ -112,6 +117,8 @@ def click_row(page, table, cells, pair: str) -> None:
 
     box = wait_for(settled, 30, "the grid to stay in place")
     texts = cells.all_inner_texts()
-    rows = [texts[i : i + CELLS] for i in range(0, len(texts), CELLS)]
-    index = next(i for i, r in enumerate(rows) if r[0].strip() == pair)
+    rows = table_rows(texts)
+    found = [i for i, r in enumerate(rows) if r[0].strip() == pair]
+    assert found, f"no row {pair} in {rows}"
+    index = found[0]
     page.mouse.click(box["x"] + 90, box["y"] + HEADER_PX + ROW_PX * index + ROW_PX / 2)
