@@ -105,6 +105,9 @@ def status_strip(service: DashboardService) -> None:
         )
     elif status.feed_error:
         st.error(md_escape(status.feed_error))
+    if status.symbol_notes:  # e.g. a watched symbol delisted: its feed was stopped
+        notes = "; ".join(f"{sym}: {why}" for sym, why in status.symbol_notes.items())
+        st.warning(md_escape(f"Not collected: {notes}."), icon=":material/block:")
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from service.alerts import AlertMonitor
 from service.compute import PairParams, compute_pair
-from service.watch import PairBoard, board_for, keys_from_watchlist
+from service.watch import PairBoard, keys_from_watchlist
 from service.watchlist import watch_rows
 from storage import IdKind, Reader, Writer, open_reader, open_writer
 
@@ -101,8 +101,7 @@ class Case:
             self.w.unwatch_pair(pid)
         for i, rid in enumerate(rules["rule_id"].tolist()):
             self.w.set_alert_rule_enabled(rid, i < n_pairs)
-        self.board = board_for(self.db)
-        self.board.clear()
+        self.board = PairBoard()  # as the dashboard's PageViews.board: monitor and tab share it
         self.monitor = AlertMonitor(self.w, self.db, board=self.board)
         self.reader = open_reader(self.db)
         self.monitor.run_once(self.reader)  # warm: baselines set, snapshots fresh
@@ -118,7 +117,7 @@ class Case:
         self.monitor.run_once(self.reader)
         self.out["evaluate"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        rows = watch_rows(self.db, self.reader)
+        rows = watch_rows(self.board, self.reader)
         self.out["tab_new_bar"].append(time.perf_counter() - t)
         assert len(rows) == self.n_pairs
         cold = PairBoard()

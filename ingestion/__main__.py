@@ -239,6 +239,7 @@ class _Alerts:
         self.runtime = None
         self._db = ""
         self._refused: set[str] = set()  # symbols the exchange refused: not asked again
+        self._followed: set[str] = set()  # symbols added for the watchlist after the start
 
     def open(self, db: str) -> None:
         from storage import StorageError, open_writer
@@ -251,12 +252,14 @@ class _Alerts:
         self._headless.AlertRuntime.apply(self.writer, db, self.config)
 
     def start(self) -> None:
-        self.runtime = self._headless.AlertRuntime(self.writer, self._db).start()
+        environ = self.config.environ()  # the environment, then the secrets file
+        self.runtime = self._headless.AlertRuntime(self.writer, self._db, environ=environ).start()
 
     def follow_watchlist(self, service: FeedService) -> None:
-        """Collect symbols of pairs added to the watchlist since (page, CLI)."""
+        """Collect symbols of pairs added to the watchlist since (page, CLI); stop those it
+        added for pairs removed since (what ``--symbols`` and the file name stays)."""
         try:
-            wanted = self._headless.watched_symbols(self._db)
+            wanted = self._headless.wanted_symbols(self._db)
         except Exception as exc:  # broad on purpose: a status tick must not end the collector
             logging.getLogger(__name__).warning("cannot read the watchlist: %s", exc)
             return
@@ -264,9 +267,14 @@ class _Alerts:
             if sym not in service.symbols and sym not in self._refused:
                 try:
                     service.add_symbol(sym)
+                    self._followed.add(sym)
                 except ConfigError as exc:
                     self._refused.add(sym)
                     print(f"watchlist: cannot collect {sym}: {exc}", flush=True)
+        for sym in sorted(self._followed - set(wanted)):
+            service.remove_symbol(sym)
+            self._followed.discard(sym)
+            print(f"watchlist: {sym} no longer watched; not collected any more", flush=True)
 
     def status_line(self) -> str:
         return self.runtime.status_line() if self.runtime is not None else "alerts: not started"

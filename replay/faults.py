@@ -113,7 +113,9 @@ class Faults:
     max_connection_s: float | None = None
     #: Extra exchangeInfo entries, e.g. ``{"symbol": "OLDUSDT", "status": "SETTLING"}``.
     extra_symbols: list[dict[str, Any]] = field(default_factory=list)
-    #: Static-kline symbols delisted now: status SETTLING, and klines answer -1121.
+    #: Symbols delisted now: status SETTLING in exchangeInfo, their streams silent from the
+    #: next subscription on (``cut_all`` makes every client reconnect), and static klines
+    #: answer -1121.
     delisted: set[str] = field(default_factory=set)
     #: Per connection of each symbol, in turn: a hostile mode (``HOSTILE_MODES``:
     #: ``silent``, ``ping_flood``, ``endless_fragments``) that replaces the replay, or None.
@@ -218,8 +220,8 @@ def _option_value(kind: str, text: str | None) -> Any:
 class ConnectionFaults:
     """The faults of one WebSocket connection, picked when it opens: the k-th connection of a
     symbol takes the k-th entry of ``drop_after``, ``stall_after`` and ``hostile``; the first
-    takes the ``inject`` frames. ``skip_ids``, ``garbage_every``, ``silent`` and
-    ``max_connection_s`` are read live from the ``Faults``."""
+    takes the ``inject`` frames. ``skip_ids``, ``garbage_every``, ``silent``,
+    ``delisted`` and ``max_connection_s`` are read live from the ``Faults``."""
 
     def __init__(self, faults: Faults, app: FakeBinance, k_conn: int, symbol: str) -> None:
         self.faults = faults
@@ -243,6 +245,10 @@ class ConnectionFaults:
 
     def silent(self) -> bool:
         return self.faults.silent
+
+    def delisted(self, symbol: str) -> bool:
+        """A delisted symbol's stream is silent (read live: a delisting reaches open sockets)."""
+        return symbol in self.faults.delisted
 
     def lifetime_over(self, age_s: float) -> bool:
         limit = self.faults.max_connection_s

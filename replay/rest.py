@@ -162,10 +162,8 @@ def _safe_int(value: str | None, default: int) -> int:
 
 def _exchange_info(app: FakeBinance) -> dict[str, Any]:
     entries = []
-    for symbol in app.recording.symbols:
-        entries.append(_symbol_entry({"symbol": symbol}))
     delisted = app.faults.delisted if app.faults is not None else set()
-    for symbol in app.static_klines:
+    for symbol in [*app.recording.symbols, *app.static_klines]:
         status = "SETTLING" if symbol in delisted else "TRADING"
         entries.append(_symbol_entry({"symbol": symbol, "status": status}))
     for extra in app.faults.extra_symbols if app.faults is not None else []:

@@ -228,6 +228,8 @@ class WsSession:
             sym, _, kind = name.partition("@")
             if sym != sym.lower():
                 continue  # Binance stream names are lower-case
+            if self.faults is not None and self.faults.delisted(sym.upper()):
+                continue  # a delisted symbol's stream is silent
             if kind == "aggTrade" and self.route == "/market":
                 view = timeline.views.get((sym.upper(), "agg"))
             elif kind == "trade" and self.route == "/public":

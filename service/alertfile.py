@@ -6,7 +6,9 @@ variables: :class:`AlertFileError`, one line naming the problem) and then *appli
 database (:func:`apply_config`): pairs are added to the watchlist, rules and sinks are added
 unless an identical one exists. The database stays the one source of truth that the monitor,
 the delivery worker and the page read; the file is a declarative way to fill it (see
-docs/alerts.md). Secrets never appear in the file: sinks name environment variables.
+docs/alerts.md). Secrets never appear in the file: sinks name variables, looked up in the
+environment, then in the secrets file (``[secrets] file = "~/.config/desk/secrets.env"``, a
+path relative to the alerts file, or ``$SECRETS_FILE``; see ``service.secretfile``).
 
 Example::
 
@@ -45,6 +47,7 @@ from typing import Any
 
 from service.alerts import validate_rule
 from service.delivery import Sink, SinkConfigError
+from service.secretfile import SecretsError, load_secret_environ, secret_environ
 from service.watch import PairKey
 from storage.outbox import SINK_KINDS
 
@@ -70,6 +73,7 @@ _SINK_KEYS = {
     "api_base": str,
 }
 _TOP_KEYS = ("pairs", "rules", "sinks")
+_SECRETS_KEYS = {"file": str}
 
 
 class AlertFileError(ValueError):
@@ -93,6 +97,12 @@ class AlertConfig:
     pairs: tuple[PairKey, ...]
     rules: tuple[RuleSpec, ...]
     sinks: tuple[Sink, ...]
+    #: The secrets file of ``[secrets] file`` (absolute), or "" (then ``$SECRETS_FILE``).
+    secrets_file: str = ""
+
+    def environ(self, environ: Mapping[str, str] | None = None) -> Mapping[str, str]:
+        """Where the sinks' variables are looked up: the environment, then the secrets file."""
+        return secret_environ(environ, self.secrets_file or None)
 
     @property
     def symbols(self) -> list[str]:
@@ -199,22 +209,51 @@ def _sink(where: str, t: dict[str, Any], i: int, environ: Mapping[str, str]) -> 
     return sink
 
 
-def parse_config(text: str, environ: Mapping[str, str] | None = None) -> AlertConfig:
-    """Validate an alerts file's text; raise :class:`AlertFileError` at the first problem."""
-    env = os.environ if environ is None else environ
+def _secrets_file(doc: dict[str, Any], base_dir: Path | None) -> str:
+    """``[secrets] file`` made absolute (relative to the alerts file), or ""."""
+    table = doc.get("secrets")
+    if table is None:
+        return ""
+    if not isinstance(table, dict):
+        raise AlertFileError('secrets must be a table: [secrets] file = "..."')
+    t = _check_keys("secrets", table, _SECRETS_KEYS)
+    if not t.get("file", "").strip():
+        raise AlertFileError("secrets: missing file")
+    path = Path(t["file"]).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return str(path)
+
+
+def parse_config(
+    text: str, environ: Mapping[str, str] | None = None, base_dir: Path | None = None
+) -> AlertConfig:
+    """Validate an alerts file's text; raise :class:`AlertFileError` at the first problem.
+
+    ``base_dir``: the folder a relative ``[secrets] file`` is read from (the alerts file's).
+    """
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise AlertFileError(f"not valid TOML: {exc}") from None
     for k in doc:
+        if k == "secrets":
+            continue
         if k not in _TOP_KEYS:
-            near = difflib.get_close_matches(k, _TOP_KEYS, n=1)
+            near = difflib.get_close_matches(k, [*_TOP_KEYS, "secrets"], n=1)
             hint = f" (did you mean [[{near[0]}]]?)" if near else ""
+            if near == ["secrets"]:
+                hint = " (did you mean [secrets]?)"
             raise AlertFileError(
-                f"unknown section {k!r}{hint}: expected [[pairs]], [[rules]], [[sinks]]"
+                f"unknown section {k!r}{hint}: expected [[pairs]], [[rules]], [[sinks]], [secrets]"
             )
         if not isinstance(doc[k], list):
             raise AlertFileError(f"{k} must be an array of tables ([[{k}]])")
+    secrets_file = _secrets_file(doc, base_dir)
+    try:
+        env = load_secret_environ(environ, secrets_file or None)[0]
+    except SecretsError as exc:
+        raise AlertFileError(str(exc)) from None
     pairs = tuple(
         _pair(f"pairs[{i + 1}]", _check_keys(f"pairs[{i + 1}]", t, _PAIR_KEYS))
         for i, t in enumerate(doc.get("pairs", []))
@@ -233,7 +272,7 @@ def parse_config(text: str, environ: Mapping[str, str] | None = None) -> AlertCo
         raise AlertFileError(f"two sinks are named {dup!r}: give each a unique name")
     if rules and not math.isfinite(sum(r.threshold for r in rules)):
         raise AlertFileError("a threshold is not finite")
-    return AlertConfig(pairs, rules, sinks)
+    return AlertConfig(pairs, rules, sinks, secrets_file)
 
 
 def load_config(
@@ -247,7 +286,7 @@ def load_config(
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise AlertFileError(f"cannot read alerts file {p}: {reason}") from None
     try:
-        return parse_config(text, environ)
+        return parse_config(text, environ, p.resolve().parent)
     except AlertFileError as exc:
         raise AlertFileError(f"{p}: {exc}") from None
 

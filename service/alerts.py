@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from service.compute import METHODS, PairParams, metric_series
-from service.watch import PairBoard, PairKey, board_for, closed_until_ms, leg_ends_ms
+from service.watch import PairBoard, PairKey, closed_until_ms, leg_ends_ms
 from storage import Reader, StorageError, UnknownSymbolError, Writer, open_reader, timeframe_s
 from storage.timefmt import iso_from_ms
 
@@ -207,6 +207,8 @@ class AlertMonitor:
     It opens its own ``Reader`` (readers are per thread) and records firings through the
     shared, thread-safe ``Writer``. It wakes every ``poll_s`` seconds and does work only when
     the database changed (``Reader.data_version``) or the rules did. Stop with :meth:`stop`.
+    ``board``: the process's snapshots of watched pairs (``PageViews.board``), shared with the
+    Watchlist tab of every session; by default a board of its own (a headless collector).
     """
 
     def __init__(
@@ -219,7 +221,7 @@ class AlertMonitor:
         board: PairBoard | None = None,
     ) -> None:
         self._writer = writer
-        self._board = board if board is not None else board_for(db_path)
+        self._board = board if board is not None else PairBoard()
         #: Called (in the monitor thread) after an alert was queued: ``DeliveryWorker.poke``.
         self.on_fired: Callable[[], None] = lambda: None
         self._db_path = db_path
@@ -329,7 +331,8 @@ class AlertMonitor:
             for r in rules
         ):
             return 0  # no newly closed bar: nothing to evaluate
-        snap = self._board.get(reader, key, min(need, MAX_BARS_PER_PASS))
+        # fresh_s=0: the monitor reads the version on every pass, so it sees each new bar.
+        snap = self._board.get(reader, key, min(need, MAX_BARS_PER_PASS), fresh_s=0.0)
         if snap.n_bars < 2:
             return 0
         times = snap.table["time_ms"].to_numpy(dtype=np.int64)

@@ -18,7 +18,8 @@ process after a restart, or another one) sends it again with the *same* idempote
 receiver that deduplicates on it sees every alert once. A row delivered is never sent again.
 
 Secrets never reach the database or the logs: a sink stores ``env:NAME`` (or a plain URL for a
-webhook without a secret); :func:`mask_url` and :func:`mask_secret` are what the page, logs
+webhook without a secret), resolved from the environment, then the secrets file
+(``service.secretfile``); :func:`mask_url` and :func:`mask_secret` are what the page, logs
 and exports show. No Streamlit here.
 """
 
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from service.secretfile import process_environ
 from storage import StorageError, Writer, open_reader
 from storage.outbox import SINK_KINDS, Claimed
 from storage.timefmt import iso_from_ms
@@ -317,7 +319,7 @@ def send_to(
     timeout_s: float = 10.0,
 ) -> Outcome:
     """One attempt to send ``payload`` to ``sink``; errors name the sink, never its secret."""
-    env = os.environ if environ is None else environ
+    env = process_environ()[0] if environ is None else environ
     try:
         url = sink.endpoint(env)
         body = request_body(sink, payload)
@@ -410,7 +412,8 @@ class DeliveryWorker:
         self._db = db
         self.policy = policy or RetryPolicy()
         self._poll_s = poll_s
-        self._environ = os.environ if environ is None else environ
+        # The environment, then the secrets file (service/secretfile.py).
+        self._environ = process_environ()[0] if environ is None else environ
         self._clock = clock
         self._rng = rng or random.Random()
         self._stop = threading.Event()

@@ -22,29 +22,26 @@ import re
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from service import feeds as feedlib
 from service import watchlist as watchlib
-from service.alerts import AlertMonitor, rules_from_frame
+from service.alerts import AlertMonitor
 from service.delivery import DeliveryWorker
+from service.exchange import ExchangeCatalog, Listing
 from service.funding import FundingService
 from service.pageviews import PageViews
 from service.settings import SAMPLE_RECORDING, AppSettings
 from storage import StorageError, Writer, WriterBusyError, open_reader, open_writer
-from storage.backend import backend_of, drop_sqlite_file, sqlite_path
+from storage.backend import backend_of, drop_sqlite_file
 from storage.config import StorageSettings
 from storage.retention import RetentionJob
 
 log = logging.getLogger(__name__)
 
 SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
-#: Exchange info is refreshed at most this often, in seconds (symbols rarely change).
-EXCHANGE_INFO_TTL_S = 600.0
-#: A failed probe of Binance is retried after this many seconds.
-PROBE_RETRY_S = 15.0
 
 
 class Source(StrEnum):
@@ -79,14 +76,8 @@ class ServiceStatus:
     monitor_alive: bool
     monitor_error: str
     started_ms: int
-
-
-@dataclass
-class _ExchangeInfo:
-    symbols: frozenset[str] = frozenset()
-    fetched_at: float = 0.0
-    base: str = ""
-    error: str = ""
+    #: Symbol → why it is not collected although wanted (delisted, refused by the exchange).
+    symbol_notes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,16 +116,18 @@ class DashboardService:
         self.feed_error = ""
         self.started_ms = int(time.time() * 1000)
         self._closed = False
-        self._probe = Probe(None)
-        self._probe_thread: threading.Thread | None = None
-        self._xinfo = _ExchangeInfo()
+        #: Symbols a page showed (the sidebar's pair): collected until the process ends.
+        self._pinned: set[str] = set()
+        #: Symbol → why it is not collected: delisted, or refused by the exchange.
+        self._refused: dict[str, str] = {}
+        self.catalog: ExchangeCatalog | None = None
         #: The page's timed reads, shared by every browser session (service/pageviews.py).
         self.views = PageViews()
         #: Each leg's current funding (polled in the background) and the funding history.
         self.funding = FundingService(self._rest_base_now, lambda: self.writer)
         self._open_storage(fresh=self.source == Source.REPLAY)
         if self.source == Source.LIVE:
-            self.probe_async()
+            self._start_catalog()
         if settings.autostart:
             self.start_feed()
 
@@ -148,11 +141,9 @@ class DashboardService:
     def _open_storage(self, *, fresh: bool) -> None:
         """Open the writer, the alert monitor and retention for the current source."""
         path = self.db_path
-        carried: list[dict[str, Any]] = []
-        watched: dict[str, Any] = {}
+        carried: dict[str, Any] = {}
         if fresh and backend_of(path) == "sqlite":  # replays always write a SQLite file
-            carried = _read_rules(path)
-            watched = watchlib.carry_over(path)
+            carried = watchlib.carry_over(path)  # rules, watchlist and sinks
             drop_sqlite_file(path)  # a replay starts from an empty file
         self.read_only = None
         parts = _Parts()
@@ -166,15 +157,13 @@ class DashboardService:
         except StorageError as exc:
             self.read_only = f"cannot write the database: {exc}"
         if parts.writer is not None:
-            for rule in carried:
-                with contextlib.suppress(StorageError, ValueError):
-                    parts.writer.add_alert_rule(**rule)
-            watchlib.restore(parts.writer, watched)
+            watchlib.restore(parts.writer, carried)
             if self.source == Source.LIVE:  # the stored watchlist's legs are collected too
                 with contextlib.suppress(StorageError, ValueError):
                     more = watchlib.watched_symbols(path)
                     self.symbols += [s for s in more if s not in self.symbols]
-            parts.monitor = AlertMonitor(parts.writer, path).start()
+            board = self.views.board(path, self.generation + 1)  # shared with the tabs
+            parts.monitor = AlertMonitor(parts.writer, path, board=board).start()
             parts.delivery = DeliveryWorker(parts.writer, path).start()
             parts.monitor.on_fired = parts.delivery.poke
             storage_settings = StorageSettings.from_env()
@@ -244,7 +233,7 @@ class DashboardService:
                 else:
                     ws_base, rest_base = self.settings.ws_base, self.settings.rest_base
                 others = self.external_collectors()
-                own = [s for s in self.symbols if s not in others]
+                own = [s for s in self.symbols if s not in others and s not in self._refused]
                 self.collected_elsewhere = {s: others[s] for s in self.symbols if s in others}
                 if not own:
                     return  # every watched symbol is collected by another process: just read
@@ -288,9 +277,16 @@ class DashboardService:
             return {}
         return {"writer": feed.service.writer_status(), "rest": feed.service.rest_status()}
 
-    def watch(self, symbols: Iterable[str]) -> None:
-        """Make sure the feed collects ``symbols`` (added to what it already collects)."""
-        new = [s.upper() for s in symbols if s.upper() not in self.symbols]
+    def watch(self, symbols: Iterable[str], *, pinned: bool = True) -> None:
+        """Make sure the feed collects ``symbols`` (added to what it already collects).
+
+        ``pinned`` (a page's pair): collected for the life of the process. Otherwise (a
+        watched pair's legs) until nothing needs them any more (:meth:`unwatch`).
+        """
+        wanted = [s.upper() for s in symbols]
+        if pinned:
+            self._pinned.update(wanted)
+        new = [s for s in wanted if s not in self.symbols]
         if not new:
             return
         with self._lock:
@@ -299,9 +295,59 @@ class DashboardService:
             if feed is not None:
                 others = self.external_collectors()
                 self.collected_elsewhere.update({s: others[s] for s in new if s in others})
-                own = [s for s in new if s not in others]
+                own = [s for s in new if s not in others and s not in self._refused]
                 if own:
                     feed.add_symbols(own)
+
+    def unwatch(self, pair_id: int) -> bool:
+        """Stop watching a pair, and stop collecting each leg that nothing needs any more: no
+        other watched pair, no alert rule, no page's pair, not the default (or replayed) pair.
+        What was stored stays."""
+        writer = self.writer
+        if writer is None:
+            raise StorageError(self.read_only or "the database is read-only here")
+        removed = writer.unwatch_pair(int(pair_id))
+        if removed:
+            with open_reader(self.db_path) as reader:
+                needed = set(watchlib.wanted_symbols(reader))
+            needed |= self._pinned | set(self._base_symbols())
+            with self._lock:
+                drop = [s for s in self.symbols if s not in needed]
+                self.symbols = [s for s in self.symbols if s in needed]
+                for s in drop:
+                    self.collected_elsewhere.pop(s, None)
+                    self._refused.pop(s, None)
+                feed = self._parts.feed
+            if feed is not None and drop:
+                feed.remove_symbols(drop)
+        if self.monitor is not None:
+            self.monitor.poke()
+        return removed
+
+    def symbol_notes(self) -> dict[str, str]:
+        """Symbol → why it is not collected although wanted (delisted, refused)."""
+        feed = self._parts.feed
+        notes = dict(feed.refused) if feed is not None else {}
+        return notes | self._refused
+
+    def _on_listing(self, listing: Listing) -> None:
+        """After each exchangeInfo answer (in the catalog's thread): stop collecting symbols
+        that no longer trade (delisted), collect again those that came back."""
+        if self.source != Source.LIVE or self._closed:
+            return
+        with self._lock:
+            gone = {s: why for s in self.symbols if (why := listing.not_trading(s))}
+            newly = [s for s in gone if s not in self._refused]
+            back = [s for s in self._refused if s not in gone and s in self.symbols]
+            self._refused = gone
+            feed = self._parts.feed
+        for s in newly:
+            log.warning("%s: %s; its feed is stopped (what was stored stays)", s, gone[s])
+        if feed is not None:
+            if newly:
+                feed.remove_symbols(newly)
+            if back:
+                feed.add_symbols(back)
 
     # ------------------------------------------------------------------ sources
     def use_live(self) -> None:
@@ -313,7 +359,7 @@ class DashboardService:
             self.source = Source.LIVE
             self.symbols = self._default_symbols()
             self._open_storage(fresh=False)
-            self.probe_async()
+            self._start_catalog()
             self.start_feed()
 
     def use_replay(self, files: Iterable[str] | None = None, speed: float | None = None) -> None:
@@ -340,6 +386,12 @@ class DashboardService:
     def _default_symbols(self) -> list[str]:
         return [self.settings.default_x, self.settings.default_y]
 
+    def _base_symbols(self) -> list[str]:
+        """Collected whatever is watched: the default pair, or every replayed symbol."""
+        if self.source == Source.REPLAY:
+            return feedlib.recording_symbols(self.replay_files) or self._default_symbols()
+        return self._default_symbols()
+
     def default_pair(self) -> tuple[str, str]:
         """The pair a new page shows: BTCUSDT/ETHUSDT, or a replay's first two symbols."""
         x, y = self.settings.default_x, self.settings.default_y
@@ -355,79 +407,51 @@ class DashboardService:
         if replay is not None:
             with contextlib.suppress(Exception):
                 replay.stop()
-        self._xinfo = _ExchangeInfo()
+        catalog, self.catalog = self.catalog, None
+        if catalog is not None:
+            catalog.stop()
+        self._refused = {}
 
-    # ------------------------------------------------------------------ Binance reachability
-    def probe_async(self) -> None:
-        """Check in the background whether the live REST endpoint answers (3 s timeout)."""
-        with self._lock:
-            if self._probe_thread is not None and self._probe_thread.is_alive():
-                return
-            self._probe = Probe(None, "checking…")
-            self._probe_thread = threading.Thread(
-                target=self._probe_run, name="binance-probe", daemon=True
-            )
-            self._probe_thread.start()
-
-    def _probe_run(self) -> None:
-        base = self.settings.rest_base
-        try:
-            symbols = feedlib.fetch_perpetuals(base, timeout_s=self.settings.probe_timeout_s)
-        except Exception as exc:  # broad on purpose: any failure means "unreachable"
-            self._probe = Probe(
-                False, f"{base} did not answer: {_short(exc)}", int(time.time() * 1000)
-            )
-            return
-        self._xinfo = _ExchangeInfo(frozenset(symbols), time.monotonic(), base)
-        self._probe = Probe(
-            True, f"{base} answered ({len(symbols)} perpetuals)", int(time.time() * 1000)
+    # ------------------------------------------------------------------ the exchange's symbols
+    def _start_catalog(self) -> None:
+        """Read the live exchange's symbol list in the background (also the reachability
+        probe); the page only ever looks at the last answer."""
+        self.catalog = ExchangeCatalog(
+            self.settings.rest_base,
+            feedlib.fetch_listing,
+            timeout_s=self.settings.probe_timeout_s,
+            ttl_s=self.settings.exchange_info_ttl_s,
         )
+        self.catalog.on_update = self._on_listing
+        self.catalog.start()
 
     @property
     def probe(self) -> Probe:
-        p = self._probe
-        if (
-            p.ok is False
-            and p.checked_ms is not None
-            and time.time() * 1000 - p.checked_ms > PROBE_RETRY_S * 1000
-        ):
-            self.probe_async()
-        return p
+        """Can the live REST endpoint be reached? (the catalog's last answer)"""
+        catalog = self.catalog
+        if catalog is None:
+            return Probe(None, "checking…")
+        listing = catalog.listing()
+        return Probe(listing.ok, listing.detail, listing.checked_ms)
 
-    # ------------------------------------------------------------------ symbols
     def _exchange_symbols(self) -> frozenset[str] | None:
-        """Tradable perpetuals of the current source, or None when it cannot be asked."""
-        parts = self._parts
+        """Tradable perpetuals of the current source as last known, or None when unknown
+        (never fetched yet, or unreachable). Never waits for the network."""
         if self.source == Source.REPLAY:
-            if parts.replay is None:
-                return frozenset(feedlib.recording_symbols(self.replay_files))
-            base = parts.replay.rest_base
-        else:
-            base = self.settings.rest_base
-            probe_thread = self._probe_thread
-            if self._probe.ok is None and probe_thread is not None:
-                probe_thread.join(self.settings.probe_timeout_s + 1.0)  # its answer is ours
-            if self._probe.ok is False:
-                return None
-        info = self._xinfo
-        age = time.monotonic() - info.fetched_at
-        if info.base == base and not info.error and age < EXCHANGE_INFO_TTL_S:
-            return info.symbols
-        if info.base == base and info.error and age < PROBE_RETRY_S:
-            return None  # failed a moment ago: do not make every rerun wait for the network
-        try:
-            symbols = frozenset(
-                feedlib.fetch_perpetuals(base, timeout_s=self.settings.probe_timeout_s)
-            )
-        except Exception as exc:  # broad on purpose: unreachable: fall back to stored data
-            self._xinfo = _ExchangeInfo(fetched_at=time.monotonic(), base=base, error=_short(exc))
-            return None
-        self._xinfo = _ExchangeInfo(symbols, time.monotonic(), base)
-        return symbols
+            return frozenset(feedlib.recording_symbols(self.replay_files))
+        catalog = self.catalog
+        return None if catalog is None else catalog.listing().trading
 
-    def symbols_verifiable(self) -> bool:
-        """True when the source's symbol list could be fetched (so symbols are checked)."""
-        return self._exchange_symbols() is not None
+    def symbol_check_note(self) -> str | None:
+        """What the sidebar says when symbols cannot be checked now (None when they can)."""
+        if self._exchange_symbols() is not None:
+            return None
+        if self.probe.ok is False:
+            return (
+                "The exchange cannot be reached, so the symbols were not verified; the "
+                "panels wait for their data."
+            )
+        return "Checking the symbols against the exchange…"
 
     def check_symbol(self, symbol: str) -> str | None:
         """None if ``symbol`` can be shown, else a one-line reason for the user."""
@@ -438,8 +462,8 @@ class DashboardService:
             return f"{symbol!r} is not a symbol: use letters and digits only, e.g. BTCUSDT"
         known = self._exchange_symbols()
         if known is None:
-            # The exchange cannot be asked (offline): a well-formed symbol is accepted and
-            # simply waits for data; the sidebar says it could not be verified.
+            # Not known yet (the first answer is on its way) or offline: a well-formed symbol
+            # is accepted and simply waits for data; the sidebar says it was not verified.
             return None
         if sym in known:
             return None
@@ -467,7 +491,7 @@ class DashboardService:
                 params.get("window", 60),
                 params.get("method", "ols"),
             )
-        self.watch([rule["x"], rule["y"]])
+        self.watch([rule["x"], rule["y"]], pinned=False)  # collected while the rule exists
         if self.monitor is not None:
             self.monitor.poke()
         return rule_id
@@ -516,6 +540,7 @@ class DashboardService:
             monitor_alive=mon is not None and mon.is_alive(),
             monitor_error=mon.stats.last_error if mon is not None else "",
             started_ms=self.started_ms,
+            symbol_notes=self.symbol_notes(),
         )
 
     def close(self) -> None:
@@ -528,36 +553,6 @@ class DashboardService:
             self._close_storage()
             self.views.close()
             self.funding.stop()
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "…"
-
-
-def _read_rules(path: str) -> list[dict[str, Any]]:
-    """Alert rules of an existing SQLite file, to carry into its recreated replacement."""
-    if not sqlite_path(path).exists():
-        return []
-    try:
-        with open_reader(path) as reader:
-            rules = rules_from_frame(reader.alert_rules())
-    except (StorageError, ValueError):
-        return []
-    return [
-        {
-            "name": r.name,
-            "x": r.x,
-            "y": r.y,
-            "tf": r.tf,
-            "metric": r.metric,
-            "op": r.op,
-            "threshold": r.threshold,
-            "cooldown_s": r.cooldown_s,
-            "params": {"window": r.window, "method": r.method},
-        }
-        for r in rules
-    ]
 
 
 # ---------------------------------------------------------------------- one per process

@@ -9,6 +9,7 @@ here.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import os
@@ -18,10 +19,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ingestion.config import FeedSettings
+from ingestion.config import ConfigError, FeedSettings
 from ingestion.rest import RestClient
 from ingestion.service import FeedService
 from ingestion.status import SymbolStatus
+from service.exchange import Listing
 from storage import Writer
 
 log = logging.getLogger(__name__)
@@ -32,16 +34,15 @@ log = logging.getLogger(__name__)
 COLLECTOR_ID = f"dashboard@{socket.gethostname()}:{os.getpid()}"
 
 
-def fetch_perpetuals(rest_base: str, *, timeout_s: float = 3.0) -> set[str]:
-    """Symbols of every TRADING USD-M perpetual at ``rest_base`` (one exchangeInfo call)."""
+def fetch_listing(rest_base: str, *, timeout_s: float = 3.0) -> dict[str, str]:
+    """Every USD-M perpetual listed at ``rest_base`` → its status (``TRADING``, ``SETTLING``,
+    ...): one exchangeInfo call, no retry (``RestError`` or ``OSError`` when it fails)."""
     client = RestClient(rest_base, timeout_s=timeout_s, max_retries=0)
     info = client.exchange_info()
     return {
-        str(s.get("symbol", "")).upper()
+        str(s.get("symbol", "")).upper(): str(s.get("status", ""))
         for s in info.get("symbols", [])
-        if isinstance(s, dict)
-        and s.get("status") == "TRADING"
-        and s.get("contractType", "PERPETUAL") == "PERPETUAL"
+        if isinstance(s, dict) and s.get("contractType", "PERPETUAL") == "PERPETUAL"
     }
 
 
@@ -90,21 +91,50 @@ def feed_settings(*, ws_base: str, rest_base: str, replay: bool) -> FeedSettings
 
 class FeedHandle:
     """A ``FeedService`` started in the background; safe to stop at any moment (the service
-    honours a stop that comes while its start is still running)."""
+    honours a stop that comes while its start is still running).
+
+    Symbols added or removed later (:meth:`add_symbols`, :meth:`remove_symbols`) are applied
+    in order by one daemon thread, after the start: the exchange is asked about a new symbol
+    over REST and a removed symbol's socket is joined, neither in the caller's thread.
+    ``refused``: symbol → why the exchange would not let it be collected (not trading).
+    """
 
     def __init__(self, writer: Writer, symbols: Sequence[str], settings: FeedSettings) -> None:
         self.service = FeedService(writer, list(symbols), settings, collector_id=COLLECTOR_ID)
         self.error = ""
+        self.refused: dict[str, str] = {}
         self._stop_requested = False
+        self._changes: collections.deque[tuple[str, str]] = collections.deque()
+        self._changes_lock = threading.Lock()
+        self._changer: threading.Thread | None = None
         self._thread = threading.Thread(target=self._start, name="feed-start", daemon=True)
         self._thread.start()
 
     def _start(self) -> None:
         try:
+            self._drop_refused()
             self.service.start()
         except Exception as exc:  # broad on purpose: ConfigError, network: shown on the page
             log.warning("feed did not start: %s", exc)
             self.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+    def _drop_refused(self) -> None:
+        """Leave out symbols the exchange lists as not trading (delisted while this process was
+        down, say): one of them must not keep every other symbol from being collected."""
+        try:
+            listing = Listing.of(fetch_listing(self.service.settings.rest_base))
+        except Exception:  # broad on purpose: unreachable: the service's own check says so
+            return
+        for symbol in self.service.symbols:
+            why = listing.not_trading(symbol)
+            if why:
+                self.refused[symbol] = why
+                self.service.remove_symbol(symbol)
+        if self.refused and not self.service.symbols:
+            raise ConfigError(
+                "no symbol can be collected: "
+                + "; ".join(f"{s} {why}" for s, why in self.refused.items())
+            )
 
     @property
     def starting(self) -> bool:
@@ -127,19 +157,42 @@ class FeedHandle:
         return list(self.service.status().values())
 
     def add_symbols(self, symbols: Sequence[str]) -> None:
-        """Stream more symbols; validated over REST in a background thread."""
+        """Stream more symbols; validated over REST in the background."""
+        self._change("add", symbols)
 
-        def run() -> None:
-            self._thread.join()  # after the start, successful or not
+    def remove_symbols(self, symbols: Sequence[str]) -> None:
+        """Stop streaming symbols (their queued ticks are still written); in the background."""
+        self._change("remove", symbols)
+
+    def _change(self, op: str, symbols: Sequence[str]) -> None:
+        with self._changes_lock:
+            self._changes.extend((op, s) for s in symbols)
+            if self._changer is None:
+                self._changer = threading.Thread(
+                    target=self._apply_changes, name="feed-symbols", daemon=True
+                )
+                self._changer.start()
+
+    def _apply_changes(self) -> None:
+        self._thread.join()  # after the start, successful or not
+        while True:
+            with self._changes_lock:
+                if not self._changes or self._stop_requested:
+                    self._changer = None
+                    return
+                op, symbol = self._changes.popleft()
             if not self.service.running:
-                return
-            for s in symbols:
-                try:
-                    self.service.add_symbol(s)
-                except Exception as exc:  # broad on purpose: shown on the page
-                    self.error = f"could not add {s}: {exc}"
-
-        threading.Thread(target=run, name="feed-add", daemon=True).start()
+                continue
+            try:
+                if op == "add":
+                    self.service.add_symbol(symbol)
+                    self.refused.pop(symbol, None)
+                else:
+                    self.service.remove_symbol(symbol)
+            except Exception as exc:  # broad on purpose: shown on the page
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                self.refused[symbol] = reason
+                self.error = f"could not add {symbol}: {reason}"
 
 
 def start_feed(

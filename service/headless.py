@@ -12,10 +12,17 @@ from collections.abc import Mapping
 from service.alertfile import AlertConfig, AlertFileError, apply_config, load_config
 from service.alerts import AlertMonitor
 from service.delivery import DeliveryWorker, RetryPolicy
+from service.watchlist import wanted_symbols as _wanted
 from service.watchlist import watched_symbols
 from storage import StorageError, Writer, open_reader
 
-__all__ = ["AlertFileError", "AlertRuntime", "load_config", "watched_symbols"]
+__all__ = ["AlertFileError", "AlertRuntime", "load_config", "wanted_symbols", "watched_symbols"]
+
+
+def wanted_symbols(db: str) -> list[str]:
+    """Every symbol the stored watchlist or an enabled alert rule of ``db`` needs."""
+    with open_reader(db) as reader:
+        return _wanted(reader)
 
 
 class AlertRuntime:

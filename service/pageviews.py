@@ -17,6 +17,7 @@ baseline in the same run.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ import pandas as pd
 
 from service.compute import PairParams, PairView, compute_pair
 from service.viewcache import FRESH_S, SharedReader, Snapshot, ViewCache
+from service.watch import PairBoard
 from storage import Reader, UnknownSymbolError, open_reader
 
 #: Recent alerts and feed health are re-read at most this often for all sessions (seconds):
@@ -33,6 +35,9 @@ ALERTS_FRESH_S = 1.0
 HEALTH_FRESH_S = 2.0
 #: Newest alert events read for toasts (per read, for every session).
 ALERT_TOAST_LIMIT = 20
+#: Boards of watched pairs kept (one per database and generation: a replay restart, a
+#: switch of source); older ones are dropped.
+MAX_BOARDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,9 @@ class PageViews:
             kwargs["clock"] = clock
         self.cache = ViewCache(**kwargs)
         self._reader = SharedReader(opener)
+        self._boards: dict[tuple[str, int], PairBoard] = {}
+        self._boards_lock = threading.Lock()
+        self._board_kwargs = kwargs
 
     def _read(self, db: tuple[str, int], fn: Callable[[Reader], Any]) -> Any:
         with self._reader.lease(*db) as reader:
@@ -136,6 +144,21 @@ class PageViews:
             max_age_s=HEALTH_FRESH_S,
         ).value
 
+    def board(self, db_path: str, generation: int) -> PairBoard:
+        """The watched pairs' snapshots of one database: the alert monitor and every
+        session's Watchlist tab share it, so N watched pairs cost N computations per new bar
+        whatever the number of tabs (see ``service.watch.PairBoard``)."""
+        key = (str(db_path), int(generation))
+        with self._boards_lock:
+            board = self._boards.get(key)
+            if board is None:
+                board = self._boards[key] = PairBoard(**self._board_kwargs)
+                while len(self._boards) > MAX_BOARDS:
+                    self._boards.pop(next(iter(self._boards)))
+            return board
+
     def close(self) -> None:
         self.cache.clear()
+        with self._boards_lock:
+            self._boards.clear()
         self._reader.close()

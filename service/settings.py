@@ -60,6 +60,9 @@ class AppSettings:
     autostart : start the feed when the first page opens (``FEED_AUTOSTART``; default on).
     default_x, default_y : the pair shown when the URL names none.
     probe_timeout_s : seconds the "can Binance be reached?" probe waits (default 3).
+    exchange_info_ttl_s : seconds between two reads of the live exchange's symbol list, in
+        the background (default 600); a collected symbol that stops trading (delisted) is
+        noticed and its feed stopped within it.
     max_upload_mb : largest recording a user may upload, in MB (``MAX_UPLOAD_MB``; default 50).
     upload_dir : where uploaded recordings are kept while replayed (``UPLOAD_DIR``; default a
         folder in the system temp directory).
@@ -81,6 +84,7 @@ class AppSettings:
     default_x: str = "BTCUSDT"
     default_y: str = "ETHUSDT"
     probe_timeout_s: float = 3.0
+    exchange_info_ttl_s: float = 600.0
     max_upload_mb: float = 50.0
     upload_dir: str = "uploads"
     replay_dirs: tuple[str, ...] = ()

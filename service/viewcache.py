@@ -184,6 +184,13 @@ class ViewCache:
             self._key_locks.pop(k, None)
             self.stats.evictions += 1
 
+    def retain(self, keep: Callable[[Hashable], bool]) -> None:
+        """Drop every view whose key ``keep`` refuses (e.g. pairs no longer watched)."""
+        with self._lock:
+            for k in [k for k in self._entries if not keep(k)]:
+                del self._entries[k]
+                self._key_locks.pop(k, None)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -27,6 +28,7 @@ from analytics import compute_pair as analytics_compute_pair
 from analytics import half_life
 from service.compute import METHODS, PairParams
 from service.compute import _kalman_obs_var as kalman_obs_var  # the page's R: one definition
+from service.viewcache import FRESH_S, ViewCache
 from storage import Reader, UnknownSymbolError, timeframe_s
 
 #: Closed bars of z-score kept for the Watchlist tab's sparkline.
@@ -36,6 +38,8 @@ SPARK_BARS = 120
 CLOSE_GRACE_BARS = 2
 #: Most closed bars one recomputation covers (after a long pause only the newest count).
 MAX_NEW_BARS = 500
+#: Watched pairs whose snapshots a board keeps at most (each holds ≤ window + 121 bars).
+MAX_WATCHED = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +76,20 @@ class PairKey:
         )
 
 
-def keys_from_watchlist(df: pd.DataFrame) -> list[PairKey]:
-    """``Reader.watchlist()`` rows → keys (rows with a method this version lacks are skipped)."""
-    out = []
+def watchlist_keys(df: pd.DataFrame) -> list[PairKey | None]:
+    """``Reader.watchlist()`` rows → keys, row for row (None for a method this version lacks)."""
+    out: list[PairKey | None] = []
     for row in df.itertuples(index=False):
         try:
             out.append(PairKey(row.x, row.y, row.tf, int(row.window_bars), row.method))
         except ValueError:
-            continue
+            out.append(None)
     return out
+
+
+def keys_from_watchlist(df: pd.DataFrame) -> list[PairKey]:
+    """``Reader.watchlist()`` rows → keys (rows with a method this version lacks are skipped)."""
+    return [k for k in watchlist_keys(df) if k is not None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,54 +235,68 @@ def _half_life_closed(x: np.ndarray, y: np.ndarray, beta: float, window: int) ->
 
 
 class PairBoard:
-    """Process-wide snapshots of watched pairs, recomputed once per new bar. Thread-safe.
+    """Snapshots of watched pairs, computed once per new bar for every reader. Thread-safe.
 
-    The alert monitor refreshes the pairs it evaluates; the Watchlist tab reads the same
-    snapshots, so a page refresh costs two index lookups per pair while no bar closed.
-    ``computed`` counts recomputations (tests and the benchmark read it).
+    A client of the process's one caching mechanism, :class:`service.viewcache.ViewCache`:
+    a pair's *version* is each leg's newest bar open time (two index lookups), its value the
+    :class:`PairSnapshot` of the newest ``SPARK_BARS`` closed bars. So whoever asks first after
+    a bar closed (the alert monitor, or any session's Watchlist tab) computes it, exactly once
+    (single flight: the others wait for that result), and every other request is served that
+    snapshot. Sessions may be served a snapshot checked within ``fresh_s`` without a version
+    read; the monitor asks with ``fresh_s=0`` so that it sees every bar at once. A monitor
+    catching up on more than ``SPARK_BARS`` closed bars (after a pause) computes them itself,
+    outside the cache (counted in ``computed`` too).
+
+    One board per database (``PageViews.board``): the caller's reader is used for the version
+    read and the computation.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        fresh_s: float = FRESH_S,
+        max_entries: int = MAX_WATCHED,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        kwargs: dict = {"fresh_s": fresh_s, "max_entries": max_entries}
+        if clock is not None:
+            kwargs["clock"] = clock
+        self.cache = ViewCache(**kwargs)
         self._lock = threading.Lock()
-        self._snaps: dict[PairKey, PairSnapshot] = {}
-        self.computed = 0
+        self._wide = 0
 
-    def get(self, reader: Reader, key: PairKey, closed_bars: int = SPARK_BARS) -> PairSnapshot:
+    @property
+    def computed(self) -> int:
+        """Snapshots computed so far (tests and the benchmark read it)."""
+        return self.cache.stats.computations + self._wide
+
+    def get(
+        self,
+        reader: Reader,
+        key: PairKey,
+        closed_bars: int = SPARK_BARS,
+        *,
+        fresh_s: float | None = None,
+    ) -> PairSnapshot:
         """The pair's snapshot covering at least ``closed_bars`` closed bars, fresh for its
-        newest bar; computed only if the pair gained a bar (or needs more bars) since."""
+        newest bar; computed only if the pair gained a bar since (or by whoever asks first)."""
         try:
-            ends = leg_ends_ms(reader, key)
-        except UnknownSymbolError as exc:
+            if closed_bars > SPARK_BARS:  # a monitor catching up after a pause: rare
+                with self._lock:
+                    self._wide += 1
+                return compute_snapshot(reader, key, closed_bars)
+            return self.cache.get(
+                key,
+                lambda: leg_ends_ms(reader, key),
+                lambda: compute_snapshot(reader, key, SPARK_BARS),
+                fresh_s=fresh_s,
+            ).value
+        except UnknownSymbolError as exc:  # a leg never stored: nothing to cache yet
             return _empty(key, None, str(exc))
-        with self._lock:
-            snap = self._snaps.get(key)
-        if snap is not None and snap.ends_ms == ends and snap.closed_bars >= closed_bars:
-            return snap
-        try:
-            snap = compute_snapshot(reader, key, max(closed_bars, SPARK_BARS))
-        except UnknownSymbolError as exc:
-            snap = _empty(key, None, str(exc))
-        with self._lock:
-            self._snaps[key] = snap
-            self.computed += 1
-        return snap
 
     def forget(self, keep: set[PairKey]) -> None:
         """Drop snapshots of pairs no longer watched."""
-        with self._lock:
-            for key in [k for k in self._snaps if k not in keep]:
-                del self._snaps[key]
+        self.cache.retain(lambda k: k in keep)
 
     def clear(self) -> None:
-        with self._lock:
-            self._snaps.clear()
-
-
-_BOARDS: dict[str, PairBoard] = {}
-_BOARDS_LOCK = threading.Lock()
-
-
-def board_for(db: str) -> PairBoard:
-    """The process's board of one database: its monitor thread and every page session share it."""
-    with _BOARDS_LOCK:
-        return _BOARDS.setdefault(str(db), PairBoard())
+        self.cache.clear()

@@ -17,9 +17,12 @@ from typing import Any
 
 import pandas as pd
 
+from service.alerts import rules_from_frame
 from service.delivery import Sink, SinkConfigError, send_test, sinks_from_frame
-from service.watch import PairKey, board_for, keys_from_watchlist
+from service.secretfile import secret_environ
+from service.watch import PairBoard, PairKey, keys_from_watchlist, watchlist_keys
 from storage import StorageError, open_reader, open_writer
+from storage.backend import sqlite_path
 from storage.outbox import SINK_KINDS
 
 EXIT_ERROR = 2
@@ -68,8 +71,20 @@ def watched_symbols(db: str) -> list[str]:
     """Every symbol the stored watchlist needs, in watchlist order."""
     with open_reader(db) as reader:
         wl = reader.watchlist()
+    return _legs(zip(wl["x"], wl["y"], strict=True))
+
+
+def wanted_symbols(reader: Any) -> list[str]:
+    """Every symbol the stored watchlist or an enabled alert rule needs."""
+    wl = reader.watchlist()
+    rules = reader.alert_rules()
+    rules = rules[rules["enabled"].astype(bool)]
+    return _legs([*zip(wl["x"], wl["y"], strict=True), *zip(rules["x"], rules["y"], strict=True)])
+
+
+def _legs(pairs: Any) -> list[str]:
     out: list[str] = []
-    for x, y in zip(wl["x"], wl["y"], strict=True):
+    for x, y in pairs:
         out += [s for s in (str(x), str(y)) if s not in out]
     return out
 
@@ -85,14 +100,15 @@ def _writer_of(service: Any) -> Any:
 def watch_on(service: Any, key: PairKey) -> int:
     """Watch ``key`` in the dashboard service's database and collect its legs."""
     pid = _writer_of(service).watch_pair(key.x, key.y, key.tf, key.window, key.method)
-    service.watch([key.x, key.y])
+    service.watch([key.x, key.y], pinned=False)
     if service.monitor is not None:
         service.monitor.poke()
     return pid
 
 
 def unwatch_on(service: Any, pair_id: int) -> bool:
-    return _writer_of(service).unwatch_pair(int(pair_id))
+    """Stop watching a pair; legs no other pair, rule or page needs stop being collected."""
+    return service.unwatch(int(pair_id))
 
 
 def add_sink_on(service: Any, sink: Sink) -> int:
@@ -104,20 +120,29 @@ def add_sink_on(service: Any, sink: Sink) -> int:
     return sid
 
 
-def watch_rows(db: str, reader: Any, band_z: float = 2.0) -> pd.DataFrame:
+def watch_rows(
+    board: PairBoard,
+    reader: Any,
+    band_z: float = 2.0,
+    notes: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """One row per watched pair at its newest closed bar, sorted by |z| (largest first).
 
-    Snapshots come from the process's ``PairBoard``: a pair is computed once per new bar,
-    whichever session or thread asks first.
+    Snapshots come from ``board`` (the process's ``PageViews.board``): a pair is computed
+    once per new bar, whichever session or thread asks first. ``notes``: symbol → why it is
+    not collected (delisted, refused by the exchange); a pair with such a leg says so.
     """
-    board = board_for(db)
-    keys = keys_from_watchlist(reader.watchlist())
-    pair_ids = reader.watchlist()["pair_id"].tolist()
-    rows = []
-    for pair_id, key in zip(pair_ids, keys, strict=False):
+    wl = reader.watchlist()
+    notes = notes or {}
+    rows, keys = [], set()
+    for pair_id, key in zip(wl["pair_id"].tolist(), watchlist_keys(wl), strict=True):
+        if key is None:  # a method this version lacks
+            continue
+        keys.add(key)
         snap = board.get(reader, key)
         f = snap.figures
         z = f["z"]
+        leg_notes = [f"{s}: {notes[s]}" for s in (key.x, key.y) if s in notes]
         rows.append(
             {
                 "pair_id": int(pair_id),
@@ -132,10 +157,10 @@ def watch_rows(db: str, reader: Any, band_z: float = 2.0) -> pd.DataFrame:
                 "bars": int(f["bars"]),
                 "z_spark": [float(v) for v in snap.z_tail() if v == v],
                 "past_band": abs(z) / band_z if z == z else float("nan"),
-                "note": snap.error or "",
+                "note": "; ".join(leg_notes) or snap.error or "",
             }
         )
-    board.forget(set(keys))
+    board.forget(keys)
     df = pd.DataFrame(rows, columns=_ROW_COLUMNS)
     if df.empty:
         return df
@@ -208,7 +233,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.cmd in ("list", "sinks", "deliveries", "test-sink"):
         with open_reader(db) as reader:
             if args.cmd == "list":
-                _print(watch_rows(db, reader).drop(columns=["z_spark", "past_band"]))
+                _print(watch_rows(PairBoard(), reader).drop(columns=["z_spark", "past_band"]))
             elif args.cmd == "sinks":
                 _print(sinks_table(reader))
             elif args.cmd == "deliveries":
@@ -217,7 +242,7 @@ def _run(args: argparse.Namespace) -> int:
                 found = [s for s in sinks_from_frame(reader.alert_sinks()) if s.name == args.name]
                 if not found:
                     raise ValueError(f"no sink named {args.name!r}")
-                out = send_test(found[0])
+                out = send_test(found[0], environ=secret_environ())  # env, then SECRETS_FILE
                 print(f"sink {args.name}: " + ("delivered" if out.ok else f"failed: {out.error}"))
                 return 0 if out.ok else 1
         return 0
@@ -255,17 +280,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def carry_over(path: str) -> dict[str, Any]:
-    """Watchlist and sinks of a database about to be recreated (a replay restart)."""
+    """Alert rules, watchlist and sinks of a SQLite file about to be recreated (a replay
+    restart), to store again with :func:`restore`."""
+    if not sqlite_path(path).exists():
+        return {}
     with contextlib.suppress(StorageError, ValueError, OSError), open_reader(path) as reader:
+        rules = [
+            {
+                "name": r.name, "x": r.x, "y": r.y, "tf": r.tf, "metric": r.metric, "op": r.op,
+                "threshold": r.threshold, "cooldown_s": r.cooldown_s,
+                "params": {"window": r.window, "method": r.method},
+            }
+            for r in rules_from_frame(reader.alert_rules())
+        ]  # fmt: skip
         return {
+            "rules": rules,
             "pairs": keys_from_watchlist(reader.watchlist()),
             "sinks": sinks_from_frame(reader.alert_sinks()),
         }
-    return {"pairs": [], "sinks": []}
+    return {}
 
 
 def restore(writer: Any, carried: dict[str, Any]) -> None:
     """Store what :func:`carry_over` read into the recreated database."""
+    for rule in carried.get("rules", []):
+        with contextlib.suppress(StorageError, ValueError):
+            writer.add_alert_rule(**rule)
     for key in carried.get("pairs", []):
         with contextlib.suppress(StorageError, ValueError):
             writer.watch_pair(key.x, key.y, key.tf, key.window, key.method)

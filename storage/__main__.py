@@ -205,7 +205,9 @@ def _cmd_copy(args) -> int:
         print(f"{sym}: skipped, the destination already holds data of it")
     print(
         f"copied {len(report.copied)} symbols, {report.alert_rules} alert rules, "
-        f"{report.alert_events} alert events from {describe(args.src)} to {describe(args.dst)} "
+        f"{report.alert_events} alert events, {report.watched_pairs} watched pairs, "
+        f"{report.sinks} sinks, {report.deliveries} deliveries "
+        f"from {describe(args.src)} to {describe(args.dst)} "
         f"[{time.monotonic() - started:.1f} s]"
     )
     return 0
@@ -242,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cp = sub.add_parser(
         "copy",
-        help="copy every symbol, bar, tick, gap and alert to another "
-        "database (e.g. SQLite into PostgreSQL)",
+        help="copy every symbol, bar, tick, gap, alert, watched pair, sink and delivery to "
+        "another database (e.g. SQLite into PostgreSQL)",
     )
     cp.add_argument(
         "--from",

@@ -5,7 +5,10 @@ ticks retention already deleted, and kline bars, survive the move), ticks keep t
 Each symbol is copied in one transaction, so a symbol is either wholly in the destination or
 not at all; a symbol that already has ticks or bars there is skipped (never merged), which
 makes an interrupted copy safe to run again. Alert rules (deduplicated by content), their
-events, and gap records follow; feed status is not copied (it describes live collectors).
+events, and gap records follow, and so do the watchlist (deduplicated by pair and settings),
+the alert sinks (by name: a sink the destination already has keeps its target) and the
+outbox (each alert's delivery state per sink, as stored). Feed status is not copied (it
+describes live collectors).
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ _BAR_FIELDS = (
     "first_ts_ms, first_id, last_ts_ms, last_id, src"
 )
 _RULE_FIELDS = "name, x, y, tf, metric, op, threshold, cooldown_s, enabled, params, created_ts_ms"
+_PAIR_FIELDS = "x, y, tf, window_bars, method, created_ts_ms"
+_SINK_FIELDS = "name, kind, target, params, enabled, created_ts_ms"
+_DELIVERY_FIELDS = (
+    "status, attempts, last_error, next_attempt_ms, claimed_by, lease_until_ms, "
+    "updated_ts_ms, delivered_ts_ms"
+)
 
 
 @dataclass
@@ -34,6 +43,9 @@ class CopyReport:
     skipped: list[str] = field(default_factory=list)
     alert_rules: int = 0
     alert_events: int = 0
+    watched_pairs: int = 0
+    sinks: int = 0
+    deliveries: int = 0
 
 
 # ----------------------------------------------------------------------------- sources
@@ -253,7 +265,10 @@ def copy_database(
             say(f"{symbol}: copied " + ", ".join(f"{v:,} {k}" for k, v in counts.items()))
         if not wanted:
             with sink.writer.transaction():
-                report.alert_rules, report.alert_events = _copy_alerts(source, sink)
+                report.alert_rules, report.alert_events, events = _copy_alerts(source, sink)
+                report.watched_pairs = _copy_watchlist(source, sink)
+                sinks, report.sinks = _copy_sinks(source, sink)
+                report.deliveries = _copy_deliveries(source, sink, events, sinks)
     finally:
         sink.close()
         source.close()
@@ -283,8 +298,9 @@ def _copy_gaps(source: _Source, sink: _Sink, src_id: int, dst_id: int) -> int:
     return n
 
 
-def _copy_alerts(source: _Source, sink: _Sink) -> tuple[int, int]:
-    """Rules (matched by content, so a second copy adds none) and their events."""
+def _copy_alerts(source: _Source, sink: _Sink) -> tuple[int, int, dict[int, int]]:
+    """Rules (matched by content, so a second copy adds none) and their events; returns the
+    new rules, the new events and every copied event's id in the destination."""
     rule_map: dict[int, int] = {}
     new_rules = 0
     for rule_id, *rule in source.q(
@@ -303,18 +319,81 @@ def _copy_alerts(source: _Source, sink: _Sink) -> tuple[int, int]:
         rule_map[rule_id] = int(new_id)
         new_rules += 1
     new_events = 0
-    for rule_id, fired, bar_time, value, message in source.q(
-        "SELECT rule_id, fired_ts_ms, bar_time_ms, value, message FROM alert_events "
+    event_map: dict[int, int] = {}
+    for event_id, rule_id, fired, bar_time, value, message in source.q(
+        "SELECT event_id, rule_id, fired_ts_ms, bar_time_ms, value, message FROM alert_events "
         "ORDER BY event_id"
     ):
         if rule_id not in rule_map:  # the event of a deleted rule
             continue
-        new_events += len(
+        got = sink.q(
+            "INSERT INTO alert_events (rule_id, fired_ts_ms, bar_time_ms, value, message) "
+            "VALUES (?,?,?,?,?) ON CONFLICT (rule_id, bar_time_ms) DO NOTHING "
+            "RETURNING event_id",
+            (rule_map[rule_id], fired, bar_time, value, message),
+        )
+        new_events += len(got)
+        if not got:  # copied before: the same rule and bar
+            got = sink.q(
+                "SELECT event_id FROM alert_events WHERE rule_id = ? AND bar_time_ms = ?",
+                (rule_map[rule_id], bar_time),
+            )
+        event_map[int(event_id)] = int(got[0][0])
+    return new_rules, new_events, event_map
+
+
+def _copy_watchlist(source: _Source, sink: _Sink) -> int:
+    """Watched pairs the destination lacks (same legs and settings: already there)."""
+    n = 0
+    for row in source.q(f"SELECT {_PAIR_FIELDS} FROM watchlist ORDER BY pair_id"):
+        n += len(
             sink.q(
-                "INSERT INTO alert_events (rule_id, fired_ts_ms, bar_time_ms, value, message) "
-                "VALUES (?,?,?,?,?) ON CONFLICT (rule_id, bar_time_ms) DO NOTHING "
-                "RETURNING event_id",
-                (rule_map[rule_id], fired, bar_time, value, message),
+                f"INSERT INTO watchlist ({_PAIR_FIELDS}) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT (x, y, tf, window_bars, method) DO NOTHING RETURNING pair_id",
+                tuple(row),
             )
         )
-    return new_rules, new_events
+    return n
+
+
+def _copy_sinks(source: _Source, sink: _Sink) -> tuple[dict[int, int], int]:
+    """Sinks by name (the destination's sink of that name is kept as it is); returns every
+    source sink's id in the destination, and how many were new."""
+    sink_map: dict[int, int] = {}
+    new = 0
+    for sink_id, *row in source.q(
+        f"SELECT sink_id, {_SINK_FIELDS} FROM alert_sinks ORDER BY sink_id"
+    ):
+        got = sink.q(
+            f"INSERT INTO alert_sinks ({_SINK_FIELDS}) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT (name) DO NOTHING RETURNING sink_id",
+            tuple(row),
+        )
+        new += len(got)
+        if not got:
+            got = sink.q("SELECT sink_id FROM alert_sinks WHERE name = ?", (row[0],))
+        sink_map[int(sink_id)] = int(got[0][0])
+    return sink_map, new
+
+
+def _copy_deliveries(
+    source: _Source, sink: _Sink, events: dict[int, int], sinks: dict[int, int]
+) -> int:
+    """The outbox: each copied alert's delivery state per sink, as stored (a pending row is
+    sent by whichever process delivers from the destination)."""
+    n = 0
+    for event_id, sink_id, *row in source.q(
+        f"SELECT event_id, sink_id, {_DELIVERY_FIELDS} FROM alert_deliveries "
+        "ORDER BY event_id, sink_id"
+    ):
+        if event_id not in events or sink_id not in sinks:
+            continue
+        n += len(
+            sink.q(
+                f"INSERT INTO alert_deliveries (event_id, sink_id, {_DELIVERY_FIELDS}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (event_id, sink_id) DO NOTHING "
+                "RETURNING event_id",
+                (events[event_id], sinks[sink_id], *row),
+            )
+        )
+    return n

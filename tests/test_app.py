@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 from service import registry
 from storage import IdKind, open_writer
 from storage.__main__ import import_file
+from tests.conftest import wait_for
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -210,6 +211,8 @@ def test_settings_come_from_the_url_and_survive_reruns(full_env):
 )
 def test_invalid_or_duplicate_legs_are_refused_with_a_message(full_env, x, y, message):
     at = run()
+    # The symbol list is read in the background: wait for it (a page run never does).
+    wait_for(lambda: registry.SERVICE.symbol_check_note() is None, 10, "the symbol list")
     at.text_input(key="x").set_value(x)
     at.text_input(key="y").set_value(y)
     at.run()
@@ -297,6 +300,9 @@ def test_offline_live_source_says_so_and_offers_the_replay(tmp_path):
         _env(mp, db, "http://127.0.0.1:9")  # nothing listens on port 9: "Binance" is down
         try:
             at = run()
+            # The page never waits for the exchange: a run after the probe's answer shows it.
+            wait_for(lambda: registry.SERVICE.probe.ok is False, 10, "the offline probe")
+            at.run()
             warnings = [w.value for w in at.warning]
             assert any("Binance cannot be reached" in w for w in warnings), warnings
             at.button(key="offline_replay").click().run()

@@ -826,6 +826,63 @@ def test_real_command_line_exit_status_and_stderr(
     assert pruned.returncode == 0 and pruned.stdout.startswith("deleted 91 ticks")
 
 
+# ---------------------------------------------------------------------------- copy: the outbox
+def _outbox(db) -> tuple[pd.DataFrame, ...]:
+    """Watchlist, sinks and deliveries as a reader sees them, without the engine's ids."""
+    from storage import open_reader
+
+    with open_reader(db) as r:
+        events = r.alert_events()[["event_id", "bar_time_ms"]]
+        deliveries = r.deliveries().merge(events, on="event_id")
+        return (
+            r.watchlist().drop(columns=["pair_id"]),
+            r.alert_sinks().drop(columns=["sink_id"]),
+            deliveries.drop(columns=["event_id", "sink_id"])
+            .sort_values(["bar_time_ms", "sink"])
+            .reset_index(drop=True),
+        )
+
+
+@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_copy_carries_the_watchlist_sinks_and_outbox(engine, tmp_path, capsys, request) -> None:
+    """``storage copy`` takes the watchlist, the sinks and each alert's delivery state per
+    sink along, SQLite → SQLite or PostgreSQL and back; a second copy adds nothing."""
+    from storage import open_writer
+
+    src = tmp_path / "src.db"
+    with open_writer(src) as w:
+        w.watch_pair("BTCUSDT", "ETHUSDT", "1s", 60, "ols")
+        w.watch_pair("ETHUSDT", "BTCUSDT", "1m", 30, "kalman")
+        w.add_sink(name="hook", kind="webhook", target="http://127.0.0.1:9/hook")
+        w.add_sink(name="tg", kind="telegram", target="env:TG_TOKEN", params={"chat_id": "-1"})
+        rid = w.add_alert_rule(
+            name="wide", x="BTCUSDT", y="ETHUSDT", tf="1s", metric="abs_zscore", op=">",
+            threshold=2.0, cooldown_s=0.0, params={"window": 60, "method": "ols"},
+        )  # fmt: skip
+        for bar in (1_723_161_300_000, 1_723_161_301_000):
+            w.fire_alert(rule_id=rid, bar_time_ms=bar, value=2.5, message=f"m{bar}", fired_ts_ms=7)
+        w.set_sink_enabled(2, False)
+        w.fire_alert(
+            rule_id=rid, bar_time_ms=1_723_161_302_000, value=2.6, message="m", fired_ts_ms=8
+        )
+        (claimed,) = w.claim_deliveries(1, "src-worker", now_ms_=10, lease_ms=1_000, limit=1)
+        w.finish_delivery(claimed.event_id, 1, "src-worker", status="delivered", now_ms_=11)
+    before = _outbox(src)
+    assert list(before[2]["status"]) == ["delivered", "pending", "pending", "pending", "pending"]
+    dst = str(tmp_path / "dst.db") if engine == "sqlite" else request.getfixturevalue("pg_url")
+    status, out, err = cli(capsys, "copy", "--from", str(src), "--to", dst)
+    assert status == 0, err
+    assert "3 alert events, 2 watched pairs, 2 sinks, 5 deliveries" in out
+    for got, want in zip(_outbox(dst), before, strict=True):
+        pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    status, out, _ = cli(capsys, "copy", "--from", str(src), "--to", dst)  # again: nothing new
+    assert status == 0 and "0 alert events, 0 watched pairs, 0 sinks, 0 deliveries" in out
+    back = tmp_path / "back.db"
+    assert cli(capsys, "copy", "--from", dst, "--to", f"sqlite:///{back}")[0] == 0
+    for got, want in zip(_outbox(back), before, strict=True):
+        pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
 def test_iso_formats_round_trip_through_the_one_parser() -> None:
     """``storage.timefmt`` is the one home of ISO-8601 times: ms, whole seconds, parse."""
     from storage.timefmt import iso_from_ms, iso_seconds, ms_to_iso, parse_iso_ms

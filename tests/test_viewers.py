@@ -277,6 +277,52 @@ def test_an_alert_is_read_once_and_toasted_once_in_every_session(two_minutes):
     assert [t.value for t in a.run().toast] == []  # shown once per session
 
 
+def test_watched_pairs_cost_one_computation_per_data_version_for_all_tabs_and_the_monitor(
+    two_minutes,
+):
+    """Issue 13, point 5: three Watchlist tabs and the alert monitor share one snapshot per
+    watched pair and data version (``PageViews.board``); two settings of the same legs are two
+    views, each computed once."""
+    from service.watch import PairKey
+    from service.watchlist import watch_on
+
+    a = run({"view": "Watchlist"})
+    svc = registry.SERVICE
+    board = svc.views.board(svc.db_path, svc.generation)
+    board.cache.fresh_s = 0.0  # every tab reads the version: the count is exact
+    ruled, plain = PairKey("BTCUSDT", "ETHUSDT", "1s", 30), PairKey("BTCUSDT", "ETHUSDT", "1s", 45)
+    watch_on(svc, ruled)
+    watch_on(svc, plain)
+    svc.add_rule(
+        name="", x="BTCUSDT", y="ETHUSDT", tf="1s", metric="abs_zscore", op=">",
+        threshold=1000.0, cooldown_s=0.0, params={"window": 30, "method": "ols"},
+    )  # fmt: skip
+    computed = board.cache.stats.computed_keys
+    # The monitor takes its baseline on the ruled pair at once: computed by the monitor.
+    wait_for(lambda: computed.get(ruled) == 1, 10, "the monitor's first pass")
+    tabs = [a, run({"view": "Watchlist"}), run({"view": "Watchlist"})]
+    for at in tabs:
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+    assert (computed[ruled], computed[plain]) == (1, 1), computed
+    shown = [at.dataframe[0].value for at in tabs]
+    for df in shown[1:]:
+        assert df[["pair", "window", "z"]].equals(shown[0][["pair", "window", "z"]])
+
+    # A trade 5 s later on one leg: a new data version, and a newly closed bar for the rule.
+    evaluations = svc.monitor.stats.evaluations
+    _new_trade(two_minutes, "BTCUSDT", 5_000)
+    wait_for(lambda: svc.monitor.stats.evaluations > evaluations, 10, "the monitor's pass")
+    assert computed[ruled] == 2  # the monitor computed the new version ...
+    for at in tabs:
+        at.run()
+    # ... and every tab was served it; the other view was computed once, by the first tab.
+    assert (computed[ruled], computed[plain]) == (2, 2), computed
+    for at in tabs:
+        at.run()  # nothing new: nothing recomputed
+    assert (computed[ruled], computed[plain]) == (2, 2), computed
+
+
 # ------------------------------------------------------------------------- the data version
 @pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_newest_bar_stamp_moves_with_every_trade_on_both_engines(engine, tmp_path, request):

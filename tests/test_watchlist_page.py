@@ -120,13 +120,13 @@ def _rendered(at: AppTest) -> str:
 
 
 def test_watchlist_rows_are_sorted_by_abs_z_and_computed_once_per_bar(page_db: Path) -> None:
-    from service.watch import board_for
+    from service.watch import PairBoard
 
+    board = PairBoard(fresh_s=0.0)  # every request reads the version: the count is exact
     with open_reader(page_db) as r:
-        rows = watch_rows(str(page_db), r)
-        board = board_for(str(page_db))
+        rows = watch_rows(board, r)
         computed = board.computed
-        again = watch_rows(str(page_db), r)
+        again = watch_rows(board, r)
     assert board.computed == computed  # no new bar: nothing recomputed
     assert list(rows["pair"]) == list(again["pair"]) and len(rows) == 3
     z = rows["z"].abs().to_numpy()

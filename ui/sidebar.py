@@ -359,11 +359,9 @@ def render_sidebar(service: DashboardService, settings: AppSettings) -> Controls
     problems = check_pair(service, c.x, c.y)
     for p in problems:
         sb.error(md_escape(p))
-    if not problems and not service.symbols_verifiable():
-        sb.caption(
-            "The exchange cannot be reached, so the symbols were not verified; the "
-            "panels wait for their data."
-        )
+    note = service.symbol_check_note()  # never waits for the network
+    if not problems and note:
+        sb.caption(note)
     if problems:
         return Controls(None, tuple(problems), c.refresh_s, c.price_mode, notes)
     params = PairParams(

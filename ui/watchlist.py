@@ -1,13 +1,14 @@
 """The Watchlist tab: every watched pair at a glance, live, and the alert sinks.
 
 Figures come from ``service.watchlist.watch_rows``: one snapshot per pair and new bar, shared
-by every session and the alert monitor (``service.watch.PairBoard``), so a refresh of twenty
-pairs is cheap. One click on a row opens that pair in the Live panel.
+by every session and the alert monitor (``PageViews.board``), so a refresh of twenty pairs is
+cheap. One click on a row (any cell, or the row's checkbox) opens that pair in the Live panel.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import pandas as pd
 import streamlit as st
@@ -15,6 +16,7 @@ import streamlit as st
 from service.compute import METHODS
 from service.delivery import SinkConfigError, send_test, sinks_from_frame
 from service.desk import DashboardService
+from service.secretfile import process_environ
 from service.watch import PairKey
 from service.watchlist import (
     add_sink_on,
@@ -28,9 +30,15 @@ from service.watchlist import (
 from storage import TIMEFRAMES_S, StorageError
 from ui.funding import with_funding
 from ui.guard import md_escape, panel
-from ui.state import session_reader
+from ui.state import page_views, session_reader
 
 TABLE_KEY = "watchlist_table"
+#: Rows are re-sorted by |z| at most this often (seconds); in between they keep their places,
+#: so a row never moves under the mouse and a click opens the row that was clicked.
+RESORT_S = 30.0
+_ORDER_KEY = "_watchlist_order"
+#: The sidebar's window bounds: a watched pair's window outside them opens clipped.
+LIVE_WINDOW_MIN, LIVE_WINDOW_MAX = 10, 1000
 #: Above this multiple of the band a z-score is shown red; past the band, amber.
 FAR_PAST_BAND = 1.5
 
@@ -44,20 +52,41 @@ def _z_style(ratio: float) -> str:
 
 
 def _open_in_live(rows: pd.DataFrame) -> None:
-    """Row-selection callback: show the chosen pair in the Live panel (runs before the rerun,
-    so the sidebar's widgets may still be set)."""
-    sel = st.session_state.get(TABLE_KEY)
-    picked = getattr(getattr(sel, "selection", None), "rows", None) or []
-    if not picked or picked[0] >= len(rows):
+    """Selection callback: show the chosen pair in the Live panel.
+
+    It runs before the rerun, so the sidebar's widgets may still be set; the table sits in a
+    fragment, and ``st.rerun()`` in a callback makes the coming rerun a full one (the Live tab
+    and the sidebar are outside the fragment). The selection is cleared, so a later click on
+    the same row opens it again.
+    """
+    sel = getattr(st.session_state.get(TABLE_KEY), "selection", None)
+    picked = list(getattr(sel, "rows", None) or []) + [c[0] for c in getattr(sel, "cells", [])]
+    if not picked or not 0 <= picked[0] < len(rows):
         return
     row = rows.iloc[picked[0]]
     x, y = str(row["pair"]).split("/")
     st.session_state["x"], st.session_state["y"] = x, y
     st.session_state["tf"] = row["tf"]
-    st.session_state["window"] = int(row["window"])
+    st.session_state["window"] = min(max(int(row["window"]), LIVE_WINDOW_MIN), LIVE_WINDOW_MAX)
     labels = {v: k for k, v in _method_choices().items()}
     st.session_state["method"] = labels.get(row["method"], "OLS")
     st.session_state["view"] = "Live"
+    st.session_state[TABLE_KEY] = {"selection": {"rows": [], "columns": [], "cells": []}}
+    st.rerun()
+
+
+def _stable_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (sorted by |z|) in the order this session last showed them, re-sorted every
+    ``RESORT_S`` seconds or when the watched pairs change. The selection callback gets a row
+    *position*; with rows re-sorted on every refresh, a click could open a neighbour."""
+    ids = rows["pair_id"].tolist()
+    kept = st.session_state.get(_ORDER_KEY)
+    now = time.monotonic()
+    if kept is None or sorted(kept[1]) != sorted(ids) or now - kept[0] >= RESORT_S:
+        st.session_state[_ORDER_KEY] = (now, ids)
+        return rows
+    place = {pid: i for i, pid in enumerate(kept[1])}
+    return rows.sort_values("pair_id", key=lambda s: s.map(place)).reset_index(drop=True)
 
 
 def _method_choices() -> dict[str, str]:
@@ -72,9 +101,13 @@ def render_watchlist(service: DashboardService, params, band_z: float = 2.0) -> 
     with panel("Add to the watchlist"):
         _add_forms(service, params, bool(status.read_only))
     with panel("Watched pairs"):
+        views = page_views(service.views, service.settings.shared_views)
+        board = views.board(status.db_path, status.generation)
         with session_reader(status.db_path, status.generation) as lease:
-            rows = watch_rows(status.db_path, lease.reader, band_z)
+            rows = watch_rows(board, lease.reader, band_z, status.symbol_notes)
         rows = with_funding(service, rows)
+        if not rows.empty:
+            rows = _stable_order(rows)
         _pairs_table(service, rows, band_z, bool(status.read_only))
     st.subheader("Alert sinks")
     with panel("Alert sinks"):
@@ -119,8 +152,9 @@ def _pairs_table(
         st.info("No pair is watched yet. Add the Live pair or type one above.")
         return
     st.caption(
-        f"Newest closed bar of each pair, sorted by |z|. Amber: past the ±{band_z:g} band; "
-        f"red: past {FAR_PAST_BAND:g}× the band. Click a row to open the pair in the Live panel."
+        f"Newest closed bar of each pair, sorted by |z| (every {RESORT_S:g} s; rows keep their "
+        f"places in between). Amber: past the ±{band_z:g} band; red: past {FAR_PAST_BAND:g}× "
+        "the band. Click a row to open the pair in the Live panel."
     )
     shown = rows.drop(columns=["pair_id"])
     styled = shown.style.apply(lambda _: [_z_style(r) for r in rows["past_band"]], subset=["z"])
@@ -133,7 +167,7 @@ def _pairs_table(
         styled,
         key=TABLE_KEY,
         on_select=lambda: _open_in_live(rows),
-        selection_mode="single-row",
+        selection_mode=["single-row", "single-cell"],
         hide_index=True,
         width="stretch",
         column_order=[
@@ -184,9 +218,13 @@ def _sinks(service: DashboardService, read_only: bool) -> None:
         sinks = sinks_from_frame(lease.reader.alert_sinks())
     st.caption(
         "Every fired alert is stored first, then sent to every enabled sink by a background "
-        "worker, with retries. Secrets stay in environment variables: a sink stores the "
-        "variable's name, and URLs are shown masked."
+        "worker, with retries. Secrets stay in environment variables or a secrets file "
+        "outside the repository (SECRETS_FILE): a sink stores the variable's name, and URLs "
+        "are shown masked."
     )
+    problem = process_environ()[1]  # a refused secrets file, or one others may read
+    if problem:
+        st.warning(md_escape(problem), icon=":material/key:")
     if table.empty:
         st.info("No sink yet: alerts are only logged here.")
     else:
