@@ -24,29 +24,12 @@ import pytest
 
 from tests.conftest import free_port, streamlit_server
 
-CHROMIUM = "/usr/bin/chromium"
+# The browser marks and skip, and the one Chromium launch, shared with the dashboard tests.
+from tests.test_browser_dashboard import browser, pytestmark  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: Generous: 8 engineers share 2 CPU cores; the waits end as soon as the page is ready.
 SLOW_MS = 90_000
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason=f"no browser: {CHROMIUM} is not installed (Debian package 'chromium')",
-    ),
-]
 
 
 #: The server process of each URL (to read its memory from /proc).
@@ -86,18 +69,6 @@ def offline_dashboard(tmp_path_factory) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @dataclass
 class Watched:
     """A page with what its browser reported: console errors and requests to other origins."""
@@ -113,7 +84,7 @@ class Watched:
         assert not self.foreign, f"{where}: requests to other origins: {self.foreign[:5]}"
 
 
-def open_page(browser, url: str, path: str = "/") -> Watched:
+def open_page(browser, url: str, path: str = "/") -> Watched:  # noqa: F811 - shared fixture
     ctx = browser.new_context(viewport={"width": 1500, "height": 1200})
     page = ctx.new_page()
     w = Watched(page, urlsplit(url).netloc)
@@ -154,7 +125,7 @@ def expect_charts(w: Watched, where: str) -> None:
 
 
 @pytest.mark.timeout(1200)  # ~2 min on an idle machine; generous for a shared one
-def test_newcomer_offline_switch_to_replay_ten_times(browser, tmp_path):
+def test_newcomer_offline_switch_to_replay_ten_times(browser, tmp_path):  # noqa: F811 - shared fixture
     """No internet, empty database: the banner appears, its button shows the charts, 10 of 10.
 
     Each round is a fresh start (a new server, a new empty database, a new browser session):
@@ -202,7 +173,7 @@ def _type(w: Watched, key: str, text: str) -> None:
 
 
 @pytest.mark.timeout(900)
-def test_every_control_is_safe_while_the_live_panel_refreshes(offline_dashboard, browser):
+def test_every_control_is_safe_while_the_live_panel_refreshes(offline_dashboard, browser):  # noqa: F811 - shared fixture
     """Each control, pressed while the live panel redraws twice a second: title, charts, no
     console error, no request to another origin — after every single step."""
     from playwright.sync_api import expect
@@ -301,7 +272,7 @@ def test_every_control_is_safe_while_the_live_panel_refreshes(offline_dashboard,
     close(w)
 
 
-def test_hostile_url_text_is_shown_as_text_and_fetches_nothing(offline_dashboard, browser):
+def test_hostile_url_text_is_shown_as_text_and_fetches_nothing(offline_dashboard, browser):  # noqa: F811 - shared fixture
     """``?x=[Click](https://ev.il)`` is no link, ``?y=![](http://host/a.png)`` loads no image,
     and the URL's unusable values get their notes."""
     from playwright.sync_api import expect
@@ -323,7 +294,7 @@ def test_hostile_url_text_is_shown_as_text_and_fetches_nothing(offline_dashboard
     close(w)
 
 
-def test_a_gzip_bomb_upload_is_refused_once_in_bounded_memory(offline_dashboard, browser, tmp_path):
+def test_a_gzip_bomb_upload_is_refused_once_in_bounded_memory(offline_dashboard, browser, tmp_path):  # noqa: F811 - shared fixture
     """2 GiB of zeros in one line (2 MB gzip) uploaded in the page: one refusal naming the
     file, no server path, the server's peak memory grows < 100 MB, and later reruns do not
     decompress it again (the peak stays put)."""
