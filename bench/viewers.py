@@ -35,6 +35,7 @@ samples server RSS and each tab's JS heap every 30 s: growth after warm-up is th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -87,6 +88,10 @@ CHART_RENDERS_JS = """() => {
 }"""
 #: The default view's refresh interval (seconds).
 REFRESH_S = 0.5
+#: The query every viewer opens the page with: the default view (1s bars, window 60, 0.5 s).
+DEFAULT_VIEW_QUERY = "refresh=0.5&window=60&tf=1s"
+#: With ``--pin``: the server on core 0, the viewers (thin clients or Chromium) on core 1.
+SERVER_CORES, VIEWER_CORES = {0}, {1}
 JS_HEAP_JS = "() => performance.memory ? performance.memory.usedJSHeapSize : null"
 #: The heap after a full collection: V8's heap saws between collections, so a raw sample
 #: says little about growth.
@@ -105,12 +110,46 @@ def rss_mb(pid: int) -> float:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE / 1e6
 
 
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all cores since boot, from ``/proc/stat``."""
-    v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = v[3] + v[4]
-    total = sum(v[:8])
-    return total - idle, total
+def machine_busy(cpu: str = "cpu") -> tuple[float, float]:
+    """(busy, total) jiffies since boot of all cores (``cpu``) or one (``cpu0``), ``/proc/stat``."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *rest = line.split()
+        if name == cpu:
+            v = [int(x) for x in rest]
+            idle = v[3] + v[4]
+            total = sum(v[:8])
+            return total - idle, total
+    raise ValueError(f"no {cpu!r} line in /proc/stat")
+
+
+def thread_cpus(pid: int) -> list[str]:
+    """The distinct CPU lists the threads of ``pid`` may run on (``Cpus_allowed_list``)."""
+    out = set()
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out |= {ln.split()[1] for ln in text.splitlines() if ln.startswith("Cpus_allowed_list")}
+    return sorted(out)
+
+
+@contextlib.contextmanager
+def pinned(cores: set[int] | None):
+    """Run the block (and every process or thread it starts) on ``cores``; None: unchanged.
+
+    Affinity is per thread and inherited by the children a thread starts, so a server started
+    inside the block, its threads, and Playwright's driver and Chromium all stay on ``cores``.
+    """
+    if cores is None:
+        yield
+        return
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)
 
 
 # ----------------------------------------------------------------------------- server
@@ -184,85 +223,152 @@ def start_server(mode: str, tmp: Path, speed: float) -> Server:
 
 
 # ----------------------------------------------------------------------------- tabs
+class ChromiumTab:
+    """A Chromium tab as a measurement window sees it (``bench.thinviewer`` viewers offer the
+    same ``mark``, ``seen``, ``redraws``, ``js_heap_mb`` and ``close``)."""
+
+    def __init__(self, page) -> None:
+        self.page = page
+        self._renders0 = 0
+
+    def mark(self) -> None:
+        """Start a window: keep only the newest update seen, count redraws from now."""
+        self.page.evaluate("() => { window.__seen = window.__seen.slice(-1); }")
+        self._renders0 = self.page.evaluate(CHART_RENDERS_JS)
+
+    def seen(self) -> list[dict]:
+        return self.page.evaluate("() => window.__seen")
+
+    def redraws(self) -> int:
+        return self.page.evaluate(CHART_RENDERS_JS) - self._renders0
+
+    def js_heap_mb(self) -> float:
+        return (self.page.evaluate(JS_HEAP_JS) or 0) / 1e6
+
+    def close(self) -> None:
+        self.page.context.close()
+
+
 def open_tab(browser, url: str):
     """A tab of its own browser context on the default view, once its charts are drawn."""
     ctx = browser.new_context(viewport={"width": 1600, "height": 1300}, color_scheme="dark")
     page = ctx.new_page()
-    page.goto(f"{url}/?refresh=0.5&window=60&tf=1s")
+    page.goto(f"{url}/?{DEFAULT_VIEW_QUERY}")
     chart = page.locator(".st-key-chart_zscore .js-pd-plot[data-rendered]").first
     chart.wait_for(state="attached", timeout=180_000)
     page.evaluate(OBSERVE_LAST_UPDATE_JS)
     return page
 
 
-def measure(server: Server, pages: list, seconds: float) -> dict:
-    """One window: server CPU and RSS, each tab's updates, redraws and trade-to-screen."""
-    for p in pages:
-        p.evaluate("() => { window.__seen = window.__seen.slice(-1); }")
-    renders0 = [p.evaluate(CHART_RENDERS_JS) for p in pages]
-    busy0, total0 = machine_busy()
-    c0, t0 = cpu_s(server.pid), time.monotonic()
+def measure(server: Server, viewers: list, seconds: float) -> dict:
+    """One window: server CPU and RSS, each viewer's updates, redraws and trade-to-screen.
+
+    ``viewers`` are :class:`ChromiumTab` or ``bench.thinviewer`` viewers (no redraws, no heap).
+    """
+    for v in viewers:
+        v.mark()
+    cpus = ["cpu", *(f"cpu{i}" for i in range(os.cpu_count() or 1))]
+    busy0 = [machine_busy(c) for c in cpus]
+    c0, own0, t0 = cpu_s(server.pid), time.process_time(), time.monotonic()
     time.sleep(seconds)  # a benchmark window, not a test wait: the load runs meanwhile
-    c1, t1 = cpu_s(server.pid), time.monotonic()
-    busy1, total1 = machine_busy()
+    c1, own1, t1 = cpu_s(server.pid), time.process_time(), time.monotonic()
+    busy1 = [machine_busy(c) for c in cpus]
     wall = t1 - t0
     tabs = []
-    for p, r0 in zip(pages, renders0, strict=True):
-        seen = p.evaluate("() => window.__seen")
+    for v in viewers:
+        seen = v.seen()
         lat = trade_to_screen(seen)
+        redraws = v.redraws()
         tabs.append(
             {
                 "updates_per_s": (len(seen) - 1) / wall,
-                "redraws_per_s": (p.evaluate(CHART_RENDERS_JS) - r0) / wall,
+                "redraws_per_s": None if redraws is None else redraws / wall,
                 "p95_s": lat.get("worst_case_s_p95"),
                 "max_s": lat.get("worst_case_s_max"),
-                "js_heap_mb": (p.evaluate(JS_HEAP_JS) or 0) / 1e6,
+                "js_heap_mb": v.js_heap_mb(),
             }
         )
     p95 = [t["p95_s"] for t in tabs if t["p95_s"] is not None]
+    redraws = [t["redraws_per_s"] for t in tabs if t["redraws_per_s"] is not None]
     updates = sum(t["updates_per_s"] for t in tabs) * wall
+    busy = [(b1 - b0) / max(1, n1 - n0) for (b0, n0), (b1, n1) in zip(busy0, busy1, strict=True)]
     return {
-        "tabs": len(pages),
+        "tabs": len(viewers),
         "seconds": round(wall, 1),
         "server_cores": (c1 - c0) / wall,
         # Server CPU per refresh a tab received: unlike cores, it does not drop when the machine
         # is saturated and the tabs get fewer refreshes than asked (a shared 2-core machine).
         "server_cpu_ms_per_update": 1000 * (c1 - c0) / updates if updates else None,
         "server_rss_mb": rss_mb(server.pid),
-        "machine_busy": (busy1 - busy0) / max(1, total1 - total0),
+        "server_cpus": thread_cpus(server.pid),
+        "machine_busy": busy[0],
+        "core_busy": busy[1:],
+        # This process: the thin viewers' own CPU (with Chromium, only Playwright's side).
+        "bench_process_cores": (own1 - own0) / wall,
         "updates_per_s_min": min((t["updates_per_s"] for t in tabs), default=None),
         "updates_per_s_mean": float(np.mean([t["updates_per_s"] for t in tabs])) if tabs else None,
-        "redraws_per_s_mean": float(np.mean([t["redraws_per_s"] for t in tabs])) if tabs else None,
+        "redraws_per_s_mean": float(np.mean(redraws)) if redraws else None,
         "p95_s_worst_tab": max(p95) if p95 else None,
         "per_tab": tabs,
     }
 
 
-def run_mode(mode: str, tabs: list[int], seconds: float, warm_s: float, speed: float) -> list:
+@contextlib.contextmanager
+def viewer_opener(kind: str, url: str):
+    """Yield a function opening one more viewer of ``kind`` (``chromium`` or ``thin``)."""
+    if kind == "thin":
+        from bench.thinviewer import ThinViewers
+
+        pool = ThinViewers(url, DEFAULT_VIEW_QUERY)
+        try:
+            yield pool.add
+        finally:
+            pool.close()
+        return
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+        try:
+            yield lambda: ChromiumTab(open_tab(browser, url))
+        finally:
+            browser.close()
+
+
+def run_mode(
+    mode: str,
+    counts: list[int],
+    seconds: float,
+    warm_s: float,
+    speed: float,
+    *,
+    kind: str = "chromium",
+    pin: bool = False,
+) -> list:
+    """A fresh server in ``mode``; a window per viewer count, viewers of ``kind``.
+
+    ``pin``: the server on core 0 and the viewers (this process's threads, or Playwright's
+    driver and Chromium) on core 1, so neither can take the other's CPU.
+    """
     rows = []
     with tempfile.TemporaryDirectory(prefix=f"bench-viewers-{mode}-") as tmp:
-        server = start_server(mode, Path(tmp), speed)
+        with pinned(SERVER_CORES if pin else None):
+            server = start_server(mode, Path(tmp), speed)
         try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
-                try:
-                    pages: list = []
-                    # The service starts with the first session, so "no tab" is measured last:
-                    # the feed, writer and alert monitor running after every tab has closed.
-                    for n in [*sorted(t for t in tabs if t > 0), *[0 for t in tabs if t == 0]]:
-                        while len(pages) < n:
-                            pages.append(open_tab(browser, server.url))
-                        while len(pages) > n:
-                            pages.pop().context.close()
-                        time.sleep(warm_s)  # new sessions' first runs are not the steady state
-                        row = measure(server, pages, seconds)
-                        row["mode"] = mode
-                        rows.append(row)
-                        _print_row(row)
-                finally:
-                    browser.close()
+            with pinned(VIEWER_CORES if pin else None), viewer_opener(kind, server.url) as open_one:
+                viewers: list = []
+                # The service starts with the first session, so "no tab" is measured last:
+                # the feed, writer and alert monitor running after every tab has closed.
+                for n in [*sorted(t for t in counts if t > 0), *[0 for t in counts if t == 0]]:
+                    while len(viewers) < n:
+                        viewers.append(open_one())
+                    while len(viewers) > n:
+                        viewers.pop().close()
+                    time.sleep(warm_s)  # new sessions' first runs are not the steady state
+                    row = measure(server, viewers, seconds)
+                    row.update(mode=mode, kind=kind, pinned=pin)
+                    rows.append(row)
+                    _print_row(row)
         finally:
             server.stop()
     return rows
@@ -273,30 +379,32 @@ def _print_row(r: dict) -> None:
         return "-" if v is None else format(v, fmt)
 
     print(
-        f"{r['mode']:>8} tabs={r['tabs']:>2}  server {r['server_cores']:.3f} cores  "
+        f"{r['mode']:>8} {r['kind']:>8} n={r['tabs']:>2}  server {r['server_cores']:.3f} cores  "
         f"{f(r['server_cpu_ms_per_update'], '.1f')} ms/update  "
         f"RSS {r['server_rss_mb']:.0f} MB  updates/s min {f(r['updates_per_s_min'], '.2f')}  "
         f"redraws/s {f(r['redraws_per_s_mean'], '.2f')}  "
         f"p95 worst tab {f(r['p95_s_worst_tab'], '.2f')} s  "
-        f"machine busy {100 * r['machine_busy']:.0f} %",
+        f"machine busy {100 * r['machine_busy']:.0f} % "
+        f"(cores {', '.join(f'{100 * b:.0f}' for b in r['core_busy'])} %)  "
+        f"viewer side {r['bench_process_cores']:.2f} cores",
         file=sys.stderr,
         flush=True,
     )
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Cores of the first viewer and of each further one, per mode, and shared/baseline."""
+    """Per mode and viewer kind: cores of the first viewer and of each further one
+    (``(cores(N) - cores(1)) / (N - 1)``), and shared/baseline.
+
+    Keys are the mode (Chromium tabs, as before) or ``mode/thin``.
+    """
     out: dict = {}
-    for mode in MODES:
-        by_n = {r["tabs"]: r["server_cores"] for r in rows if r["mode"] == mode}
-        if not by_n:
-            continue
+    for (mode, kind), group in _groups(rows).items():
+        by_n = {r["tabs"]: r["server_cores"] for r in group}
         s: dict = {
             "cores_by_tabs": by_n,
             "cpu_ms_per_update_by_tabs": {
-                r["tabs"]: r["server_cpu_ms_per_update"]
-                for r in rows
-                if r["mode"] == mode and r["tabs"]
+                r["tabs"]: r["server_cpu_ms_per_update"] for r in group if r["tabs"]
             },
         }
         if 0 in by_n and 1 in by_n:
@@ -304,11 +412,23 @@ def summarise(rows: list[dict]) -> dict:
         ns = sorted(n for n in by_n if n >= 1)
         if len(ns) >= 2:
             s["further_viewer_cores"] = (by_n[ns[-1]] - by_n[ns[0]]) / (ns[-1] - ns[0])
-        out[mode] = s
-    for mode in ("gc_off", "shared"):
-        if "baseline" in out and mode in out:
-            b, n = out["baseline"]["cores_by_tabs"], out[mode]["cores_by_tabs"]
-            out[f"{mode}_over_baseline"] = {k: n[k] / b[k] for k in n if k in b and b[k] > 0}
+            s["further_viewer_cores_by_n"] = {
+                n: (by_n[n] - by_n[ns[0]]) / (n - ns[0]) for n in ns[1:]
+            }
+        out[mode if kind == "chromium" else f"{mode}/{kind}"] = s
+    for key in list(out):
+        mode, _, kind = key.partition("/")
+        base = "baseline" + (f"/{kind}" if kind else "")
+        if mode in ("gc_off", "shared") and base in out:
+            b, n = out[base]["cores_by_tabs"], out[key]["cores_by_tabs"]
+            out[f"{key}_over_baseline"] = {k: n[k] / b[k] for k in n if k in b and b[k] > 0}
+    return out
+
+
+def _groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        out.setdefault((r["mode"], r.get("kind", "chromium")), []).append(r)
     return out
 
 
@@ -378,95 +498,22 @@ def soak_growth(samples: list[dict], warm_fraction: float = 0.2) -> dict:
     }
 
 
-# ----------------------------------------------------------------------------- in process
-def inprocess(sessions: int, rounds: int) -> dict:
-    """CPU per live-panel refresh with ``sessions`` sessions of one view in one process.
-
-    No browser and no server: ``AppTest`` sessions run ``bench/dashboard.py``'s live-panel
-    script against 15 minutes of generated history; each round (one per 0.5 s) stores one new
-    trade (a new data version) and refreshes every session once. CPU is
-    ``time.process_time`` around each run, so a loaded machine slows it down but does not
-    change it much. Per mode: the mean over all refreshes, and the median for the session that
-    refreshes first after new data and for every further session.
-    """
-    import gc
-    import statistics
-
-    from streamlit.testing.v1 import AppTest
-
-    from bench.dashboard import PANEL_SCRIPT, SYMBOLS, T0_MS, write_history
-    from service import registry
-    from service.desk import acquire_service
-    from service.settings import AppSettings
-    from storage import IdKind, Tick, open_writer
-
-    out: dict = {"sessions": sessions, "rounds": rounds}
-    with tempfile.TemporaryDirectory(prefix="bench-viewers-inproc-") as tmp:
-        db = Path(tmp) / "inproc.db"
-        script = Path(tmp) / "panel.py"
-        script.write_text(PANEL_SCRIPT)
-        os.environ.update(
-            DB_PATH=str(db),
-            FEED_AUTOSTART="0",
-            BINANCE_REST_BASE="http://127.0.0.1:9",
-            BINANCE_WS_BASE="ws://127.0.0.1:9",
-            TICKS_KEEP_HOURS="forever",
-            BARS_1S_KEEP_DAYS="forever",
-            BENCH_WINDOW="60",
-            BENCH_BARS="600",
-        )
-        os.environ.pop("DATABASE_URL", None)
-        state = dict(SYMBOLS) | {f"{s}_id": 1 for s in SYMBOLS}
-        with open_writer(db) as w:
-            write_history(w, 0, 900, np.random.default_rng(7), state)
-        now_s = 900
-        for mode, (env, flags) in MODES.items():
-            os.environ.update(env)
-            # AppTest's runner skips Streamlit's post-run collection: do what the server does.
-            post_gc = "true" in flags
-            svc = acquire_service(AppSettings.load([]))
-            apps = [AppTest.from_file(str(script), default_timeout=60) for _ in range(sessions)]
-            for at in apps:
-                at.run()  # warm: imports, first read
-            first, further = [], []
-            for _ in range(rounds):
-                round_t0 = time.monotonic()
-                state["BTCUSDT_id"] += 1
-                svc.writer.write_ticks(
-                    [
-                        Tick(
-                            "BTCUSDT",
-                            state["BTCUSDT_id"],
-                            T0_MS + now_s * 1000 + 500,
-                            state["BTCUSDT"],
-                            0.01,
-                            False,
-                            IdKind.AGG,
-                        )
-                    ]
-                )
-                now_s += 1
-                for i, at in enumerate(apps):
-                    t = time.process_time()
-                    at.run()
-                    if post_gc:
-                        gc.collect(2)
-                    (first if i == 0 else further).append(1000 * (time.process_time() - t))
-                # Rounds at the default refresh interval, as the tabs would ask.
-                time.sleep(max(0.0, REFRESH_S - (time.monotonic() - round_t0)))
-            out[mode] = {
-                "mean_cpu_ms_per_refresh": statistics.mean(first + further),
-                "first_session_cpu_ms": statistics.median(first),
-                "further_session_cpu_ms": statistics.median(further) if further else None,
-            }
-            print(mode, json.dumps(out[mode]), file=sys.stderr, flush=True)
-        registry.SERVICE.close()
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tabs", default="0,1,2,4,8", help="tab counts, increasing (0 = no tab)")
+    ap.add_argument(
+        "--tabs",
+        help="Chromium tab counts, increasing (0 = no tab); default 0,1,2,4,8 unless --thin",
+    )
+    ap.add_argument(
+        "--thin",
+        metavar="N[,N...]",
+        help="thin viewer counts (bench/thinviewer.py: the browser protocol, no rendering)",
+    )
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="server on core 0, viewers (thin clients or Chromium) on core 1",
+    )
     ap.add_argument("--seconds", type=float, default=20.0, help="measurement window per count")
     ap.add_argument("--warm", type=float, default=8.0, help="seconds before each window")
     ap.add_argument("--modes", default="baseline,gc_off,shared", help=f"of {', '.join(MODES)}")
@@ -483,24 +530,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=20, help="with --inprocess: new versions")
     ap.add_argument("--out", help="also write the JSON results to this file")
     args = ap.parse_args(argv)
-    if not Path(CHROMIUM).exists():
+    tabs = _counts(ap, "--tabs", args.tabs or ("" if args.thin else "0,1,2,4,8"))
+    thin = _counts(ap, "--thin", args.thin or "")
+    needs_chromium = bool(args.soak or (tabs and not args.inprocess))
+    if needs_chromium and not Path(CHROMIUM).exists():
         print(f"cannot run: {CHROMIUM} is not installed", file=sys.stderr)
         return 2
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        ap.error("--pin needs two cores to run on (server on core 0, viewers on core 1)")
+    loadavg_before = Path("/proc/loadavg").read_text().split()[:3]
     if args.inprocess:
+        from bench.viewers_inprocess import inprocess
+
         result = inprocess(args.inprocess, args.rounds)
     elif args.soak:
         result = soak(args.soak, args.soak_tabs, args.soak_mode, args.speed)
     else:
-        tabs = [int(t) for t in args.tabs.split(",")]
-        rows = []
-        for mode in args.modes.split(","):
+        modes = args.modes.split(",")
+        for mode in modes:
             if mode not in MODES:
                 ap.error(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
-            rows += run_mode(mode, tabs, args.seconds, args.warm, args.speed)
+        rows = []
+        for mode in modes:
+            for kind, counts in (("chromium", tabs), ("thin", thin)):
+                if counts:
+                    rows += run_mode(
+                        mode, counts, args.seconds, args.warm, args.speed, kind=kind, pin=args.pin
+                    )
         result = {
             "rows": rows,
             "summary": summarise(rows),
             "cpus": os.cpu_count(),
+            "loadavg_before": loadavg_before,
             "loadavg": Path("/proc/loadavg").read_text().split()[:3],
         }
     text = json.dumps(result, indent=2)
@@ -508,6 +569,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(text)
     return 0
+
+
+def _counts(ap: argparse.ArgumentParser, flag: str, text: str) -> list[int]:
+    """``"1,4,8"`` -> [1, 4, 8]; a clear one-line error for anything else."""
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        ap.error(f"{flag} takes comma-separated viewer counts such as 1,4,8, not {text!r}")
+    if any(n < 0 for n in counts):
+        ap.error(f"{flag}: viewer counts cannot be negative ({text!r})")
+    return counts
 
 
 if __name__ == "__main__":
