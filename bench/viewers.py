@@ -249,10 +249,15 @@ class ChromiumTab:
         self.page.context.close()
 
 
-def open_tab(browser, url: str):
-    """A tab of its own browser context on the default view, once its charts are drawn."""
+def open_tab(browser, url: str, on_page=None):
+    """A tab of its own browser context on the default view, once its charts are drawn.
+
+    ``on_page(page)`` is called before the page loads (e.g. to listen to its WebSocket).
+    """
     ctx = browser.new_context(viewport={"width": 1600, "height": 1300}, color_scheme="dark")
     page = ctx.new_page()
+    if on_page is not None:
+        on_page(page)
     page.goto(f"{url}/?{DEFAULT_VIEW_QUERY}")
     chart = page.locator(".st-key-chart_zscore .js-pd-plot[data-rendered]").first
     chart.wait_for(state="attached", timeout=180_000)
