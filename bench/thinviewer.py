@@ -192,7 +192,8 @@ class TimerChange:
 
 @dataclass
 class _Element:
-    widget_id: str | None
+    widget_id: str | None  # a widget whose state the frontend holds
+    element_id: str  # any element's id ("$$ID-<hash>-<key>" for keyed ones), or ""
     run_id: str
     fragment_id: str
 
@@ -295,13 +296,14 @@ class ThinSession:
         # A new node at ``path`` replaces whatever was under it.
         for p in [p for p in self._elements if p[: len(path)] == path and p != path]:
             del self._elements[p]
-        widget_id = None
+        widget_id, element_id = None, ""
         if d.WhichOneof("type") == "add_block":
             self._blocks[path] = d.add_block.id
         elif d.WhichOneof("type") == "new_element":
             self._blocks.pop(path, None)
             el = d.new_element
             et = el.WhichOneof("type")
+            element_id = getattr(getattr(el, et), "id", "") if et else ""
             if et in WIDGET_STATE:
                 w = getattr(el, et)
                 widget_id = w.id
@@ -313,7 +315,14 @@ class ThinSession:
                 self._saw(el.markdown.body)
             elif et == "exception":
                 self.exceptions += 1
-        self._elements[path] = _Element(widget_id, self._run_id, d.fragment_id)
+        self._elements[path] = _Element(widget_id, element_id, self._run_id, d.fragment_id)
+
+    def shows(self, key: str) -> bool:
+        """Whether the page holds the container or element keyed ``key`` right now."""
+        suffix = f"-{key}"
+        return any(b.endswith(suffix) for b in self._blocks.values()) or any(
+            e.element_id.endswith(suffix) for e in self._elements.values()
+        )
 
     def _in_last_update(self, path: tuple) -> bool:
         suffix = f"-{LAST_UPDATE_KEY}"
@@ -426,12 +435,24 @@ class ThinViewers:
         self._timer = threading.Thread(target=self._timers, name="thin-timers", daemon=True)
         self._timer.start()
 
-    def add(self) -> _Viewer:
-        """Open one more viewer: connect, ask for the first run, follow its timers."""
+    def add(self, ready_key: str | None = None, ready_timeout_s: float = 180.0) -> _Viewer:
+        """Open one more viewer: connect, ask for the first run, follow its timers.
+
+        With ``ready_key``, return once the page shows that container (``chart_zscore``: what
+        ``bench.viewers.open_tab`` waits for in Chromium), or raise TimeoutError.
+        """
         v = _Viewer(self.base_url, self.query_string, self.timeout_s)
         self.viewers.append(v)
         threading.Thread(target=self._read, args=(v,), name="thin-reader", daemon=True).start()
         v.send_first()
+        deadline = time.monotonic() + ready_timeout_s
+        while ready_key is not None:
+            with v.lock:
+                if v.session.shows(ready_key):
+                    break
+            if v.errors or time.monotonic() > deadline:
+                raise TimeoutError(f"thin viewer: no {ready_key!r} after {ready_timeout_s} s")
+            time.sleep(0.05)  # polling the reader thread's progress
         return v
 
     def close(self) -> None:

@@ -90,6 +90,8 @@ CHART_RENDERS_JS = """() => {
 REFRESH_S = 0.5
 #: The query every viewer opens the page with: the default view (1s bars, window 60, 0.5 s).
 DEFAULT_VIEW_QUERY = "refresh=0.5&window=60&tf=1s"
+#: A viewer is open once the page shows this container (the z-score chart).
+READY_KEY = "chart_zscore"
 #: With ``--pin``: the server on core 0, the viewers (thin clients or Chromium) on core 1.
 SERVER_CORES, VIEWER_CORES = {0}, {1}
 JS_HEAP_JS = "() => performance.memory ? performance.memory.usedJSHeapSize : null"
@@ -259,7 +261,7 @@ def open_tab(browser, url: str, on_page=None):
     if on_page is not None:
         on_page(page)
     page.goto(f"{url}/?{DEFAULT_VIEW_QUERY}")
-    chart = page.locator(".st-key-chart_zscore .js-pd-plot[data-rendered]").first
+    chart = page.locator(f".st-key-{READY_KEY} .js-pd-plot[data-rendered]").first
     chart.wait_for(state="attached", timeout=180_000)
     page.evaluate(OBSERVE_LAST_UPDATE_JS)
     return page
@@ -326,7 +328,7 @@ def viewer_opener(kind: str, url: str):
 
         pool = ThinViewers(url, DEFAULT_VIEW_QUERY)
         try:
-            yield pool.add
+            yield lambda: pool.add(ready_key=READY_KEY)
         finally:
             pool.close()
         return
