@@ -403,6 +403,10 @@ class _Viewer:
         with self.lock:
             return list(self.session.seen)
 
+    def shows(self, key: str) -> bool:
+        with self.lock:
+            return self.session.shows(key)
+
     def redraws(self) -> None:
         return None  # nothing is drawn
 
@@ -435,25 +439,29 @@ class ThinViewers:
         self._timer = threading.Thread(target=self._timers, name="thin-timers", daemon=True)
         self._timer.start()
 
-    def add(self, ready_key: str | None = None, ready_timeout_s: float = 180.0) -> _Viewer:
-        """Open one more viewer: connect, ask for the first run, follow its timers.
-
-        With ``ready_key``, return once the page shows that container (``chart_zscore``: what
-        ``bench.viewers.open_tab`` waits for in Chromium), or raise TimeoutError.
-        """
+    def add(self) -> _Viewer:
+        """Open one more viewer: connect, ask for the first run, follow its timers."""
         v = _Viewer(self.base_url, self.query_string, self.timeout_s)
         self.viewers.append(v)
         threading.Thread(target=self._read, args=(v,), name="thin-reader", daemon=True).start()
         v.send_first()
-        deadline = time.monotonic() + ready_timeout_s
-        while ready_key is not None:
-            with v.lock:
-                if v.session.shows(ready_key):
-                    break
-            if v.errors or time.monotonic() > deadline:
-                raise TimeoutError(f"thin viewer: no {ready_key!r} after {ready_timeout_s} s")
-            time.sleep(0.05)  # polling the reader thread's progress
         return v
+
+    @staticmethod
+    def wait_until_shown(viewers: list[_Viewer], key: str, timeout_s: float) -> None:
+        """Return once every viewer's page shows the element keyed ``key`` (``chart_zscore``:
+        what ``bench.viewers.open_tab`` waits for in Chromium); TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout_s
+        waiting = list(viewers)
+        while waiting:
+            errors = [e for v in waiting for e in v.errors]
+            if errors or time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{len(waiting)} thin viewer(s) without {key!r} after {timeout_s:g} s"
+                    + (f" ({errors[0]})" if errors else "")
+                )
+            time.sleep(0.05)  # polling the reader threads' progress
+            waiting = [v for v in waiting if not v.shows(key)]
 
     def close(self) -> None:
         """Stop the timer thread and close every viewer (their reader threads end with them)."""

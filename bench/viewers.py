@@ -322,22 +322,36 @@ def measure(server: Server, viewers: list, seconds: float) -> dict:
 
 @contextlib.contextmanager
 def viewer_opener(kind: str, url: str):
-    """Yield a function opening one more viewer of ``kind`` (``chromium`` or ``thin``)."""
+    """Yield ``open_many(k)``: k more viewers of ``kind`` (``chromium`` or ``thin``), each
+    showing the z-score chart; TimeoutError when they do not within the tabs' 180 s."""
     if kind == "thin":
         from bench.thinviewer import ThinViewers
 
         pool = ThinViewers(url, DEFAULT_VIEW_QUERY)
+
+        def open_thin(k: int) -> list:
+            new = [pool.add() for _ in range(k)]  # all at once, as tabs opened together
+            pool.wait_until_shown(new, READY_KEY, timeout_s=180.0)
+            return new
+
         try:
-            yield lambda: pool.add(ready_key=READY_KEY)
+            yield open_thin
         finally:
             pool.close()
         return
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
+
+    def open_tabs(k: int) -> list:
+        try:
+            return [ChromiumTab(open_tab(browser, url)) for _ in range(k)]
+        except PlaywrightTimeout as exc:
+            raise TimeoutError(f"a tab did not draw its first chart: {exc}") from exc
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
         try:
-            yield lambda: ChromiumTab(open_tab(browser, url))
+            yield open_tabs
         finally:
             browser.close()
 
@@ -357,27 +371,36 @@ def run_mode(
     ``pin``: the server on core 0 and the viewers (this process's threads, or Playwright's
     driver and Chromium) on core 1, so neither can take the other's CPU.
     """
-    rows = []
+    tag = {"mode": mode, "kind": kind, "pinned": pin}
     with tempfile.TemporaryDirectory(prefix=f"bench-viewers-{mode}-") as tmp:
         with pinned(SERVER_CORES if pin else None):
             server = start_server(mode, Path(tmp), speed)
         try:
-            with pinned(VIEWER_CORES if pin else None), viewer_opener(kind, server.url) as open_one:
-                viewers: list = []
-                # The service starts with the first session, so "no tab" is measured last:
-                # the feed, writer and alert monitor running after every tab has closed.
-                for n in [*sorted(t for t in counts if t > 0), *[0 for t in counts if t == 0]]:
-                    while len(viewers) < n:
-                        viewers.append(open_one())
-                    while len(viewers) > n:
-                        viewers.pop().close()
-                    time.sleep(warm_s)  # new sessions' first runs are not the steady state
-                    row = measure(server, viewers, seconds)
-                    row.update(mode=mode, kind=kind, pinned=pin)
-                    rows.append(row)
-                    _print_row(row)
+            with pinned(VIEWER_CORES if pin else None), viewer_opener(kind, server.url) as opener:
+                return _windows(server, opener, counts, seconds, warm_s, tag)
         finally:
             server.stop()
+
+
+def _windows(server: Server, open_many, counts: list[int], seconds, warm_s, tag: dict) -> list:
+    """A measurement window per viewer count, opening and closing viewers between them."""
+    rows: list[dict] = []
+    viewers: list = []
+    # The service starts with the first session, so "no tab" is measured last:
+    # the feed, writer and alert monitor running after every tab has closed.
+    for n in [*sorted(t for t in counts if t > 0), *[0 for t in counts if t == 0]]:
+        try:
+            viewers += open_many(max(0, n - len(viewers)))
+        except TimeoutError as exc:  # a saturated server: say so and measure no more
+            rows.append({**tag, "tabs": n, "error": str(exc)})
+            print(f"{tag['mode']} {tag['kind']} n={n}: {exc}", file=sys.stderr, flush=True)
+            break
+        while len(viewers) > n:
+            viewers.pop().close()
+        time.sleep(warm_s)  # new sessions' first runs are not the steady state
+        row = {**measure(server, viewers, seconds), **tag}
+        rows.append(row)
+        _print_row(row)
     return rows
 
 
@@ -406,7 +429,7 @@ def summarise(rows: list[dict]) -> dict:
     Keys are the mode (Chromium tabs, as before) or ``mode/thin``.
     """
     out: dict = {}
-    for (mode, kind), group in _groups(rows).items():
+    for (mode, kind), group in _groups([r for r in rows if "error" not in r]).items():
         by_n = {r["tabs"]: r["server_cores"] for r in group}
         s: dict = {
             "cores_by_tabs": by_n,
