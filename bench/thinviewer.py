@@ -32,7 +32,7 @@ chart component's JavaScript (which sends nothing on an idle page).
 ``ThinSession`` is the protocol alone (bytes in, bytes and timer changes out);
 :class:`ThinViewers` runs N of them over ``websocket-client`` with one reader thread per
 viewer and one timer thread for all. ``python -m bench.viewers --thin 1,4,8,20`` measures the
-server with them; ``python -m bench.thinviewer`` checks the stand-in against one Chromium tab
+server with them; ``python -m bench.thincheck`` checks the stand-in against one Chromium tab
 of the same server (rerun requests per fragment, messages and bytes received, and whether the
 newest rerun requests are identical).
 """
@@ -355,7 +355,7 @@ class ThinSession:
 
 
 # ----------------------------------------------------------------------------- the I/O
-class _Viewer:
+class ThinViewer:
     """One WebSocket and its session; the reader thread feeds it, the timer thread sends."""
 
     def __init__(self, base_url: str, query_string: str, timeout_s: float) -> None:
@@ -431,24 +431,24 @@ class ThinViewers:
         self.base_url = base_url.rstrip("/")
         self.query_string = query_string
         self.timeout_s = timeout_s
-        self.viewers: list[_Viewer] = []
+        self.viewers: list[ThinViewer] = []
         self._stop = threading.Event()
         self._wake = threading.Condition()
-        self._heap: list[tuple[float, int, _Viewer, str]] = []
+        self._heap: list[tuple[float, int, ThinViewer, str]] = []
         self._seq = itertools.count()
         self._timer = threading.Thread(target=self._timers, name="thin-timers", daemon=True)
         self._timer.start()
 
-    def add(self) -> _Viewer:
+    def add(self) -> ThinViewer:
         """Open one more viewer: connect, ask for the first run, follow its timers."""
-        v = _Viewer(self.base_url, self.query_string, self.timeout_s)
+        v = ThinViewer(self.base_url, self.query_string, self.timeout_s)
         self.viewers.append(v)
         threading.Thread(target=self._read, args=(v,), name="thin-reader", daemon=True).start()
         v.send_first()
         return v
 
     @staticmethod
-    def wait_until_shown(viewers: list[_Viewer], key: str, timeout_s: float) -> None:
+    def wait_until_shown(viewers: list[ThinViewer], key: str, timeout_s: float) -> None:
         """Return once every viewer's page shows the element keyed ``key`` (``chart_zscore``:
         what ``bench.viewers.open_tab`` waits for in Chromium); TimeoutError otherwise."""
         deadline = time.monotonic() + timeout_s
@@ -474,7 +474,7 @@ class ThinViewers:
         self._timer.join(timeout=5)
 
     # ------------------------------------------------------------------ threads
-    def _read(self, v: _Viewer) -> None:
+    def _read(self, v: ThinViewer) -> None:
         while not self._stop.is_set() and not v.closed:
             try:
                 raw = v.ws.recv()
@@ -489,7 +489,7 @@ class ThinViewers:
             if changes:
                 self._apply(v, changes)
 
-    def _apply(self, v: _Viewer, changes: list[TimerChange]) -> None:
+    def _apply(self, v: ThinViewer, changes: list[TimerChange]) -> None:
         now = time.monotonic()
         with self._wake:
             for c in changes:
@@ -520,103 +520,3 @@ class ThinViewers:
                 # Fixed rate like setInterval; a late timer does not fire twice to catch up.
                 heapq.heappush(self._heap, (max(due + interval, now), token, v, frag))
             v.send_fragment(frag)
-
-
-# ----------------------------------------------------------------------------- faithfulness
-def compare_with_chromium(seconds: float = 20.0, warm_s: float = 10.0) -> dict:
-    """One Chromium tab and one thin viewer of the same server: what each sends and receives.
-
-    Over ``seconds`` after ``warm_s`` of steady state: rerun requests per second by fragment,
-    ForwardMsgs and bytes received per second, ``ref_hash`` references received, and whether
-    the newest live-panel rerun requests carry the same query, page hash, widget states and
-    context (the cached-message hashes are compared by count: they depend on timing).
-    """
-    import tempfile
-    from pathlib import Path
-
-    from playwright.sync_api import sync_playwright
-
-    from bench.viewers import CHROME_ARGS, CHROMIUM, DEFAULT_VIEW_QUERY, open_tab, start_server
-
-    frames: dict[str, list[tuple[float, str, bytes]]] = {"chromium": [], "thin": []}
-    with tempfile.TemporaryDirectory(prefix="bench-thin-compare-") as tmp:
-        server = start_server("shared", Path(tmp), 1.0)
-        pool = ThinViewers(server.url, DEFAULT_VIEW_QUERY)
-        try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
-                try:
-                    tap = frames["chromium"]
-
-                    def listen(page) -> None:
-                        def on_ws(ws) -> None:
-                            ws.on("framesent", lambda p: tap.append((time.time(), "out", p)))
-                            ws.on("framereceived", lambda p: tap.append((time.time(), "in", p)))
-
-                        page.on("websocket", on_ws)
-
-                    page = open_tab(browser, server.url, on_page=listen)
-                    viewer = pool.add()
-                    _tap_thin(viewer, frames["thin"])
-                    # (waiting in the page lets Playwright deliver its WebSocket events)
-                    page.wait_for_timeout(warm_s * 1000)  # both sessions reach steady state
-                    t0 = time.time()
-                    page.wait_for_timeout(seconds * 1000)  # the window both are measured over
-                    t1 = time.time()
-                finally:
-                    browser.close()
-        finally:
-            pool.close()
-            server.stop()
-    return _compare(frames, t0, t1)
-
-
-def _tap_thin(viewer: _Viewer, out: list) -> None:
-    """Record what ``viewer`` sends and receives, as the browser's WebSocket events would."""
-    send, receive = viewer.ws.send_binary, viewer.session.receive
-
-    def sent(data: bytes):
-        out.append((time.time(), "out", data))
-        return send(data)
-
-    def received(raw: bytes):
-        out.append((time.time(), "in", raw))
-        return receive(raw)
-
-    viewer.ws.send_binary, viewer.session.receive = sent, received
-
-
-def _compare(frames: dict, t0: float, t1: float) -> dict:
-    result: dict = {"seconds": round(t1 - t0, 1)}
-    last: dict = {}
-    for kind, log in frames.items():
-        inside = [(d, p) for t, d, p in log if t0 <= t < t1]
-        reruns = [BackMsg.FromString(p).rerun_script for d, p in inside if d == "out"]
-        got = [ForwardMsg.FromString(p) for d, p in inside if d == "in"]
-        by_fragment: dict[str, int] = {}
-        for r in reruns:
-            by_fragment[r.fragment_id[:8]] = by_fragment.get(r.fragment_id[:8], 0) + 1
-        result[kind] = {
-            "reruns_per_s_by_fragment": {k: v / (t1 - t0) for k, v in by_fragment.items()},
-            "messages_in_per_s": len(got) / (t1 - t0),
-            "bytes_in_per_s": sum(len(p) for d, p in inside if d == "in") / (t1 - t0),
-            "ref_hash_in": sum(m.WhichOneof("type") == "ref_hash" for m in got),
-            "cached_hashes_sent_last": len(reruns[-1].cached_message_hashes) if reruns else None,
-        }
-        last[kind] = reruns[-1] if reruns else None
-    a, b = last["chromium"], last["thin"]
-    if a is not None and b is not None:
-        for r in (a, b):
-            r.ClearField("cached_message_hashes")
-            r.ClearField("fragment_id")  # the newest of either fragment's timer
-            r.widget_states.widgets.sort(key=lambda w: w.id)
-        result["same_rerun_request"] = a == b
-        if a != b:
-            result["chromium_request"], result["thin_request"] = str(a), str(b)
-    return result
-
-
-if __name__ == "__main__":
-    import json
-
-    print(json.dumps(compare_with_chromium(), indent=2))
