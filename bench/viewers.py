@@ -10,8 +10,13 @@ window:
 - per tab: how often the newest-trade time on the page changed (updates/s), how often the
   z-score chart was redrawn (redraws/s), and trade-to-screen latency (the worst-case bound of
   ``bench/dashboard.py --latency``), p95 per tab;
-- the machine's load: the share of both cores busy over the window (other engineers' work
-  included), so a noisy window can be recognised and repeated.
+- the machine's load: the share of both cores busy over the window, and of each core (other
+  engineers' work included), so a noisy window can be recognised and repeated.
+
+``--thin N[,N...]`` measures with thin viewers instead of (or after) the tabs: clients of the
+browser's protocol that load the server as tabs do, without rendering (``bench/thinviewer.py``;
+trade-to-wire instead of trade-to-screen). ``--pin`` runs the server on core 0 and the viewers
+(thin clients, or Playwright and Chromium) on core 1.
 
 Each mode is a server of its own, measured in the same run:
 
@@ -28,6 +33,7 @@ samples server RSS and each tab's JS heap every 30 s: growth after warm-up is th
 
     python -m bench.viewers                          # about 8 minutes
     python -m bench.viewers --tabs 1,4 --seconds 15  # quicker
+    python -m bench.viewers --thin 0,1,4,8,20 --modes shared,baseline --pin  # about 6 minutes
     python -m bench.viewers --soak 10 --soak-tabs 4  # memory soak
     python -m bench.viewers --inprocess 4            # CPU per refresh, AppTest sessions
 """
