@@ -142,6 +142,26 @@ def thread_cpus(pid: int) -> list[str]:
     return sorted(out)
 
 
+def repin_children(cores: set[int], skip: int) -> None:
+    """Pin every thread of this process and its descendants but ``skip``'s tree to ``cores``.
+
+    Chromium resets the affinity of some of its threads; run before each window.
+    """
+    parent: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    tree, grew = {os.getpid()}, True
+    while grew:
+        new = {p for p, pp in parent.items() if pp in tree and p != skip} - tree
+        tree |= new
+        grew = bool(new)
+    for pid in tree:
+        for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task.name), cores)
+
+
 @contextlib.contextmanager
 def pinned(cores: set[int] | None):
     """Run the block (and every process or thread it starts) on ``cores``; None: unchanged.
@@ -404,6 +424,8 @@ def _windows(server: Server, open_many, counts: list[int], seconds, warm_s, tag:
         while len(viewers) > n:
             viewers.pop().close()
         time.sleep(warm_s)  # new sessions' first runs are not the steady state
+        if tag["pinned"]:
+            repin_children(VIEWER_CORES, skip=server.pid)
         row = {**measure(server, viewers, seconds), **tag}
         rows.append(row)
         _print_row(row)
