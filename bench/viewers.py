@@ -58,13 +58,12 @@ import numpy as np
 # Run as a module (python -m bench.viewers): run as a file, bench/ would come first on the path
 # and bench/storage_bench.py would shadow the storage package.
 from bench.dashboard import OBSERVE_LAST_UPDATE_JS, trade_to_screen
+from bench.procstat import cpu_s, machine_busy, pinned, repin_children, rss_mb, thread_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
 CHROMIUM = "/usr/bin/chromium"
 SAMPLE = ROOT / "samples" / "btcusdt_ethusdt_20240808_trades.txt.gz"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CHROME_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -105,79 +104,6 @@ JS_HEAP_JS = "() => performance.memory ? performance.memory.usedJSHeapSize : nul
 #: says little about growth.
 JS_HEAP_AFTER_GC_JS = """() => { if (window.gc) window.gc();
   return performance.memory ? performance.memory.usedJSHeapSize : null; }"""
-
-
-# ----------------------------------------------------------------------------- /proc
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
-
-
-def rss_mb(pid: int) -> float:
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE / 1e6
-
-
-def machine_busy(cpu: str = "cpu") -> tuple[float, float]:
-    """(busy, total) jiffies since boot of all cores (``cpu``) or one (``cpu0``), ``/proc/stat``."""
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, *rest = line.split()
-        if name == cpu:
-            v = [int(x) for x in rest]
-            idle = v[3] + v[4]
-            total = sum(v[:8])
-            return total - idle, total
-    raise ValueError(f"no {cpu!r} line in /proc/stat")
-
-
-def thread_cpus(pid: int) -> list[str]:
-    """The distinct CPU lists the threads of ``pid`` may run on (``Cpus_allowed_list``)."""
-    out = set()
-    for status in Path(f"/proc/{pid}/task").glob("*/status"):
-        try:
-            text = status.read_text()
-        except OSError:  # the thread ended meanwhile
-            continue
-        out |= {ln.split()[1] for ln in text.splitlines() if ln.startswith("Cpus_allowed_list")}
-    return sorted(out)
-
-
-def repin_children(cores: set[int], skip: int) -> None:
-    """Pin every thread of this process and its descendants but ``skip``'s tree to ``cores``.
-
-    Chromium resets the affinity of some of its threads; run before each window.
-    """
-    parent: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    tree, grew = {os.getpid()}, True
-    while grew:
-        new = {p for p, pp in parent.items() if pp in tree and p != skip} - tree
-        tree |= new
-        grew = bool(new)
-    for pid in tree:
-        for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(int(task.name), cores)
-
-
-@contextlib.contextmanager
-def pinned(cores: set[int] | None):
-    """Run the block (and every process or thread it starts) on ``cores``; None: unchanged.
-
-    Affinity is per thread and inherited by the children a thread starts, so a server started
-    inside the block, its threads, and Playwright's driver and Chromium all stay on ``cores``.
-    """
-    if cores is None:
-        yield
-        return
-    old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cores)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, old)
 
 
 # ----------------------------------------------------------------------------- server
@@ -590,14 +516,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     tabs = _counts(ap, "--tabs", args.tabs or ("" if args.thin else "0,1,2,4,8"))
     thin = _counts(ap, "--thin", args.thin or "")
-    needs_chromium = bool(args.soak or (tabs and not args.inprocess))
+    if args.inprocess is not None and args.inprocess < 1:
+        ap.error(f"--inprocess takes a number of sessions of at least 1, not {args.inprocess}")
+    needs_chromium = bool(args.soak or (tabs and args.inprocess is None))
     if needs_chromium and not Path(CHROMIUM).exists():
         print(f"cannot run: {CHROMIUM} is not installed", file=sys.stderr)
         return 2
     if args.pin and len(os.sched_getaffinity(0)) < 2:
         ap.error("--pin needs two cores to run on (server on core 0, viewers on core 1)")
     loadavg_before = Path("/proc/loadavg").read_text().split()[:3]
-    if args.inprocess:
+    if args.inprocess is not None:
         from bench.viewers_inprocess import inprocess
 
         result = inprocess(args.inprocess, args.rounds)
