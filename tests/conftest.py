@@ -2,88 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-
-# ---------------------------------------------------------------- polling (every test file)
-def wait_for(condition, timeout_s: float = 20.0, what: str = "condition", *, interval_s=0.05):
-    """Poll ``condition`` until it returns a truthy value; return that value.
-
-    The one way tests wait for an outcome: no fixed sleeps. Fails the test naming ``what`` after
-    ``timeout_s`` seconds. ``interval_s`` is the polling interval, not a wait for the outcome.
-    Import it as ``from tests.conftest import wait_for``.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
-
-
-# ---------------------------------------------------------------- a real page server (browser)
-def free_port() -> int:
-    """A TCP port nobody listens on right now (for servers started as subprocesses)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def streamlit_server(
-    tmp: Path, env: dict[str, str], *, app_args=(), flags=(), timeout_s: float = 30.0
-):
-    """``streamlit run app.py`` on a free local port, as a user starts it; yields ``(url, proc)``.
-
-    ``env`` is the whole environment of the server; ``flags`` are extra Streamlit options and
-    ``app_args`` the dashboard's own flags (after ``--``). The server's output goes to
-    ``tmp/streamlit.log``, shown if it exits early. Stopped (terminate, then kill) on exit.
-    """
-    root = Path(__file__).resolve().parents[1]
-    port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(root / "app.py"), "--server.port",
-           str(port), "--server.headless", "true", "--server.address", "127.0.0.1",
-           "--browser.gatherUsageStats", "false", *flags]  # fmt: skip
-    if app_args:
-        cmd += ["--", *app_args]
-    log_path = tmp / "streamlit.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"streamlit exited: {log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        try:
-            wait_for(healthy, timeout_s, "the Streamlit server")
-            yield url, proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
+# ---------------------------------------------------------------- polling and a real page server
+# One home, shared with the benchmarks: bench/harness.py (docs/development.md says why there).
+# wait_for(condition, timeout_s, what) is the one way tests wait; streamlit_server(tmp, env, ...)
+# runs ``streamlit run app.py`` on a free port and yields ``(url, proc)``.
+from bench.harness import free_port, streamlit_server, wait_for  # noqa: F401
 
 # ---------------------------------------------------------------- storage tests
 # Real recorded Binance data (third-party, read-only): /work/shared/data/real/README.md.
