@@ -59,6 +59,25 @@ def storage_hft_trades(storage_real_dir: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
+def real_ticks(df: pd.DataFrame, symbol: str) -> list:
+    """One symbol's frame of :func:`storage_hft_trades` as ``storage.Tick`` values, file order."""
+    from storage import IdKind, Tick
+
+    return [
+        Tick(symbol, int(t), int(ts), float(p), float(q), bool(m), IdKind.TRADE)
+        for t, ts, p, q, m in df[
+            ["trade_id", "ts_ms", "price", "qty", "is_buyer_maker"]
+        ].itertuples(index=False)
+    ]
+
+
+def real_ticks_interleaved(trades: dict[str, pd.DataFrame]) -> list:
+    """Every symbol's ticks merged by time (stable), as a live feed of them all would see them."""
+    out = [t for symbol, df in trades.items() for t in real_ticks(df, symbol)]
+    out.sort(key=lambda t: t.ts_ms)
+    return out
+
+
 # ---------------------------------------------------------------- postgres tests
 # A real server: TEST_DATABASE_URL (e.g. postgresql://qd:qd@127.0.0.1:5432/postgres, printed by
 # `bash .ci/postgres`). Each session makes a throwaway database and drops it; each test gets an
