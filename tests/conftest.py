@@ -71,6 +71,20 @@ def real_ticks(df: pd.DataFrame, symbol: str) -> list:
     ]
 
 
+def write_first_seconds(writer, trades: dict[str, pd.DataFrame], seconds: float) -> dict:
+    """Write each symbol's prints of its first ``seconds`` (``write_tick_arrays``, one call per
+    symbol); returns each symbol's last print written (a row of its frame)."""
+    from storage import IdKind
+
+    last = {}
+    for symbol, df in trades.items():
+        part = df[df["ts_ms"] < df["ts_ms"].iloc[0] + seconds * 1000]
+        cols = ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker")
+        writer.write_tick_arrays(symbol, IdKind.TRADE, *(part[c] for c in cols))
+        last[symbol] = part.iloc[-1]
+    return last
+
+
 def real_ticks_interleaved(trades: dict[str, pd.DataFrame]) -> list:
     """Every symbol's ticks merged by time (stable), as a live feed of them all would see them."""
     out = [t for symbol, df in trades.items() for t in real_ticks(df, symbol)]
@@ -164,3 +178,33 @@ def pg_url(pg_database: str):
         close_pools()
         with psycopg.connect(pg_database, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+# ---------------------------------------------------------------- the collector as a process
+#: Settings a collector child must not inherit from the shell: the test names them itself.
+COLLECTOR_ENV_DROP = ("BINANCE_WS_BASE", "BINANCE_REST_BASE", "DB_PATH", "DATABASE_URL")
+
+
+def collector_env(**extra: str) -> dict[str, str]:
+    """This environment less :data:`COLLECTOR_ENV_DROP`, importing this checkout, plus ``extra``."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in COLLECTOR_ENV_DROP}
+    return env | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])} | extra
+
+
+def start_collector(db, server, *flags, symbols: str | None = None, **popen_kw):
+    """``python -m ingestion [--symbols S] --db DB --ws-base W --rest-base R FLAGS``.
+
+    Runs from the repository root against ``server`` (a ``replay.FakeBinance``), with
+    :func:`collector_env` and stdout/stderr piped as text unless ``popen_kw`` says otherwise.
+    Returns the ``subprocess.Popen``; the test stops it.
+    """
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "ingestion", *(["--symbols", symbols] if symbols else [])]
+    cmd += ["--db", str(db), "--ws-base", server.ws_base, "--rest-base", server.rest_base]
+    kw = {"env": collector_env(), "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.Popen([*cmd, *map(str, flags)], cwd=root, text=True, **(kw | popen_kw))

@@ -15,7 +15,6 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from ingestion.writer import TickWriter
 from replay import FakeBinance, load_recording
 from replay.faults import NESTED_FRAME, Faults, hostile_trade
 from storage import IdKind, Tick, Writer, open_reader, open_writer
-from tests.conftest import wait_for
+from tests.conftest import start_collector, wait_for
 from tests.test_ingestion_feed import (
     _ids_of,
     fast_settings,
@@ -421,31 +420,14 @@ def test_collector_on_a_full_disk_says_what_it_could_not_store_and_restart_store
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     with FakeBinance(load_recording([SAMPLE_RECORDING]), speed=5, loop=True) as server:
-        args = [
-            sys.executable,
-            "-m",
-            "ingestion",
-            "--symbols",
-            "ethusdt",
-            "--db",
-            str(db),
-            "--ws-base",
-            server.ws_base,
-            "--rest-base",
-            server.rest_base,
-            "--status-interval",
-            "0.5",
-            "--history-klines",
-            "0",
-        ]
+        flags = ["--status-interval", "0.5", "--history-klines", "0"]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        proc = subprocess.Popen(
-            args,
-            cwd=ROOT,
+        proc = start_collector(
+            db,
+            server,
+            *flags,
+            symbols="ethusdt",
             env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
             preexec_fn=small_disk,  # the limit applies to the child only
         )
         try:
@@ -475,7 +457,7 @@ def test_collector_on_a_full_disk_says_what_it_could_not_store_and_restart_store
         spilled = [json.loads(line)["a"] for line in side.read_text().splitlines()]
         assert f"(ids {min(spilled)}..{max(spilled)})" in said[0]
         again = subprocess.run(
-            [*args, "--duration", "4"],
+            [*proc.args, "--duration", "4"],  # the same command line again
             cwd=ROOT,
             env=env,
             capture_output=True,

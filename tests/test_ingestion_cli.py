@@ -14,6 +14,7 @@ import pytest
 from config import SAMPLE_RECORDING
 from replay import FakeBinance, load_recording
 from storage import open_reader
+from tests.conftest import start_collector
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,30 +116,8 @@ def test_environment_sets_endpoints_and_database_and_flags_win(server, tmp_path)
 
 def test_sigint_stops_cleanly_with_nothing_lost(server, tmp_path):
     db = tmp_path / "sig.db"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ingestion",
-            "--symbols",
-            "ethusdt",
-            "--db",
-            str(db),
-            "--ws-base",
-            server.ws_base,
-            "--rest-base",
-            server.rest_base,
-            "--status-interval",
-            "0.3",
-            "--history-klines",
-            "0",
-        ],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    flags = ["--status-interval", "0.3", "--history-klines", "0"]
+    proc = start_collector(db, server, *flags, symbols="ethusdt", env=_env())
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from ingestion.service import FeedService
 from replay import FakeBinance, load_recording
 from replay.faults import Faults
 from storage import StorageError, UnknownSymbolError, open_reader, open_writer
-from tests.conftest import wait_for
+from tests.conftest import start_collector, wait_for
 from ui.health import health_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,32 +70,15 @@ class Collector:
         env["PYTHONPATH"] = str(ROOT)
         self.log = log
         self._out = open(log, "w")  # noqa: SIM115 - closed in wait()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ingestion",
-                "--symbols",
-                ",".join(SYMBOLS),
-                "--db",
-                str(db),
-                "--ws-base",
-                server.ws_base,
-                "--rest-base",
-                server.rest_base,
-                "--history",
-                "600",
-                "--history-klines",
-                "0",
-                "--status-interval",
-                "0.5",
-                "-v",
-            ],
-            cwd=ROOT,
+        flags = ["--history", "600", "--history-klines", "0", "--status-interval", "0.5", "-v"]
+        self.proc = start_collector(
+            db,
+            server,
+            *flags,
+            symbols=",".join(SYMBOLS),
             env=env,
             stdout=self._out,
             stderr=subprocess.STDOUT,
-            text=True,
         )
 
     def output(self) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from replay import start_replay_server
 from storage import StorageError, open_reader
-from tests.conftest import wait_for
+from tests.conftest import start_collector, wait_for
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,32 +54,8 @@ def _analytics(pg_url: str) -> subprocess.CompletedProcess:
 
 
 def _collector(pg_url: str, server, symbols: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ingestion",
-            "--symbols",
-            symbols,
-            "--db",
-            pg_url,
-            "--ws-base",
-            server.ws_base,
-            "--rest-base",
-            server.rest_base,
-            "--status-interval",
-            "0.5",
-            "--history-klines",
-            "0",
-            "--duration",
-            "120",
-        ],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    flags = ["--status-interval", "0.5", "--history-klines", "0", "--duration", "120"]
+    return start_collector(pg_url, server, *flags, symbols=symbols, env=_env())
 
 
 def test_collector_writes_postgres_while_another_process_reads(pg_url: str) -> None:

@@ -24,8 +24,8 @@ from storage import open_reader, open_writer
 from storage.__main__ import import_file
 from tests.alert_endpoints import Endpoint
 from tests.conftest import wait_for
+from tests.test_app import _walk, run
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 HFT = [
     REAL / "binance_usdm_ws_hftbacktest" / f for f in ("btcusdt_20240808.gz", "ethusdt_20240808.gz")
@@ -92,18 +92,7 @@ def page_db(tmp_path_factory, exchange, endpoint) -> Iterator[Path]:
 
 
 def _run(view: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["view"] = view
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _walk(node):
-    children = getattr(node, "children", None) or {}
-    for child in children.values() if isinstance(children, dict) else children:
-        yield child
-        yield from _walk(child)
+    return run({"view": view}, timeout_s=60)
 
 
 def _rendered(at: AppTest) -> str:
