@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 import storage
-from storage import IdKind, StorageError, Tick, open_reader, open_writer
+from storage import StorageError, Tick, open_reader, open_writer
 from storage.backend import backend_of, describe, sqlite_path
 from storage.config import StorageSettings
 from storage.pg_schema import SCHEMA_VERSION
@@ -243,33 +243,7 @@ def test_data_version_moves_after_each_committed_write_only(pg_url: str) -> None
 NOW = 30 * DAY_MS
 
 
-def test_prune_deletes_old_ticks_and_1s_bars_and_keeps_1m_5m(pg_url: str) -> None:
-    ages_ms = [8 * DAY_MS + 5_000, 6 * DAY_MS, 48 * HOUR_MS + 1, 48 * HOUR_MS, HOUR_MS]
-    with open_writer(pg_url) as w, open_reader(pg_url) as r:
-        w.write_ticks(
-            [
-                Tick("BTCUSDT", i, NOW - age, 10.0 + i, 1.0, False, IdKind.TRADE)
-                for i, age in enumerate(ages_ms)
-            ]
-        )
-        w.write_ticks([Tick("ETHUSDT", 1, NOW - 9 * DAY_MS, 5.0, 1.0, True, IdKind.AGG)])
-        kept = {tf: r.bars("BTCUSDT", tf) for tf in ("1m", "5m")}
-        one_s = r.bars("BTCUSDT", "1s")
-        assert w.prune(now_ms_=NOW) == {"ticks": 4, "bars_1s": 2}
-        assert r.ticks("BTCUSDT")["trade_id"].tolist() == [3, 4]  # the cutoff is exclusive
-        assert r.ticks("ETHUSDT").empty
-        pd.testing.assert_frame_equal(
-            r.bars("BTCUSDT", "1s"),
-            one_s[one_s["open_time_ms"] >= NOW - 7 * DAY_MS].reset_index(drop=True),
-        )
-        assert r.bars("ETHUSDT", "1s").empty and len(r.bars("ETHUSDT", "1m")) == 1
-        for tf, df in kept.items():
-            pd.testing.assert_frame_equal(r.bars("BTCUSDT", tf), df)
-        assert w.prune(now_ms_=NOW) == {"ticks": 0, "bars_1s": 0}
-        assert w.prune(now_ms_=NOW + 10 * DAY_MS, ticks_keep_s=None, bars_1s_keep_s=None) == {
-            "ticks": 0,
-            "bars_1s": 0,
-        }
+# The retention rule itself: test_storage_db's db-only test, run here through BAR_CASES.
 
 
 def test_prune_in_chunks_and_the_background_job(pg_url: str) -> None:

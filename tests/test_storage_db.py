@@ -425,8 +425,7 @@ def test_one_writer_thread_and_three_reader_threads(tmp_path: Path, storage_hft_
 NOW = 30 * DAY_MS
 
 
-def test_prune_deletes_old_ticks_and_1s_bars_and_keeps_1m_5m(tmp_path: Path) -> None:
-    db = tmp_path / "prune.db"
+def test_prune_deletes_old_ticks_and_1s_bars_and_keeps_1m_5m(db: Path) -> None:
     ages_ms = [8 * DAY_MS + 5_000, 6 * DAY_MS, 48 * HOUR_MS + 1, 48 * HOUR_MS, HOUR_MS]
     with open_writer(db) as w, open_reader(db) as r:
         w.write_ticks(
