@@ -12,14 +12,9 @@ import pandas as pd
 import pytest
 
 from analytics.__main__ import main
+from tests.conftest import STORAGE_REAL_DIR
 
-KLINES = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared"
-    / "data"
-    / "real"
-    / ("binance_usdm_klines_1m")
-)
+KLINES = STORAGE_REAL_DIR / "binance_usdm_klines_1m"
 REPO = Path(__file__).resolve().parents[1]
 BARS = 3000
 

@@ -17,10 +17,10 @@ from streamlit.testing.v1 import AppTest
 from service import registry
 from storage import open_writer
 from storage.__main__ import import_file
-from tests.conftest import wait_for, write_first_seconds
+from tests.conftest import STORAGE_REAL_DIR, wait_for, write_first_seconds
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = STORAGE_REAL_DIR
 HFT = [
     REAL / "binance_usdm_ws_hftbacktest" / f for f in ("btcusdt_20240808.gz", "ethusdt_20240808.gz")
 ]

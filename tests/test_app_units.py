@@ -27,11 +27,11 @@ from service.desk import DashboardService, Source, acquire_service
 from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError, replay_db_path
 from storage import IdKind, StorageError, Tick, Writer, open_reader, open_writer
 from storage.__main__ import import_file
-from tests.conftest import wait_for
+from tests.conftest import STORAGE_REAL_DIR, wait_for
 from ui import charts
 from ui.sidebar import check_recording_path, save_upload
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = STORAGE_REAL_DIR
 HFT = [
     REAL / "binance_usdm_ws_hftbacktest" / f for f in ("btcusdt_20240808.gz", "ethusdt_20240808.gz")
 ]

@@ -25,9 +25,9 @@ from ingestion.status import FeedState
 from replay import FakeBinance, load_recording
 from replay.faults import Faults
 from storage import Gap, Tick, UnknownSymbolError, open_reader, open_writer
-from tests.conftest import wait_for
+from tests.conftest import STORAGE_REAL_DIR, wait_for
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = STORAGE_REAL_DIR
 SPEED = 30.0  # 43 s of recorded trades in about 1.5 s
 
 

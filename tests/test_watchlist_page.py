@@ -23,26 +23,15 @@ from service.watchlist import watch_rows
 from storage import open_reader, open_writer
 from storage.__main__ import import_file
 from tests.alert_endpoints import Endpoint
-from tests.conftest import wait_for
-from tests.test_app import _walk, run
+from tests.conftest import STORAGE_REAL_DIR, wait_for
+from tests.test_app import _walk, exchange, run  # noqa: F401 - exchange: a fixture
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = STORAGE_REAL_DIR
 HFT = [
     REAL / "binance_usdm_ws_hftbacktest" / f for f in ("btcusdt_20240808.gz", "ethusdt_20240808.gz")
 ]
 TOKEN = "987654321:AAHsecretTelegramTokenForTests_xyz"
 HOOK_SECRET = "T0SECRET/B0SECRET/abcdefSECRETpath"
-
-
-@pytest.fixture(scope="module")
-def exchange():
-    from replay import start_replay_server
-
-    server = start_replay_server(port=0, speed=1.0, loop=True)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +41,7 @@ def endpoint():
 
 
 @pytest.fixture(scope="module")
-def page_db(tmp_path_factory, exchange, endpoint) -> Iterator[Path]:
+def page_db(tmp_path_factory, exchange, endpoint) -> Iterator[Path]:  # noqa: F811
     """Real captures; three watched pairs; two sinks with secrets; one alert that failed."""
     for f in HFT:
         if not f.is_file():
