@@ -24,7 +24,7 @@ from storage import open_reader, open_writer
 from storage.__main__ import import_file
 from tests.alert_endpoints import Endpoint
 from tests.conftest import STORAGE_REAL_DIR, wait_for
-from tests.test_app import _walk, exchange, run  # noqa: F401 - exchange: a fixture
+from tests.test_app import _env, _walk, exchange, run  # noqa: F401 - exchange: a fixture
 
 REAL = STORAGE_REAL_DIR
 HFT = [
@@ -66,13 +66,7 @@ def page_db(tmp_path_factory, exchange, endpoint) -> Iterator[Path]:  # noqa: F8
         )  # fmt: skip
         w.fire_alert(rule_id=rid, bar_time_ms=1723161300000, value=2.4, message="wide spread")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DB_PATH", str(db))
-        mp.delenv("DATABASE_URL", raising=False)
-        mp.setenv("FEED_AUTOSTART", "0")
-        mp.setenv("BINANCE_REST_BASE", exchange.rest_base)
-        mp.setenv("BINANCE_WS_BASE", exchange.rest_base.replace("http", "ws"))
-        mp.setenv("TICKS_KEEP_HOURS", "forever")
-        mp.setenv("BARS_1S_KEEP_DAYS", "forever")
+        _env(mp, db, exchange.rest_base)
         mp.setenv("QD_TEST_TG_TOKEN", TOKEN)
         mp.setenv("QD_TEST_SLACK_URL", endpoint.url(f"/services/{HOOK_SECRET}"))
         yield db
