@@ -160,6 +160,15 @@ def pg_database(pg_server: str):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request, tmp_path) -> str:
+    """A new database of either engine, as ``open_writer``/``open_reader`` take it: a SQLite
+    file in ``tmp_path``, or a PostgreSQL URL (:func:`pg_url`). A test taking it runs twice."""
+    if request.param == "sqlite":
+        return str(tmp_path / "db.db")
+    return request.getfixturevalue("pg_url")
+
+
 @pytest.fixture
 def pg_url(pg_database: str):
     """A URL whose tables live in a new, empty schema; the schema is dropped after the test."""

@@ -86,14 +86,6 @@ def _ticks(symbol: str, ids) -> list[Tick]:
     return [Tick(symbol, i, 1_700_000_000_000 + i, 100.0 + i, 1.0, False) for i in ids]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request, tmp_path) -> str:
-    """A database of either engine, as ``open_writer`` takes it."""
-    if request.param == "sqlite":
-        return str(tmp_path / "iso.db")
-    return request.getfixturevalue("pg_url")
-
-
 def test_a_tick_storage_refuses_is_rejected_alone(database, caplog):
     """An id past int64 in a batch of two symbols: only that tick is refused, logged once
     (both engines: the refusal happens before or inside the database alike)."""

@@ -496,14 +496,6 @@ def test_ids_going_backwards_are_reported(tmp_path):
 
 
 # --------------------------------------------------------------------------- gaps left over, klines
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request, tmp_path) -> str:
-    """A database of either backend, as ``open_writer``/``open_reader`` take it."""
-    if request.param == "sqlite":
-        return str(tmp_path / "gaps.db")
-    return request.getfixturevalue("pg_url")
-
-
 def _gaps_of(url: str):
     with open_reader(url) as reader:
         return reader.gaps().sort_values("first_missing_id").reset_index(drop=True)

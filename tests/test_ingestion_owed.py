@@ -317,13 +317,6 @@ def test_rest_failing_mid_history_is_retried_in_the_same_run(server, collectors,
     assert_equals_oracle(server, db, tmp_path)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "holes.db")
-    return request.getfixturevalue("pg_url")
-
-
 def test_start_up_check_records_and_repairs_holes_no_run_recorded(recording, database):
     """A database with holes and an empty ledger (as an older version left it): the feed's
     start records each hole as a gap before streaming, and repairs it from REST."""
