@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 from pathlib import Path
@@ -117,6 +118,23 @@ def pg_url_with_schema(url: str, schema: str) -> str:
     return f"{url}{sep}options=-csearch_path%3D{schema}"
 
 
+@contextlib.contextmanager
+def _pg_made(admin_url: str, create_sql: str, drop_sql: str):
+    """``create_sql`` on ``admin_url``; on exit, pooled connections closed, then ``drop_sql``."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(create_sql)
+    try:
+        yield
+    finally:
+        from storage.postgres import close_pools
+
+        close_pools()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(drop_sql)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> str:
     """URL of a reachable PostgreSQL server whose role may create databases."""
@@ -145,19 +163,10 @@ def pg_database(pg_server: str):
     import os
     import secrets
 
-    import psycopg
-
     name = f"qd_test_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
+    drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    with _pg_made(pg_server, f'CREATE DATABASE "{name}"', drop):
         yield _pg_with_database(pg_server, name)
-    finally:
-        from storage.postgres import close_pools
-
-        close_pools()
-        with psycopg.connect(pg_server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -174,19 +183,9 @@ def pg_url(pg_database: str):
     """A URL whose tables live in a new, empty schema; the schema is dropped after the test."""
     import secrets
 
-    import psycopg
-
     schema = f"t_{secrets.token_hex(4)}"
-    with psycopg.connect(pg_database, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
+    with _pg_made(pg_database, f"CREATE SCHEMA {schema}", f"DROP SCHEMA {schema} CASCADE"):
         yield pg_url_with_schema(pg_database, schema)
-    finally:
-        from storage.postgres import close_pools
-
-        close_pools()
-        with psycopg.connect(pg_database, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 # ---------------------------------------------------------------- the collector as a process
