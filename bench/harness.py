@@ -140,6 +140,7 @@ def streamlit_server(
         server.stop()
 
 
-def launch_chromium(playwright, extra_args: Sequence[str] = ()):
-    """Headless :data:`CHROMIUM` with :data:`CHROME_ARGS` (+ ``extra_args``) via Playwright."""
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROME_ARGS, *extra_args])
+def launch_chromium(playwright, args: Sequence[str] = CHROME_ARGS):
+    """Headless :data:`CHROMIUM` through Playwright with ``args`` (a caller that needs more
+    flags passes ``[*CHROME_ARGS, ...]``)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=list(args))

@@ -48,7 +48,7 @@ import numpy as np
 # and bench/storage_bench.py would shadow the storage package.
 from bench.dashboard import OBSERVE_LAST_UPDATE_JS, trade_to_screen
 from bench.harness import CHROME_ARGS as BASE_CHROME_ARGS
-from bench.harness import CHROMIUM, start_streamlit
+from bench.harness import CHROMIUM, launch_chromium, start_streamlit
 from bench.harness import StreamlitServer as Server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +177,7 @@ def run_mode(mode: str, tabs: list[int], seconds: float, warm_s: float, speed: f
         server = start_server(mode, Path(tmp), speed)
         try:
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+                browser = launch_chromium(pw, CHROME_ARGS)
                 try:
                     pages: list = []
                     # The service starts with the first session, so "no tab" is measured last:
@@ -253,7 +253,7 @@ def soak(minutes: float, n_tabs: int, mode: str, speed: float, every_s: float = 
         server = start_server(mode, Path(tmp), speed)
         try:
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+                browser = launch_chromium(pw, CHROME_ARGS)
                 try:
                     pages = [open_tab(browser, server.url) for _ in range(n_tabs)]
                     t0, c0 = time.monotonic(), cpu_s(server.pid)
