@@ -382,15 +382,20 @@ def test_replay_cli_serves_until_sigterm(tmp_path):
             proc.wait()
 
 
-def test_replay_cli_rejects_a_missing_file(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "replay", "--port", "0", str(tmp_path / "nope.gz")],
+def replay_cli(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """``python -m replay --port 0 ARGS`` as a process, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "replay", "--port", "0", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=timeout_s,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+def test_replay_cli_rejects_a_missing_file(tmp_path):
+    result = replay_cli(str(tmp_path / "nope.gz"), timeout_s=30)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "nope.gz" in result.stderr
     assert "Traceback" not in result.stderr
