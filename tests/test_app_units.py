@@ -227,24 +227,11 @@ def test_live_analytics_on_real_data_and_warm_up(real_db):
 
 def test_analytics_export_matches_the_analytics_cli(real_db, tmp_path):
     from analytics.__main__ import main as analytics_main
+    from tests.test_analytics_cli import pair_args
 
     out = tmp_path / "cli.csv"
-    assert analytics_main(
-        [
-            "--db",
-            real_db,
-            "--x",
-            "BTCUSDT",
-            "--y",
-            "ETHUSDT",
-            "--tf",
-            "1s",
-            "--window",
-            "60",
-            "--out",
-            str(out),
-        ]
-    ) in (0, None)
+    args = pair_args(real_db, "--window", 60, "--out", out, x="BTCUSDT", y="ETHUSDT", tf="1s")
+    assert analytics_main(args) in (0, None)
     cli = pd.read_csv(out)
     ours = pd.read_csv(
         pd.io.common.BytesIO(
