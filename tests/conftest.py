@@ -201,6 +201,18 @@ def collector_env(**extra: str) -> dict[str, str]:
     return env | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])} | extra
 
 
+@contextlib.contextmanager
+def killed_on_exit(proc):
+    """Yield ``proc``; on leaving the block it is killed and reaped if it still runs, so a test
+    that fails half-way leaves no process behind."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def start_collector(db, server, *flags, symbols: str | None = None, **popen_kw):
     """``python -m ingestion [--symbols S] --db DB --ws-base W --rest-base R FLAGS``.
 

@@ -20,7 +20,7 @@ from replay import FakeBinance, load_recording
 from service.alertfile import AlertFileError, parse_config
 from storage import open_reader
 from tests.alert_endpoints import Endpoint
-from tests.conftest import collector_env, start_collector, wait_for
+from tests.conftest import collector_env, killed_on_exit, start_collector, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real" / "binance_usdm_ws_hftbacktest"
@@ -168,7 +168,7 @@ url = "{hook.url("/hook")}"
             flags = ["--alerts", alerts, "--stream", "trade", "--history", "0"]
             flags += ["--history-klines", "0", "--status-interval", "0.5"]
             proc = start_collector(db, srv, *flags)
-            try:
+            with killed_on_exit(proc):
                 wait_for(srv.finished, timeout_s=120, what="the whole recording served")
 
                 def evaluated_to_the_end() -> bool:
@@ -181,10 +181,6 @@ url = "{hook.url("/hook")}"
                 wait_for(evaluated_to_the_end, timeout_s=30, what="alerts of the last bars")
                 proc.send_signal(signal.SIGINT)
                 out, err = proc.communicate(timeout=60)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
         assert proc.returncode == 0, err
         assert "alerts:" in out
         with open_reader(db) as r:

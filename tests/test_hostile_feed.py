@@ -29,7 +29,7 @@ from ingestion.writer import TickWriter
 from replay import FakeBinance, load_recording
 from replay.faults import NESTED_FRAME, Faults, hostile_trade
 from storage import IdKind, Tick, Writer, open_reader, open_writer
-from tests.conftest import start_collector, wait_for
+from tests.conftest import killed_on_exit, start_collector, wait_for
 from tests.test_ingestion_feed import (
     _ids_of,
     fast_settings,
@@ -422,7 +422,7 @@ def test_collector_on_a_full_disk_says_what_it_could_not_store_and_restart_store
             env=env,
             preexec_fn=small_disk,  # the limit applies to the child only
         )
-        try:
+        with killed_on_exit(proc):
             error_line = wait_for(
                 lambda: (
                     (ln := proc.stdout.readline()).startswith("ETHUSDT ")
@@ -436,10 +436,6 @@ def test_collector_on_a_full_disk_says_what_it_could_not_store_and_restart_store
             )
             proc.send_signal(signal.SIGINT)
             _out, err = proc.communicate(timeout=90)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         assert "error='nothing stored" in error_line
         assert proc.returncode == 1
         said = [ln for ln in err.splitlines() if ln.startswith("error: stopped before")]
