@@ -178,7 +178,7 @@ url = "{hook.url("/hook")}"
                     crossings = _independent_crossings(frame, closed)
                     return len(hook.acked()) >= len(crossings) and len(frame) > 200
 
-                wait_for(evaluated_to_the_end, timeout_s=30, what="alerts of the last bars")
+                wait_for(evaluated_to_the_end, timeout_s=90, what="alerts of the last bars")
                 proc.send_signal(signal.SIGINT)
                 out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
