@@ -14,8 +14,9 @@ from pathlib import Path
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
+from bench.harness import launch_chromium
 from bench.thinviewer import ThinViewer, ThinViewers
-from bench.viewers import CHROME_ARGS, CHROMIUM, DEFAULT_VIEW_QUERY, open_tab, start_server
+from bench.viewers import CHROME_ARGS, DEFAULT_VIEW_QUERY, open_tab, start_server
 
 
 def compare_with_chromium(seconds: float = 20.0, warm_s: float = 10.0) -> dict:
@@ -34,7 +35,7 @@ def compare_with_chromium(seconds: float = 20.0, warm_s: float = 10.0) -> dict:
         pool = ThinViewers(server.url, DEFAULT_VIEW_QUERY)
         try:
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+                browser = launch_chromium(pw, CHROME_ARGS)
                 try:
                     tap = frames["chromium"]
 

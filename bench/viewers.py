@@ -44,13 +44,9 @@ import argparse
 import contextlib
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,21 +54,16 @@ import numpy as np
 # Run as a module (python -m bench.viewers): run as a file, bench/ would come first on the path
 # and bench/storage_bench.py would shadow the storage package.
 from bench.dashboard import OBSERVE_LAST_UPDATE_JS, trade_to_screen
+from bench.harness import CHROME_ARGS as BASE_CHROME_ARGS
+from bench.harness import CHROMIUM, launch_chromium, start_streamlit
+from bench.harness import StreamlitServer as Server
 from bench.procstat import cpu_s, machine_busy, pinned, repin_children, rss_mb, thread_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CHROMIUM = "/usr/bin/chromium"
 SAMPLE = ROOT / "samples" / "btcusdt_ethusdt_20240808_trades.txt.gz"
 CHROME_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
+    *BASE_CHROME_ARGS,
     # Every tab is a screen on a desk: none may be throttled as a background tab.
     "--disable-background-timer-throttling",
     "--disable-renderer-backgrounding",
@@ -107,73 +98,13 @@ JS_HEAP_AFTER_GC_JS = """() => { if (window.gc) window.gc();
 
 
 # ----------------------------------------------------------------------------- server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    url: str
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def start_server(mode: str, tmp: Path, speed: float) -> Server:
     """``streamlit run app.py -- --replay SAMPLE --speed X`` in ``mode``; waits for health."""
     env_extra, flags = MODES[mode]
-    port = _free_port()
     env = dict(os.environ, DB_PATH=str(tmp / f"{mode}.db"), PYTHONUNBUFFERED="1", **env_extra)
     env.pop("DATABASE_URL", None)
-    log = open(tmp / f"{mode}.log", "wb")  # noqa: SIM115 - the child owns it until it exits
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(ROOT / "app.py"),
-        "--server.port",
-        str(port),
-        "--server.headless",
-        "true",
-        "--server.address",
-        "127.0.0.1",
-        "--browser.gatherUsageStats",
-        "false",
-        *flags,
-        "--",
-        "--replay",
-        str(SAMPLE),
-        "--speed",
-        f"{speed:g}",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    server = Server(proc, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited: {(tmp / f'{mode}.log').read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=1):
-                return server
-        except OSError:
-            if time.monotonic() > deadline:
-                server.stop()
-                raise
-            time.sleep(0.2)
+    app_args = ["--replay", str(SAMPLE), "--speed", f"{speed:g}"]
+    return start_streamlit(tmp / f"{mode}.log", env, app_args=app_args, flags=flags, timeout_s=60)
 
 
 # ----------------------------------------------------------------------------- tabs
@@ -301,7 +232,7 @@ def viewer_opener(kind: str, url: str):
             raise TimeoutError(f"a tab did not draw its first chart: {exc}") from exc
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+        browser = launch_chromium(pw, CHROME_ARGS)
         try:
             yield open_tabs
         finally:
@@ -426,7 +357,7 @@ def soak(minutes: float, n_tabs: int, mode: str, speed: float, every_s: float = 
         server = start_server(mode, Path(tmp), speed)
         try:
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+                browser = launch_chromium(pw, CHROME_ARGS)
                 try:
                     pages = [open_tab(browser, server.url) for _ in range(n_tabs)]
                     t0, c0 = time.monotonic(), cpu_s(server.pid)
