@@ -82,9 +82,10 @@ def _open_in_live(rows: pd.DataFrame) -> None:
 def _open_pills(rows: pd.DataFrame) -> None:
     """One pill per row, in the table's order: one click opens that pair in the Live panel.
 
-    Why pills and not a selection on the grid: the grid is a canvas (glide-data-grid) and,
-    refreshed every second, dropped the first click of a browser session (docs/alerts.md,
-    "One click opens a pair"); a pill is a real button whose click always reaches the server.
+    Why pills and not a selection on the grid: Streamlit 1.67's canvas grid ignores a cell
+    click whose pointer arrives and presses before it re-rendered after the mouse moved
+    elsewhere, so a session's first click was often dropped (docs/alerts.md, "One click opens
+    a pair"). A pill is a real button whose click always reaches the server.
     """
     labels = {
         int(r.pair_id): f"{r.pair} · {r.tf} · w{r.window} · {r.method}" for r in rows.itertuples()
@@ -96,14 +97,13 @@ def _open_pills(rows: pd.DataFrame) -> None:
         key=OPEN_KEY,
         on_change=_open_in_live,
         args=(rows,),
-        width="stretch",
     )
 
 
 def _stable_order(rows: pd.DataFrame) -> pd.DataFrame:
     """``rows`` (sorted by |z|) in the order this session last showed them, re-sorted every
-    ``RESORT_S`` seconds or when the watched pairs change. The selection callback gets a row
-    *position*; with rows re-sorted on every refresh, a click could open a neighbour."""
+    ``RESORT_S`` seconds or when the watched pairs change. The pills follow this order: with
+    rows re-sorted on every refresh, they would move under the mouse."""
     ids = rows["pair_id"].tolist()
     kept = st.session_state.get(_ORDER_KEY)
     now = time.monotonic()
