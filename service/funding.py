@@ -13,6 +13,10 @@ Binance and the replay server. Offline, a state says so (``error``) and the page
 background for the backtest's span (:meth:`FundingService.request_history`), stored in the
 ``funding_rates`` table through the service's writer (and kept in memory when the page is
 read-only), and read back with :func:`rates_for`. No Streamlit here.
+
+*The backtest's charge* is placed on bars by :func:`bar_funding`, the one path of the page's
+Backtest tab and of ``python -m analytics backtest --funding`` (:func:`backtest_funding`,
+which reads ``--db`` and can first fetch and store the history with ``--fetch-funding``).
 """
 
 from __future__ import annotations
@@ -24,12 +28,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from analytics.funding import funding_per_bar
 from formats import ParseError, parse_funding_rates, parse_premium_index
 from ingestion.rest import RestClient
+from storage import open_reader, open_writer
 from storage.funding import FUNDING_COLUMNS
 from storage.records import FundingRate, MarkPrice
+from storage.timefmt import iso_from_ms
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,9 @@ MAX_PAGES = 50
 NO_SOURCE = "no exchange to ask: the feed is not running"
 #: A history already fetched up to within this many ms of a request's end is not re-fetched.
 HISTORY_SLACK_MS = 60_000
+#: The longest settlement period of a USD-M perpetual (8 h), ms: a leg whose history is stored
+#: has a settlement at most this long before any time inside it.
+MAX_FUNDING_INTERVAL_MS = 8 * 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +114,74 @@ def rates_for(
         df = pd.concat([df, extra]) if not df.empty else extra
         df = df.drop_duplicates("funding_time_ms", keep="last").sort_values("funding_time_ms")
     return df.reset_index(drop=True)
+
+
+@dataclass(frozen=True, slots=True)
+class BarFunding:
+    """Both legs' funding placed on a backtest's bars (:func:`funding_per_bar`).
+
+    ``x``/``y``: per-bar rates (``backtest(funding_x=, funding_y=)``); ``settled_x``/
+    ``settled_y``: how many settlements of each leg fall inside the span and are charged.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    settled_x: int
+    settled_y: int
+
+
+def charged_span(open_ms: np.ndarray, bar_ms: int) -> tuple[int, int]:
+    """``(first close, last close)`` of the bars, ms: the settlements a backtest charges are
+    at or after the first and before the last (:func:`analytics.funding.funding_per_bar`)."""
+    return int(open_ms[0]) + bar_ms, int(open_ms[-1]) + bar_ms
+
+
+def bar_funding(
+    reader: Any, service: FundingService | None, legs: Sequence[str], open_ms: Any, bar_ms: int
+) -> BarFunding:
+    """Each leg's stored (and held) settlements placed on the bars opening at ``open_ms``."""
+    opens = np.asarray(open_ms, dtype="int64")
+    start, end = charged_span(opens, bar_ms)
+    found = [rates_for(reader, service, s, start, end - 1) for s in legs]
+    fx, fy = (
+        funding_per_bar(opens, bar_ms, f["funding_time_ms"].to_numpy(), f["rate"].to_numpy())
+        for f in found
+    )
+    return BarFunding(fx, fy, len(found[0]), len(found[1]))
+
+
+def backtest_funding(
+    db: str, legs: Sequence[str], open_ms: Any, bar_ms: int, *, fetch_from: str | None = None
+) -> BarFunding:
+    """The command line's funding for a backtest over ``db``'s bars (``ValueError`` if none).
+
+    With ``fetch_from`` (a REST root), each leg's history from one settlement period before
+    the span to its end is first fetched (``GET /fapi/v1/fundingRate``) and stored in ``db``.
+    A leg with no settlement stored in that stretch has no history there: refused, rather
+    than charged nothing (a span shorter than a period has none *inside*, but one before).
+    """
+    opens = np.asarray(open_ms, dtype="int64")
+    start, end = charged_span(opens, bar_ms)
+    lo = max(0, start - MAX_FUNDING_INTERVAL_MS)
+    if fetch_from is not None:
+        client = RestClient(fetch_from, timeout_s=TIMEOUT_S, max_retries=2)
+        with open_writer(db) as writer:
+            for sym in legs:
+                try:
+                    rows = fetch_history(client, sym, lo, end)
+                except Exception as exc:  # broad on purpose: one line naming leg and source
+                    raise ValueError(
+                        f"funding history of {sym} not fetched from {fetch_from}: {_short(exc)}"
+                    ) from None
+                writer.write_funding_rates(rows)
+    with open_reader(db) as reader:
+        for sym in legs:
+            if reader.funding_rates(sym, lo, end).empty:
+                raise ValueError(
+                    f"no funding stored for {sym.upper()} from {iso_from_ms(lo)} to "
+                    f"{iso_from_ms(end)}: fetch it with --fetch-funding (GET /fapi/v1/fundingRate)"
+                )
+        return bar_funding(reader, None, legs, opens, bar_ms)
 
 
 class FundingService:

@@ -172,6 +172,9 @@ def test_backtest_charges_position_times_close_times_rate_longs_pay_positive_rat
     # y long pays 1 × y3 × 0.02 and receives on the negative rate at bar 5.
     want = 1 * x[4] * 0.01 - 1 * y[3] * 0.02 - 1 * y[5] * (-0.03)
     assert res.funding_pnl == pytest.approx(want)
+    # Per leg: x's short receives x4·0.01; y's long pays y3·0.02 and receives y5·0.03.
+    assert res.funding_pnl_x == pytest.approx(1 * x[4] * 0.01)
+    assert res.funding_pnl_y == pytest.approx(-1 * y[3] * 0.02 - 1 * y[5] * (-0.03))
     (tr,) = res.trades
     assert tr.funding_pnl == pytest.approx(want)
     assert tr.pnl == pytest.approx(base.trades[0].pnl + want)
@@ -204,6 +207,7 @@ def test_zero_rates_give_todays_result_exactly_and_flipped_rates_flip_funding(se
     up = backtest(x, y, z, beta, funding_x=fx, funding_y=fy, **kw)
     down = backtest(x, y, z, beta, funding_x=-fx, funding_y=-fy, **kw)
     assert down.funding_pnl == -up.funding_pnl
+    assert up.funding_pnl_x + up.funding_pnl_y == pytest.approx(up.funding_pnl, abs=1e-12)
     assert [t.funding_pnl for t in down.trades] == [-t.funding_pnl for t in up.trades]
     # Funding never changes the trades taken, only what they earn.
     assert [t.entry_bar for t in up.trades] == [t.entry_bar for t in today.trades]
