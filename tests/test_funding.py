@@ -5,8 +5,10 @@ both engines."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -249,3 +251,23 @@ def test_funding_rates_table_round_trip_and_upsert_on_both_engines(db):
         assert df["mark"].tolist() == [50_000.0, 51_000.0]
         assert r.funding_rates("BTCUSDT", 1_500, 5_000)["rate"].tolist() == [0.0005]
         assert r.funding_rates("SOLUSDT").empty
+
+
+def test_funding_now_keeps_the_newest_reading_per_symbol_on_both_engines(db):
+    old = MarkPrice("BTCUSDT", 60_000.0, 59_990.0, 0.0001, 28_800_000, 1_000)
+    new = MarkPrice("BTCUSDT", 61_000.0, None, -0.0002, 28_800_000, 2_000)
+    eth = MarkPrice("ETHUSDT", 3_000.0, 3_001.0, None, None, 1_500)  # no funding on it
+    with open_writer(db) as w:
+        assert w.write_funding_now([old, eth], checked_ms=5_000) == 2
+        assert w.write_funding_now([new], checked_ms=6_000) == 1
+        assert w.write_funding_now([old], checked_ms=7_000) == 0  # older: ignored
+        with pytest.raises(ValueError, match="not a funding reading"):
+            w.write_funding_now([replace(new, mark=float("inf"))], checked_ms=1)
+    with open_reader(db) as r:
+        df = r.funding_now(["btcusdt", "ETHUSDT", "NOPEUSDT"])
+        assert r.funding_now(["ETHUSDT"])["symbol"].tolist() == ["ETHUSDT"]
+    got = [tuple(None if pd.isna(v) else v for v in row) for row in df.itertuples(index=False)]
+    assert got == [
+        ("BTCUSDT", 61_000.0, None, -0.0002, 28_800_000, 2_000, 6_000),
+        ("ETHUSDT", 3_000.0, 3_001.0, None, None, 1_500, 5_000),
+    ]
