@@ -1,10 +1,20 @@
 """Funding on the command lines, against the real local replay server (port 0):
 ``python -m analytics backtest --funding / --fetch-funding`` on real 1m klines (its charge
-checked by hand from the trades it reports)."""
+checked by hand from the trades it reports), and the headless collector polling and storing
+each symbol's current funding for a page that only reads the database (a REST that hangs
+delays no trade; one that answers garbage is one clear log line)."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +24,15 @@ import pytest
 from analytics.__main__ import main as analytics_main
 from config import SAMPLE_RECORDING
 from replay import FakeBinance, load_recording
+from replay.faults import Faults
 from replay.funding import DEFAULT_RATE, FUNDING_INTERVAL_MS
+from service.funding import TIMEOUT_S, FundingService, stored_in
 from storage import open_reader, open_writer
-from tests.conftest import free_port
+from storage.records import MarkPrice
+from tests.conftest import free_port, wait_for
 
-KLINES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "binance_usdm_klines_1m"
+ROOT = Path(__file__).resolve().parents[1]
+KLINES = ROOT.parent / "shared" / "data" / "real" / "binance_usdm_klines_1m"
 LEGS = ("AVAXUSDT", "NEARUSDT")
 BARS = 3000  # 50 hours of 1m bars: six or seven 8-hour settlements inside
 M = 60_000
@@ -112,3 +126,154 @@ def test_backtest_funding_refusals_are_one_line_and_store_nothing(bars_db, capsy
     assert code == 2 and "--rest-base is only used with --fetch-funding" in err
     with open_reader(bars_db) as r:
         assert r.funding_rates(LEGS[0]).empty and r.funding_rates(LEGS[1]).empty
+
+
+# ---------------------------------------------------------------------------- the collector
+@pytest.fixture
+def feed_server():
+    """The sample recording's BTCUSDT and ETHUSDT, faults switchable while it runs."""
+    recording = load_recording([SAMPLE_RECORDING])
+    with FakeBinance(recording, speed=5, loop=True, preroll_s=60, faults=Faults()) as srv:
+        yield srv
+
+
+def start_collector(server, db: Path, tmp_path: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BINANCE_", "DB_PATH"))}
+    args = ["--symbols", "btcusdt,ethusdt", "--db", db, "--ws-base", server.ws_base]
+    args += ["--rest-base", server.rest_base, "--status-interval", 0.3, "--funding-poll", 0.3]
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingestion", *map(str, args), "--history-klines", "0"],
+        cwd=ROOT,
+        env=env | {"PYTHONPATH": str(ROOT)},
+        stdout=(tmp_path / "out.txt").open("w"),
+        stderr=(tmp_path / "err.txt").open("w"),
+        text=True,
+    )
+
+
+def stop_collector(proc: subprocess.Popen) -> float:
+    """SIGINT, then the seconds it took to exit (killed if it hangs: the test then fails)."""
+    started = time.monotonic()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return time.monotonic() - started
+
+
+def stored_now(db: Path) -> dict[str, tuple]:
+    try:
+        with open_reader(db) as r:
+            df = r.funding_now()
+    except Exception:  # not created (or migrated) yet
+        return {}
+    return {row.symbol: (row.rate, row.event_ms, row.checked_ms) for row in df.itertuples()}
+
+
+def tick_count(db: Path) -> int:
+    with open_reader(db) as r:
+        return sum(len(r.ticks(s)) for s in ("BTCUSDT", "ETHUSDT"))
+
+
+def test_collector_stores_current_funding_a_reading_page_shows(feed_server, tmp_path):
+    db = tmp_path / "c.db"
+    proc = start_collector(feed_server, db, tmp_path)
+    try:
+        first = wait_for(lambda: len(s := stored_now(db)) == 2 and s, what="funding_now rows")
+        assert {v[0] for v in first.values()} == {float(DEFAULT_RATE)}
+        # Polled again: newer checks replace the rows (one row per symbol, never more).
+        wait_for(lambda: stored_now(db)["BTCUSDT"][2] > first["BTCUSDT"][2], what="a re-poll")
+        # A page that cannot ask (a replay not started: no REST root) shows what is stored.
+        page = FundingService(
+            lambda: None, lambda: None, poll_s=0.2, stored=stored_in(lambda: str(db))
+        )
+        try:
+
+            def shown() -> dict | None:
+                states = page.current(["BTCUSDT", "ETHUSDT"])
+                return states if all(v.mark for v in states.values()) else None
+
+            states = wait_for(shown, what="the page's funding from the database")
+        finally:
+            page.stop()
+        for sym, state in states.items():
+            assert state.mark.symbol == sym and state.mark.rate == float(DEFAULT_RATE)
+            assert not state.error and state.mark.next_funding_ms % FUNDING_INTERVAL_MS == 0
+    finally:
+        assert stop_collector(proc) < 15
+    out = (tmp_path / "out.txt").read_text()
+    assert proc.returncode == 0, (tmp_path / "err.txt").read_text()
+    assert "funding: 2 of 2 symbols read (premiumIndex every 0.3 s)" in out
+
+
+def test_a_hung_rest_delays_no_trade_and_is_one_clear_log_line(feed_server, tmp_path):
+    db = tmp_path / "h.db"
+    proc = start_collector(feed_server, db, tmp_path)
+    try:
+        wait_for(lambda: len(stored_now(db)) == 2, what="funding_now rows")
+        feed_server.faults.rest_delay_s = TIMEOUT_S + 10  # every REST answer: later than that
+        err = tmp_path / "err.txt"
+        wait_for(lambda: "not read from" in err.read_text(), TIMEOUT_S + 15, "the log line")
+        before = tick_count(db)
+        wait_for(lambda: tick_count(db) > before + 100, what="ticks stored while REST hangs")
+        assert proc.poll() is None
+        stop_s = stop_collector(proc)
+    finally:
+        feed_server.faults.rest_delay_s = 0.0
+        stop_collector(proc)
+    assert proc.returncode == 0, err.read_text()
+    lines = [ln for ln in err.read_text().splitlines() if "funding of" in ln]
+    assert lines and all("not read from " + feed_server.rest_base in ln for ln in lines)
+    assert {ln.split("funding of ")[1].split()[0] for ln in lines} <= {"BTCUSDT", "ETHUSDT"}
+    assert len(lines) <= 2  # once per symbol and reason, not once per poll
+    assert "stopped" not in " ".join(lines)  # the stop itself is no failure
+    assert stop_s < TIMEOUT_S - 1  # a request in flight is abandoned, not waited for
+
+
+class _Garbage(http.server.BaseHTTPRequestHandler):
+    hits = 0
+
+    def do_GET(self) -> None:
+        type(self).hits += 1
+        body = b'{"symbol": "BTCUSDT", "markPrice": "not a number"'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_garbage_from_rest_is_one_log_line_and_the_stored_reading_stands_in(tmp_path, caplog):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Garbage)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    db = tmp_path / "g.db"
+    now_ms = int(time.time() * 1000)
+    with open_writer(db) as w:
+        w.write_funding_now(
+            [MarkPrice("BTCUSDT", 60_000.0, None, 2e-4, now_ms + 1, now_ms)], now_ms
+        )
+    stored: list = []
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    funding = FundingService(
+        lambda: base,
+        lambda: None,
+        poll_s=0.1,
+        record=lambda marks, _checked_ms: stored.append(marks),
+        stored=stored_in(lambda: str(db)),
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="service.funding"):
+            state = wait_for(lambda: funding.current(["BTCUSDT"])["BTCUSDT"].mark, what="stand-in")
+            wait_for(lambda: _Garbage.hits >= 5, what="five polls answered with garbage")
+    finally:
+        funding.stop()
+        httpd.shutdown()
+    assert state.rate == 2e-4 and stored == []  # nothing read, nothing recorded
+    lines = [r.getMessage() for r in caplog.records if "funding of BTCUSDT" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith(f"funding of BTCUSDT not read from {base}: ")
