@@ -9,7 +9,8 @@ events, and gap records follow, and so do the watchlist (deduplicated by pair an
 the alert sinks (by name: a sink the destination already has keeps its target), the
 outbox (each alert's delivery state per sink, as stored) and the settled funding events
 (``funding_rates``, by symbol and time: an event the destination has is kept as it is; with
-``symbols``, only theirs). Feed status is not copied (it describes live collectors).
+``symbols``, only theirs). Feed status and ``funding_now`` are not copied (they describe
+live collectors).
 """
 
 from __future__ import annotations
