@@ -93,6 +93,17 @@ def pair_arrays(
     return xa, ya
 
 
+def window_pair(x: object, y: object, window: object) -> tuple[int, np.ndarray, np.ndarray]:
+    """A rolling pair fit's inputs checked: the window, both legs (:func:`pair_arrays`) and,
+    once the series fills a window, neither leg constant. Returns ``(window, x, y)``."""
+    window = check_window(window)
+    xa, ya = pair_arrays(x, y)
+    if xa.size >= window:
+        check_not_constant("x", xa)
+        check_not_constant("y", ya)
+    return window, xa, ya
+
+
 def readonly(*arrays: np.ndarray) -> None:
     """Freeze numpy arrays in place so results (which may be cached and shared) stay immutable."""
     for arr in arrays:

@@ -25,6 +25,7 @@ from analytics._validate import (
     check_window,
     pair_arrays,
     readonly,
+    window_pair,
 )
 from analytics.warmup import Warmup, warmup_status
 
@@ -198,12 +199,8 @@ def rolling_ols(x: object, y: object, window: int) -> RollingOLS:
     (``sd ≤ 1e-10 ×`` the RMS price of x in the window, e.g. identical legs) is NaN, never
     ±inf.
     """
-    window = check_window(window)
-    xa, ya = pair_arrays(x, y)
+    window, xa, ya = window_pair(x, y, window)
     n = xa.size
-    if n >= window:
-        check_not_constant("x", xa)
-        check_not_constant("y", ya)
     out = {k: np.full(n, np.nan) for k in ("alpha", "beta", "r2", "sd", "z")}
     if n >= window:
         xw = sliding_window_view(xa, window)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from analytics._validate import check_not_constant, check_window, pair_arrays, readonly
+from analytics._validate import readonly, window_pair
 from analytics.hedge import window_spread_zscore, window_varies
 from analytics.warmup import Warmup, warmup_status
 
@@ -79,12 +79,8 @@ class RobustHedge:
 def _prepare(
     x: object, y: object, window: int, fit_last: int | None
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
-    window = check_window(window)
-    xa, ya = pair_arrays(x, y)
+    window, xa, ya = window_pair(x, y, window)
     n = xa.size
-    if n >= window:
-        check_not_constant("x", xa)
-        check_not_constant("y", ya)
     if fit_last is not None:
         if isinstance(fit_last, bool) or not isinstance(fit_last, int | np.integer) or fit_last < 1:
             raise ValueError(f"fit_last must be a positive number of bars or None: {fit_last!r}")

@@ -200,60 +200,22 @@ def trade_to_screen(seen: list[dict]) -> dict:
 
 def measure_latency(seconds: float, screenshot: str | None = None) -> dict:
     """Trade-to-screen latency in Chromium, default refresh interval, replayed recording."""
-    import socket
-    import subprocess
-    import urllib.request
-
     from playwright.sync_api import sync_playwright
 
-    chromium = "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        return {"skipped": f"{chromium} not installed"}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    tmp = tempfile.mkdtemp(prefix="bench-dash-")
-    env = dict(START_ENV, DB_PATH=str(Path(tmp) / "live.db"))
+    from bench.harness import CHROMIUM, launch_chromium, start_streamlit
+
+    if not Path(CHROMIUM).exists():
+        return {"skipped": f"{CHROMIUM} not installed"}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-dash-"))
+    env = dict(START_ENV, DB_PATH=str(tmp / "live.db"))
     env.pop("DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "app.py"),
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--",
-            "--replay",
-            str(ROOT / "samples" / "btcusdt_ethusdt_20240808_trades.txt.gz"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    app_args = ["--replay", str(ROOT / "samples" / "btcusdt_ethusdt_20240808_trades.txt.gz")]
+    server = start_streamlit(tmp / "streamlit.log", env, app_args=app_args)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
         with sync_playwright() as p:
-            b = p.chromium.launch(
-                executable_path=chromium,
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"],
-            )
+            b = launch_chromium(p)
             page = b.new_page(viewport={"width": 1600, "height": 1400}, color_scheme="dark")
-            page.goto(f"http://127.0.0.1:{port}/")
+            page.goto(f"{server.url}/")
             page.locator(".st-key-last_update code").first.wait_for(timeout=30_000)
             page.wait_for_timeout(5_000)  # let the feed connect and the first charts draw
             # Record, in the page, when the newest-trade time shown changes (wall clock).
@@ -270,8 +232,7 @@ def measure_latency(seconds: float, screenshot: str | None = None) -> dict:
                 page.screenshot(path=screenshot)
             b.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        server.stop()
     return trade_to_screen(seen)
 
 

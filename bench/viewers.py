@@ -37,13 +37,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,22 +47,17 @@ import numpy as np
 # Run as a module (python -m bench.viewers): run as a file, bench/ would come first on the path
 # and bench/storage_bench.py would shadow the storage package.
 from bench.dashboard import OBSERVE_LAST_UPDATE_JS, trade_to_screen
+from bench.harness import CHROME_ARGS as BASE_CHROME_ARGS
+from bench.harness import CHROMIUM, launch_chromium, start_streamlit
+from bench.harness import StreamlitServer as Server
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CHROMIUM = "/usr/bin/chromium"
 SAMPLE = ROOT / "samples" / "btcusdt_ethusdt_20240808_trades.txt.gz"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CHROME_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
+    *BASE_CHROME_ARGS,
     # Every tab is a screen on a desk: none may be throttled as a background tab.
     "--disable-background-timer-throttling",
     "--disable-renderer-backgrounding",
@@ -114,73 +105,13 @@ def machine_busy() -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------------------- server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    url: str
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def start_server(mode: str, tmp: Path, speed: float) -> Server:
     """``streamlit run app.py -- --replay SAMPLE --speed X`` in ``mode``; waits for health."""
     env_extra, flags = MODES[mode]
-    port = _free_port()
     env = dict(os.environ, DB_PATH=str(tmp / f"{mode}.db"), PYTHONUNBUFFERED="1", **env_extra)
     env.pop("DATABASE_URL", None)
-    log = open(tmp / f"{mode}.log", "wb")  # noqa: SIM115 - the child owns it until it exits
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(ROOT / "app.py"),
-        "--server.port",
-        str(port),
-        "--server.headless",
-        "true",
-        "--server.address",
-        "127.0.0.1",
-        "--browser.gatherUsageStats",
-        "false",
-        *flags,
-        "--",
-        "--replay",
-        str(SAMPLE),
-        "--speed",
-        f"{speed:g}",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    server = Server(proc, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited: {(tmp / f'{mode}.log').read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=1):
-                return server
-        except OSError:
-            if time.monotonic() > deadline:
-                server.stop()
-                raise
-            time.sleep(0.2)
+    app_args = ["--replay", str(SAMPLE), "--speed", f"{speed:g}"]
+    return start_streamlit(tmp / f"{mode}.log", env, app_args=app_args, flags=flags, timeout_s=60)
 
 
 # ----------------------------------------------------------------------------- tabs
@@ -246,7 +177,7 @@ def run_mode(mode: str, tabs: list[int], seconds: float, warm_s: float, speed: f
         server = start_server(mode, Path(tmp), speed)
         try:
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+                browser = launch_chromium(pw, CHROME_ARGS)
                 try:
                     pages: list = []
                     # The service starts with the first session, so "no tab" is measured last:
@@ -322,7 +253,7 @@ def soak(minutes: float, n_tabs: int, mode: str, speed: float, every_s: float = 
         server = start_server(mode, Path(tmp), speed)
         try:
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+                browser = launch_chromium(pw, CHROME_ARGS)
                 try:
                     pages = [open_tab(browser, server.url) for _ in range(n_tabs)]
                     t0, c0 = time.monotonic(), cpu_s(server.pid)

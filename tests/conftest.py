@@ -5,85 +5,16 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-
-# ---------------------------------------------------------------- polling (every test file)
-def wait_for(condition, timeout_s: float = 20.0, what: str = "condition", *, interval_s=0.05):
-    """Poll ``condition`` until it returns a truthy value; return that value.
-
-    The one way tests wait for an outcome: no fixed sleeps. Fails the test naming ``what`` after
-    ``timeout_s`` seconds. ``interval_s`` is the polling interval, not a wait for the outcome.
-    Import it as ``from tests.conftest import wait_for``.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
-
-
-# ---------------------------------------------------------------- a real page server (browser)
-def free_port() -> int:
-    """A TCP port nobody listens on right now (for servers started as subprocesses)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def streamlit_server(
-    tmp: Path, env: dict[str, str], *, app_args=(), flags=(), timeout_s: float = 30.0
-):
-    """``streamlit run app.py`` on a free local port, as a user starts it; yields ``(url, proc)``.
-
-    ``env`` is the whole environment of the server; ``flags`` are extra Streamlit options and
-    ``app_args`` the dashboard's own flags (after ``--``). The server's output goes to
-    ``tmp/streamlit.log``, shown if it exits early. Stopped (terminate, then kill) on exit.
-    """
-    root = Path(__file__).resolve().parents[1]
-    port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(root / "app.py"), "--server.port",
-           str(port), "--server.headless", "true", "--server.address", "127.0.0.1",
-           "--browser.gatherUsageStats", "false", *flags]  # fmt: skip
-    if app_args:
-        cmd += ["--", *app_args]
-    log_path = tmp / "streamlit.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"streamlit exited: {log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        try:
-            wait_for(healthy, timeout_s, "the Streamlit server")
-            yield url, proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
+# ---------------------------------------------------------------- polling and a real page server
+# One home, shared with the benchmarks: bench/harness.py (docs/development.md says why there).
+# wait_for(condition, timeout_s, what) is the one way tests wait; streamlit_server(tmp, env, ...)
+# runs ``streamlit run app.py`` on a free port and yields ``(url, proc)``.
+from bench.harness import free_port, streamlit_server, wait_for  # noqa: F401
 
 # ---------------------------------------------------------------- storage tests
 # Real recorded Binance data (third-party, read-only): /work/shared/data/real/README.md.
@@ -129,6 +60,39 @@ def storage_hft_trades(storage_real_dir: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
+def real_ticks(df: pd.DataFrame, symbol: str) -> list:
+    """One symbol's frame of :func:`storage_hft_trades` as ``storage.Tick`` values, file order."""
+    from storage import IdKind, Tick
+
+    return [
+        Tick(symbol, int(t), int(ts), float(p), float(q), bool(m), IdKind.TRADE)
+        for t, ts, p, q, m in df[
+            ["trade_id", "ts_ms", "price", "qty", "is_buyer_maker"]
+        ].itertuples(index=False)
+    ]
+
+
+def write_first_seconds(writer, trades: dict[str, pd.DataFrame], seconds: float) -> dict:
+    """Write each symbol's prints of its first ``seconds`` (``write_tick_arrays``, one call per
+    symbol); returns each symbol's last print written (a row of its frame)."""
+    from storage import IdKind
+
+    last = {}
+    for symbol, df in trades.items():
+        part = df[df["ts_ms"] < df["ts_ms"].iloc[0] + seconds * 1000]
+        cols = ("trade_id", "ts_ms", "price", "qty", "is_buyer_maker")
+        writer.write_tick_arrays(symbol, IdKind.TRADE, *(part[c] for c in cols))
+        last[symbol] = part.iloc[-1]
+    return last
+
+
+def real_ticks_interleaved(trades: dict[str, pd.DataFrame]) -> list:
+    """Every symbol's ticks merged by time (stable), as a live feed of them all would see them."""
+    out = [t for symbol, df in trades.items() for t in real_ticks(df, symbol)]
+    out.sort(key=lambda t: t.ts_ms)
+    return out
+
+
 # ---------------------------------------------------------------- postgres tests
 # A real server: TEST_DATABASE_URL (e.g. postgresql://qd:qd@127.0.0.1:5432/postgres, printed by
 # `bash .ci/postgres`). Each session makes a throwaway database and drops it; each test gets an
@@ -152,6 +116,23 @@ def pg_url_with_schema(url: str, schema: str) -> str:
     """``url`` whose connections keep their tables in ``schema`` (libpq ``options``)."""
     sep = "&" if "?" in url else "?"
     return f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
+@contextlib.contextmanager
+def _pg_made(admin_url: str, create_sql: str, drop_sql: str):
+    """``create_sql`` on ``admin_url``; on exit, pooled connections closed, then ``drop_sql``."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(create_sql)
+    try:
+        yield
+    finally:
+        from storage.postgres import close_pools
+
+        close_pools()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(drop_sql)
 
 
 @pytest.fixture(scope="session")
@@ -182,19 +163,19 @@ def pg_database(pg_server: str):
     import os
     import secrets
 
-    import psycopg
-
     name = f"qd_test_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
+    drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    with _pg_made(pg_server, f'CREATE DATABASE "{name}"', drop):
         yield _pg_with_database(pg_server, name)
-    finally:
-        from storage.postgres import close_pools
 
-        close_pools()
-        with psycopg.connect(pg_server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request, tmp_path) -> str:
+    """A new database of either engine, as ``open_writer``/``open_reader`` take it: a SQLite
+    file in ``tmp_path``, or a PostgreSQL URL (:func:`pg_url`). A test taking it runs twice."""
+    if request.param == "sqlite":
+        return str(tmp_path / "db.db")
+    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
@@ -202,16 +183,48 @@ def pg_url(pg_database: str):
     """A URL whose tables live in a new, empty schema; the schema is dropped after the test."""
     import secrets
 
-    import psycopg
-
     schema = f"t_{secrets.token_hex(4)}"
-    with psycopg.connect(pg_database, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
+    with _pg_made(pg_database, f"CREATE SCHEMA {schema}", f"DROP SCHEMA {schema} CASCADE"):
         yield pg_url_with_schema(pg_database, schema)
-    finally:
-        from storage.postgres import close_pools
 
-        close_pools()
-        with psycopg.connect(pg_database, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+# ---------------------------------------------------------------- the collector as a process
+#: Settings a collector child must not inherit from the shell: the test names them itself.
+COLLECTOR_ENV_DROP = ("BINANCE_WS_BASE", "BINANCE_REST_BASE", "DB_PATH", "DATABASE_URL")
+
+
+def collector_env(**extra: str) -> dict[str, str]:
+    """This environment less :data:`COLLECTOR_ENV_DROP`, importing this checkout, plus ``extra``."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in COLLECTOR_ENV_DROP}
+    return env | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])} | extra
+
+
+@contextlib.contextmanager
+def killed_on_exit(proc):
+    """Yield ``proc``; on leaving the block it is killed and reaped if it still runs, so a test
+    that fails half-way leaves no process behind."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def start_collector(db, server, *flags, symbols: str | None = None, **popen_kw):
+    """``python -m ingestion [--symbols S] --db DB --ws-base W --rest-base R FLAGS``.
+
+    Runs from the repository root against ``server`` (a ``replay.FakeBinance``), with
+    :func:`collector_env` and stdout/stderr piped as text unless ``popen_kw`` says otherwise.
+    Returns the ``subprocess.Popen``; the test stops it.
+    """
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "ingestion", *(["--symbols", symbols] if symbols else [])]
+    cmd += ["--db", str(db), "--ws-base", server.ws_base, "--rest-base", server.rest_base]
+    kw = {"env": collector_env(), "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.Popen([*cmd, *map(str, flags)], cwd=root, text=True, **(kw | popen_kw))

@@ -214,6 +214,16 @@ def _start_child(db: str) -> subprocess.Popen:
     return proc
 
 
+def _restart_until_delivered(db: str, n: int) -> None:
+    """A new worker process; waits until all ``n`` deliveries are delivered, then kills it."""
+    proc = _start_child(db)
+    try:
+        wait_for(lambda: _states(db) == Counter(delivered=n), what="delivered")
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
 @pytest.mark.parametrize("when", ["pending", "mid-send"])
 def test_killed_with_deliveries_pending_then_restarted_delivers_once(
     tmp_path: Path, when: str
@@ -234,12 +244,7 @@ def test_killed_with_deliveries_pending_then_restarted_delivers_once(
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         with Endpoint(port=port) as ep:
-            proc = _start_child(db)
-            try:
-                wait_for(lambda: _states(db) == Counter(delivered=4), what="delivered")
-            finally:
-                proc.kill()
-                proc.wait(10)
+            _restart_until_delivered(db, 4)
     else:
         with Endpoint(port=port, script=["hang"]) as ep:
             proc = _start_child(db)
@@ -247,12 +252,7 @@ def test_killed_with_deliveries_pending_then_restarted_delivers_once(
             proc.send_signal(signal.SIGKILL)  # one request in flight, its row "sending"
             proc.wait(10)
             assert _states(db)["sending"] >= 1
-            proc = _start_child(db)
-            try:
-                wait_for(lambda: _states(db) == Counter(delivered=4), what="delivered")
-            finally:
-                proc.kill()
-                proc.wait(10)
+            _restart_until_delivered(db, 4)
     acked = Counter(h.body["alert_id"] for h in ep.acked())
     assert acked == Counter({i: 1 for i in ids})
 

@@ -8,7 +8,6 @@ per-window least-squares fit), from the bars the collector stored.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from replay import FakeBinance, load_recording
 from service.alertfile import AlertFileError, parse_config
 from storage import open_reader
 from tests.alert_endpoints import Endpoint
-from tests.conftest import wait_for
+from tests.conftest import collector_env, killed_on_exit, start_collector, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real" / "binance_usdm_ws_hftbacktest"
@@ -88,16 +87,6 @@ def test_telegram_sink_needs_its_token_variable() -> None:
         parse_config(bad, environ={})
 
 
-def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("BINANCE_WS_BASE", "BINANCE_REST_BASE", "DB_PATH", "DATABASE_URL")
-    }
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
 def test_a_bad_file_exits_2_with_one_line_and_stores_nothing(tmp_path: Path) -> None:
     path = tmp_path / "alerts.toml"
     path.write_text(GOOD.replace("threshold", "treshold"))
@@ -105,7 +94,7 @@ def test_a_bad_file_exits_2_with_one_line_and_stores_nothing(tmp_path: Path) -> 
     run = subprocess.run(
         [sys.executable, "-m", "ingestion", "--db", str(db), "--alerts", str(path)],
         cwd=ROOT,
-        env=_env(),
+        env=collector_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -176,35 +165,10 @@ url = "{hook.url("/hook")}"
         )
         recording = load_recording(files)
         with FakeBinance(recording, speed=8, loop=False, rebase_time=False) as srv:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "ingestion",
-                    "--db",
-                    str(db),
-                    "--alerts",
-                    str(alerts),
-                    "--ws-base",
-                    srv.ws_base,
-                    "--rest-base",
-                    srv.rest_base,
-                    "--stream",
-                    "trade",
-                    "--history",
-                    "0",
-                    "--history-klines",
-                    "0",
-                    "--status-interval",
-                    "0.5",
-                ],
-                cwd=ROOT,
-                env=_env(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            try:
+            flags = ["--alerts", alerts, "--stream", "trade", "--history", "0"]
+            flags += ["--history-klines", "0", "--status-interval", "0.5"]
+            proc = start_collector(db, srv, *flags)
+            with killed_on_exit(proc):
                 wait_for(srv.finished, timeout_s=120, what="the whole recording served")
 
                 def evaluated_to_the_end() -> bool:
@@ -214,13 +178,9 @@ url = "{hook.url("/hook")}"
                     crossings = _independent_crossings(frame, closed)
                     return len(hook.acked()) >= len(crossings) and len(frame) > 200
 
-                wait_for(evaluated_to_the_end, timeout_s=30, what="alerts of the last bars")
+                wait_for(evaluated_to_the_end, timeout_s=90, what="alerts of the last bars")
                 proc.send_signal(signal.SIGINT)
                 out, err = proc.communicate(timeout=60)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
         assert proc.returncode == 0, err
         assert "alerts:" in out
         with open_reader(db) as r:

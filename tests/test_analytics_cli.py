@@ -12,14 +12,9 @@ import pandas as pd
 import pytest
 
 from analytics.__main__ import main
+from tests.conftest import STORAGE_REAL_DIR
 
-KLINES = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared"
-    / "data"
-    / "real"
-    / ("binance_usdm_klines_1m")
-)
+KLINES = STORAGE_REAL_DIR / "binance_usdm_klines_1m"
 REPO = Path(__file__).resolve().parents[1]
 BARS = 3000
 
@@ -37,6 +32,11 @@ def db(tmp_path_factory) -> Path:
     return path
 
 
+def pair_args(db, *more, x="AVAXUSDT", y="NEARUSDT", tf="1m") -> list[str]:
+    """``--db DB --x X --y Y --tf TF`` then ``more``: the command line most tests start from."""
+    return ["--db", str(db), "--x", x, "--y", y, "--tf", tf, *(str(a) for a in more)]
+
+
 def run(capsys, *args: str) -> tuple[int, dict | None, str]:
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
@@ -45,21 +45,7 @@ def run(capsys, *args: str) -> tuple[int, dict | None, str]:
 
 def test_summary_json_and_per_bar_csv(db, tmp_path, capsys):
     out_csv = tmp_path / "pair.csv"
-    code, js, err = run(
-        capsys,
-        "--db",
-        db,
-        "--x",
-        "avaxusdt",
-        "--y",
-        "NEARUSDT",
-        "--tf",
-        "1m",
-        "--window",
-        500,
-        "--out",
-        out_csv,
-    )
+    code, js, err = run(capsys, *pair_args(db, "--window", 500, "--out", out_csv, x="avaxusdt"))
     assert code == 0 and err == ""
     for key in (
         "beta",
@@ -90,73 +76,27 @@ def test_summary_json_and_per_bar_csv(db, tmp_path, capsys):
 
 @pytest.mark.parametrize("method", ["kalman", "huber", "theilsen"])
 def test_summary_other_methods(db, capsys, method):
-    code, js, _ = run(
-        capsys,
-        "--db",
-        db,
-        "--x",
-        "AVAXUSDT",
-        "--y",
-        "NEARUSDT",
-        "--tf",
-        "1m",
-        "--window",
-        300,
-        "--method",
-        method,
-        "--fit-last",
-        50,
-    )
+    args = pair_args(db, "--window", 300, "--method", method, "--fit-last", 50)
+    code, js, _ = run(capsys, *args)
     assert code == 0 and js["method"] == method and js["zscore_last"] is not None
 
 
 def test_start_end_select_the_lookback(db, capsys):
-    code, js, _ = run(
-        capsys,
-        "--db",
-        db,
-        "--x",
-        "AVAXUSDT",
-        "--y",
-        "NEARUSDT",
-        "--tf",
-        "1m",
-        "--window",
-        50,
-        "--start",
-        "2024-02-01T10:00",
-        "--end",
-        "2024-02-01T11:59:00Z",
-    )
+    args = pair_args(db, "--window", 50, "--start", "2024-02-01T10:00")
+    code, js, _ = run(capsys, *args, "--end", "2024-02-01T11:59:00Z")
     assert code == 0 and js["nobs"] == 120
     assert js["start"] == "2024-02-01T10:00:00.000Z" and js["end"] == "2024-02-01T11:59:00.000Z"
 
 
 def test_warmup_is_reported_not_an_error(db, capsys):
-    code, js, _ = run(
-        capsys,
-        "--db",
-        db,
-        "--x",
-        "AVAXUSDT",
-        "--y",
-        "NEARUSDT",
-        "--tf",
-        "1m",
-        "--window",
-        500,
-        "--end",
-        "2024-02-01T00:09:00Z",
-    )
+    code, js, _ = run(capsys, *pair_args(db, "--window", 500, "--end", "2024-02-01T00:09:00Z"))
     assert code == 0 and js["nobs"] == 10 and js["bars_needed"] == 491
     assert js["zscore_last"] is None and js["beta"] is None
     assert "at least" in js["stationarity_error"]
 
 
 def test_5m_bars_derived_by_storage(db, capsys):
-    code, js, _ = run(
-        capsys, "--db", db, "--x", "AVAXUSDT", "--y", "NEARUSDT", "--tf", "5m", "--window", 100
-    )
+    code, js, _ = run(capsys, *pair_args(db, "--window", 100, tf="5m"))
     assert code == 0 and js["nobs"] == BARS // 5
 
 
@@ -219,54 +159,13 @@ def test_scan_command(db, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (
-            ["--db", "{missing}", "--x", "A", "--y", "B", "--tf", "1m", "--window", "5"],
-            "no database",
-        ),
-        (["--db", "{db}", "--x", "AVAXUSDT", "--y", "NOPE", "--tf", "1m", "--window", "5"], "NOPE"),
-        (
-            ["--db", "{db}", "--x", "AVAXUSDT", "--y", "NEARUSDT", "--tf", "2m", "--window", "5"],
-            "--tf",
-        ),
-        (
-            ["--db", "{db}", "--x", "AVAXUSDT", "--y", "NEARUSDT", "--tf", "1m", "--window", "1"],
-            "window",
-        ),
-        (
-            [
-                "--db",
-                "{db}",
-                "--x",
-                "AVAXUSDT",
-                "--y",
-                "NEARUSDT",
-                "--tf",
-                "1m",
-                "--window",
-                "5",
-                "--start",
-                "yesterday",
-            ],
-            "ISO-8601",
-        ),
-        (
-            [
-                "--db",
-                "{db}",
-                "--x",
-                "AVAXUSDT",
-                "--y",
-                "NEARUSDT",
-                "--tf",
-                "1m",
-                "--window",
-                "5",
-                "--start",
-                "2030-01-01",
-            ],
-            "no 1m bars",
-        ),
-        (["--db", "{db}", "--x", "AVAXUSDT", "--y", "NEARUSDT", "--tf", "1m"], "--window"),
+        (pair_args("{missing}", "--window", "5", x="A", y="B"), "no database"),
+        (pair_args("{db}", "--window", "5", y="NOPE"), "NOPE"),
+        (pair_args("{db}", "--window", "5", tf="2m"), "--tf"),
+        (pair_args("{db}", "--window", "1"), "window"),
+        (pair_args("{db}", "--window", "5", "--start", "yesterday"), "ISO-8601"),
+        (pair_args("{db}", "--window", "5", "--start", "2030-01-01"), "no 1m bars"),
+        (pair_args("{db}"), "--window"),
         (
             ["scan", "--db", "{db}", "--symbols", "AVAXUSDT", "--tf", "1m", "--window", "5"],
             "two different symbols",
@@ -282,51 +181,21 @@ def test_errors_are_one_line_and_exit_2(db, tmp_path, capsys, args, message):
     assert "Traceback" not in err
 
 
-def test_module_entry_point_runs_as_a_process(db):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "analytics",
-            "--db",
-            str(db),
-            "--x",
-            "AVAXUSDT",
-            "--y",
-            "NEARUSDT",
-            "--tf",
-            "1m",
-            "--window",
-            "200",
-        ],
+def run_module(*args) -> subprocess.CompletedProcess:
+    """``python -m analytics ARGS`` as a process, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "analytics", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def test_module_entry_point_runs_as_a_process(db):
+    proc = run_module(*pair_args(db, "--window", "200"))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["nobs"] == BARS
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "analytics",
-            "--db",
-            str(db) + ".missing",
-            "--x",
-            "A",
-            "--y",
-            "B",
-            "--tf",
-            "1m",
-            "--window",
-            "5",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    bad = run_module(*pair_args(str(db) + ".missing", "--window", "5", x="A", y="B"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

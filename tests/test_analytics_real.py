@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,14 +19,9 @@ from analytics import (
     scan_pairs,
     stationarity,
 )
+from tests.conftest import STORAGE_REAL_DIR
 
-KLINES = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared"
-    / "data"
-    / "real"
-    / ("binance_usdm_klines_1m")
-)
+KLINES = STORAGE_REAL_DIR / "binance_usdm_klines_1m"
 SYMBOLS = ("ALGOUSDT", "AVAXUSDT", "FILUSDT", "NEARUSDT")
 
 

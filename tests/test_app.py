@@ -15,12 +15,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from service import registry
-from storage import IdKind, open_writer
+from storage import open_writer
 from storage.__main__ import import_file
-from tests.conftest import wait_for
+from tests.conftest import STORAGE_REAL_DIR, wait_for, write_first_seconds
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = STORAGE_REAL_DIR
 HFT = [
     REAL / "binance_usdm_ws_hftbacktest" / f for f in ("btcusdt_20240808.gz", "ethusdt_20240808.gz")
 ]
@@ -75,25 +75,16 @@ def short_env(tmp_path, exchange, storage_hft_trades) -> Iterator[Path]:
     """The first 20 seconds of the captures (21 one-second bars): analytics warming up."""
     db = tmp_path / "short.db"
     with open_writer(db) as w:
-        for sym, df in storage_hft_trades.items():
-            part = df[df["ts_ms"] < df["ts_ms"].iloc[0] + 20_000]
-            w.write_tick_arrays(
-                sym,
-                IdKind.TRADE,
-                part["trade_id"],
-                part["ts_ms"],
-                part["price"],
-                part["qty"],
-                part["is_buyer_maker"],
-            )
+        write_first_seconds(w, storage_hft_trades, 20)
     with pytest.MonkeyPatch.context() as mp:
         _env(mp, db, exchange.rest_base)
         yield db
         _close_service()
 
 
-def run(query: dict[str, str] | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30)
+def run(query: dict[str, str] | None = None, *, timeout_s: float = 30) -> AppTest:
+    """The page run once with ``query`` as its URL parameters; fails on any exception."""
+    at = AppTest.from_file(APP, default_timeout=timeout_s)
     at.query_params.update(query or {})
     at.run()
     assert not at.exception, [e.value for e in at.exception]

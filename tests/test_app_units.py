@@ -27,11 +27,11 @@ from service.desk import DashboardService, Source, acquire_service
 from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError, replay_db_path
 from storage import IdKind, StorageError, Tick, Writer, open_reader, open_writer
 from storage.__main__ import import_file
-from tests.conftest import wait_for
+from tests.conftest import STORAGE_REAL_DIR, wait_for
 from ui import charts
 from ui.sidebar import check_recording_path, save_upload
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = STORAGE_REAL_DIR
 HFT = [
     REAL / "binance_usdm_ws_hftbacktest" / f for f in ("btcusdt_20240808.gz", "ethusdt_20240808.gz")
 ]
@@ -227,24 +227,11 @@ def test_live_analytics_on_real_data_and_warm_up(real_db):
 
 def test_analytics_export_matches_the_analytics_cli(real_db, tmp_path):
     from analytics.__main__ import main as analytics_main
+    from tests.test_analytics_cli import pair_args
 
     out = tmp_path / "cli.csv"
-    assert analytics_main(
-        [
-            "--db",
-            real_db,
-            "--x",
-            "BTCUSDT",
-            "--y",
-            "ETHUSDT",
-            "--tf",
-            "1s",
-            "--window",
-            "60",
-            "--out",
-            str(out),
-        ]
-    ) in (0, None)
+    args = pair_args(real_db, "--window", 60, "--out", out, x="BTCUSDT", y="ETHUSDT", tf="1s")
+    assert analytics_main(args) in (0, None)
     cli = pd.read_csv(out)
     ours = pd.read_csv(
         pd.io.common.BytesIO(

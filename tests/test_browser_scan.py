@@ -14,11 +14,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.harness import CHROMIUM, launch_chromium
 from config import SAMPLE_RECORDING
 from replay import FakeBinance, load_recording
 from storage import open_writer
 from tests.conftest import streamlit_server
-from tests.test_browser_dashboard import ARGS, CHROMIUM
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = ["ALGOUSDT", "AVAXUSDT", "FILUSDT", "NEARUSDT"]
@@ -65,7 +65,7 @@ def test_scan_in_the_browser_then_open_a_candidate_in_live(page_url):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1300})
             page.goto(f"{page_url}/?view=Scan")

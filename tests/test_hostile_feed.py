@@ -15,7 +15,6 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from ingestion.writer import TickWriter
 from replay import FakeBinance, load_recording
 from replay.faults import NESTED_FRAME, Faults, hostile_trade
 from storage import IdKind, Tick, Writer, open_reader, open_writer
-from tests.conftest import wait_for
+from tests.conftest import killed_on_exit, start_collector, wait_for
 from tests.test_ingestion_feed import (
     _ids_of,
     fast_settings,
@@ -85,14 +84,6 @@ def test_deeply_nested_frame_is_rejected_and_the_feed_goes_on(recording, tmp_pat
 # --------------------------------------------------------------------------- 2. writer isolation
 def _ticks(symbol: str, ids) -> list[Tick]:
     return [Tick(symbol, i, 1_700_000_000_000 + i, 100.0 + i, 1.0, False) for i in ids]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request, tmp_path) -> str:
-    """A database of either engine, as ``open_writer`` takes it."""
-    if request.param == "sqlite":
-        return str(tmp_path / "iso.db")
-    return request.getfixturevalue("pg_url")
 
 
 def test_a_tick_storage_refuses_is_rejected_alone(database, caplog):
@@ -421,34 +412,17 @@ def test_collector_on_a_full_disk_says_what_it_could_not_store_and_restart_store
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     with FakeBinance(load_recording([SAMPLE_RECORDING]), speed=5, loop=True) as server:
-        args = [
-            sys.executable,
-            "-m",
-            "ingestion",
-            "--symbols",
-            "ethusdt",
-            "--db",
-            str(db),
-            "--ws-base",
-            server.ws_base,
-            "--rest-base",
-            server.rest_base,
-            "--status-interval",
-            "0.5",
-            "--history-klines",
-            "0",
-        ]
+        flags = ["--status-interval", "0.5", "--history-klines", "0"]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        proc = subprocess.Popen(
-            args,
-            cwd=ROOT,
+        proc = start_collector(
+            db,
+            server,
+            *flags,
+            symbols="ethusdt",
             env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
             preexec_fn=small_disk,  # the limit applies to the child only
         )
-        try:
+        with killed_on_exit(proc):
             error_line = wait_for(
                 lambda: (
                     (ln := proc.stdout.readline()).startswith("ETHUSDT ")
@@ -462,10 +436,6 @@ def test_collector_on_a_full_disk_says_what_it_could_not_store_and_restart_store
             )
             proc.send_signal(signal.SIGINT)
             _out, err = proc.communicate(timeout=90)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         assert "error='nothing stored" in error_line
         assert proc.returncode == 1
         said = [ln for ln in err.splitlines() if ln.startswith("error: stopped before")]
@@ -475,7 +445,7 @@ def test_collector_on_a_full_disk_says_what_it_could_not_store_and_restart_store
         spilled = [json.loads(line)["a"] for line in side.read_text().splitlines()]
         assert f"(ids {min(spilled)}..{max(spilled)})" in said[0]
         again = subprocess.run(
-            [*args, "--duration", "4"],
+            [*proc.args, "--duration", "4"],  # the same command line again
             cwd=ROOT,
             env=env,
             capture_output=True,

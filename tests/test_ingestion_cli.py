@@ -14,6 +14,7 @@ import pytest
 from config import SAMPLE_RECORDING
 from replay import FakeBinance, load_recording
 from storage import open_reader
+from tests.conftest import killed_on_exit, start_collector
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,31 +116,9 @@ def test_environment_sets_endpoints_and_database_and_flags_win(server, tmp_path)
 
 def test_sigint_stops_cleanly_with_nothing_lost(server, tmp_path):
     db = tmp_path / "sig.db"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ingestion",
-            "--symbols",
-            "ethusdt",
-            "--db",
-            str(db),
-            "--ws-base",
-            server.ws_base,
-            "--rest-base",
-            server.rest_base,
-            "--status-interval",
-            "0.3",
-            "--history-klines",
-            "0",
-        ],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    flags = ["--status-interval", "0.3", "--history-klines", "0"]
+    proc = start_collector(db, server, *flags, symbols="ethusdt", env=_env())
+    with killed_on_exit(proc):
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
@@ -149,10 +128,6 @@ def test_sigint_stops_cleanly_with_nothing_lost(server, tmp_path):
             pytest.fail("no live status line")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     assert "stopping (signal SIGINT)" in out and "0 left queued" in out
     last_line = [ln for ln in out.splitlines() if ln.startswith("ETHUSDT ")][-1]

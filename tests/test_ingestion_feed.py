@@ -25,9 +25,9 @@ from ingestion.status import FeedState
 from replay import FakeBinance, load_recording
 from replay.faults import Faults
 from storage import Gap, Tick, UnknownSymbolError, open_reader, open_writer
-from tests.conftest import wait_for
+from tests.conftest import STORAGE_REAL_DIR, wait_for
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = STORAGE_REAL_DIR
 SPEED = 30.0  # 43 s of recorded trades in about 1.5 s
 
 
@@ -496,14 +496,6 @@ def test_ids_going_backwards_are_reported(tmp_path):
 
 
 # --------------------------------------------------------------------------- gaps left over, klines
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request, tmp_path) -> str:
-    """A database of either backend, as ``open_writer``/``open_reader`` take it."""
-    if request.param == "sqlite":
-        return str(tmp_path / "gaps.db")
-    return request.getfixturevalue("pg_url")
-
-
 def _gaps_of(url: str):
     with open_reader(url) as reader:
         return reader.gaps().sort_values("first_missing_id").reset_index(drop=True)
@@ -591,6 +583,18 @@ def _kline_bar(server: FakeBinance, symbol: str, open_ms: int) -> dict:
     return parse_rest_kline(rows[0])
 
 
+def _assert_bar_is_the_kline(bar, kline: dict) -> None:
+    """A stored 1m bar is Binance's kline: same OHLC, volume and trade count."""
+    assert [bar["open"], bar["high"], bar["low"], bar["close"]] == [
+        kline["open"],
+        kline["high"],
+        kline["low"],
+        kline["close"],
+    ]
+    assert bar["volume"] == pytest.approx(kline["volume"])
+    assert bar["trades"] == kline["count"]
+
+
 @pytest.mark.parametrize("fallback", [True, False])
 def test_gaps_rest_cannot_fill_fall_back_to_1m_klines(recording, tmp_path, fallback):
     """REST forgot ids < 70: gap 50..59 is unrepairable, 65..75 partial. With the fallback the
@@ -632,14 +636,7 @@ def test_gaps_rest_cannot_fill_fall_back_to_1m_klines(recording, tmp_path, fallb
         secs = bars_1s[(bars_1s["open_time_ms"] // 60_000 * 60_000) == m]
         assert secs["volume"].sum() == pytest.approx(tick_volume)  # 1s bars keep the hole
         if fallback:
-            assert [bar["open"], bar["high"], bar["low"], bar["close"]] == [
-                kline["open"],
-                kline["high"],
-                kline["low"],
-                kline["close"],
-            ]
-            assert bar["volume"] == pytest.approx(kline["volume"])
-            assert bar["trades"] == kline["count"]
+            _assert_bar_is_the_kline(bar, kline)
         else:
             assert bar["volume"] == pytest.approx(tick_volume)
     # The lost trades had volume: with klines the 1m bars are larger than the ticks left.
@@ -722,14 +719,7 @@ def test_gaps_after_a_restart_fall_back_to_1m_klines(recording, first_half, data
             for m in traded:
                 kline = _kline_bar(server, "BTCUSDT", m)
                 bar = bars_1m.loc[m]
-                assert [bar["open"], bar["high"], bar["low"], bar["close"]] == [
-                    kline["open"],
-                    kline["high"],
-                    kline["low"],
-                    kline["close"],
-                ]
-                assert bar["volume"] == pytest.approx(kline["volume"])
-                assert bar["trades"] == kline["count"]
+                _assert_bar_is_the_kline(bar, kline)
             stamp = datetime.fromtimestamp(traded[0] / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
             assert f"1m klines {stamp}" in gap["detail"], gap["detail"]
             assert "trade times are unknown" not in gap["detail"]

@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from ingestion.service import FeedService
 from replay import FakeBinance, load_recording
 from replay.faults import Faults
 from storage import StorageError, UnknownSymbolError, open_reader, open_writer
-from tests.conftest import wait_for
+from tests.conftest import start_collector, wait_for
 from ui.health import health_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,32 +70,15 @@ class Collector:
         env["PYTHONPATH"] = str(ROOT)
         self.log = log
         self._out = open(log, "w")  # noqa: SIM115 - closed in wait()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ingestion",
-                "--symbols",
-                ",".join(SYMBOLS),
-                "--db",
-                str(db),
-                "--ws-base",
-                server.ws_base,
-                "--rest-base",
-                server.rest_base,
-                "--history",
-                "600",
-                "--history-klines",
-                "0",
-                "--status-interval",
-                "0.5",
-                "-v",
-            ],
-            cwd=ROOT,
+        flags = ["--history", "600", "--history-klines", "0", "--status-interval", "0.5", "-v"]
+        self.proc = start_collector(
+            db,
+            server,
+            *flags,
+            symbols=",".join(SYMBOLS),
             env=env,
             stdout=self._out,
             stderr=subprocess.STDOUT,
-            text=True,
         )
 
     def output(self) -> str:
@@ -333,13 +315,6 @@ def test_rest_failing_mid_history_is_retried_in_the_same_run(server, collectors,
     assert time.monotonic() - started < 60
     assert run.stop() == 0, run.output()
     assert_equals_oracle(server, db, tmp_path)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "holes.db")
-    return request.getfixturevalue("pg_url")
 
 
 def test_start_up_check_records_and_repairs_holes_no_run_recorded(recording, database):

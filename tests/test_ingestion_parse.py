@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -25,8 +24,9 @@ from formats.wire import (
 )
 from replay.faults import GARBAGE_FRAMES
 from storage.records import IdKind, Tick
+from tests.conftest import STORAGE_REAL_DIR
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = STORAGE_REAL_DIR
 CRYPTOFEED = REAL / "binance_usdm_ws_cryptofeed" / "BINANCE_FUTURES.ws.1.0"
 KLINES_CSV = REAL / "binance_usdm_klines_1m" / "ALGOUSDT-1m-2024-02.csv"
 

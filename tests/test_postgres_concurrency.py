@@ -16,22 +16,10 @@ import psycopg
 import pytest
 
 from storage import ConnectionLostError, IdKind, Tick, open_reader, open_writer, write_with_retry
+from tests.conftest import real_ticks_interleaved
 
 pytestmark = pytest.mark.postgres
 DEADLINE_S = 60.0
-
-
-def _real(storage_hft_trades) -> list[Tick]:
-    out = []
-    for symbol, df in storage_hft_trades.items():
-        out += [
-            Tick(symbol, int(t), int(ts), float(p), float(q), bool(m), IdKind.TRADE)
-            for t, ts, p, q, m in df[
-                ["trade_id", "ts_ms", "price", "qty", "is_buyer_maker"]
-            ].itertuples(index=False)
-        ]
-    out.sort(key=lambda t: t.ts_ms)
-    return out
 
 
 def _terminate(admin_url: str, pid: int) -> None:
@@ -47,7 +35,7 @@ def test_two_writers_of_the_same_trades_store_and_count_each_once(
     pg_url: str, tmp_path: Path, storage_hft_trades
 ) -> None:
     """Two collectors receive the same trades in different batches at the same time."""
-    ticks = _real(storage_hft_trades)
+    ticks = real_ticks_interleaved(storage_hft_trades)
     rng = np.random.default_rng(3)
     plans = []
     for size in (97, 250):  # different batch edges, so partial bars of one bar interleave
@@ -115,7 +103,7 @@ def test_writers_of_two_symbols_in_opposite_orders_do_not_deadlock(pg_url: str) 
 
 
 def test_many_readers_while_the_writer_writes(pg_url: str, storage_hft_trades) -> None:
-    ticks = _real(storage_hft_trades)
+    ticks = real_ticks_interleaved(storage_hft_trades)
     batches = [ticks[i : i + 500] for i in range(0, len(ticks), 500)]
     total = len(storage_hft_trades["BTCUSDT"])
     writer = open_writer(pg_url)

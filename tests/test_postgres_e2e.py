@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,38 +14,21 @@ import pytest
 
 from replay import start_replay_server
 from storage import StorageError, open_reader
-from tests.conftest import wait_for
+from tests.conftest import collector_env, start_collector, wait_for
+from tests.test_analytics_cli import pair_args
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("DB_PATH", "DATABASE_URL", "BINANCE_WS_BASE", "BINANCE_REST_BASE"):
-        env.pop(name, None)
-    return env
+BTC_ETH_1S = {"x": "BTCUSDT", "y": "ETHUSDT", "tf": "1s"}
 
 
 def _analytics(pg_url: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "analytics",
-            "--db",
-            pg_url,
-            "--x",
-            "BTCUSDT",
-            "--y",
-            "ETHUSDT",
-            "--tf",
-            "1s",
-            "--window",
-            "30",
-        ],
+        [sys.executable, "-m", "analytics", *pair_args(pg_url, "--window", "30", **BTC_ETH_1S)],
         cwd=ROOT,
-        env=_env(),
+        env=collector_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -54,32 +36,8 @@ def _analytics(pg_url: str) -> subprocess.CompletedProcess:
 
 
 def _collector(pg_url: str, server, symbols: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ingestion",
-            "--symbols",
-            symbols,
-            "--db",
-            pg_url,
-            "--ws-base",
-            server.ws_base,
-            "--rest-base",
-            server.rest_base,
-            "--status-interval",
-            "0.5",
-            "--history-klines",
-            "0",
-            "--duration",
-            "120",
-        ],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    flags = ["--status-interval", "0.5", "--history-klines", "0", "--duration", "120"]
+    return start_collector(pg_url, server, *flags, symbols=symbols)
 
 
 def test_collector_writes_postgres_while_another_process_reads(pg_url: str) -> None:

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 import storage
-from storage import IdKind, StorageError, Tick, open_reader, open_writer
+from storage import StorageError, Tick, open_reader, open_writer
 from storage.backend import backend_of, describe, sqlite_path
 from storage.config import StorageSettings
 from storage.pg_schema import SCHEMA_VERSION
@@ -30,6 +30,8 @@ from storage.records import Gap
 from storage.retention import RetentionJob
 from storage.sqlite import now_ms
 from tests import test_storage_bars as bars_suite
+from tests import test_storage_db as db_suite
+from tests.conftest import real_ticks_interleaved
 
 pytestmark = pytest.mark.postgres
 
@@ -40,25 +42,18 @@ def _db_only(fn) -> bool:
     return list(inspect.signature(fn).parameters) == ["db"]
 
 
-#: The SQLite suite's tests that need nothing but a database: found by signature, so tests the
-#: suite gains later run here too.
+#: The SQLite suites' tests that need nothing but a database (bars, and the gap and trade-time
+#: reads of ``tests/test_storage_db.py``): found by signature, so tests they gain later run here
+#: too.
 BAR_CASES = {
     name: fn
-    for name, fn in vars(bars_suite).items()
+    for suite in (bars_suite, db_suite)
+    for name, fn in vars(suite).items()
     if name.startswith("test_") and callable(fn) and _db_only(fn)
 }
 
 
-def tick(
-    tid: int,
-    ts_ms: int,
-    price: float,
-    qty: float = 1.0,
-    buyer_maker: bool = False,
-    symbol: str = "BTCUSDT",
-    kind: IdKind = IdKind.TRADE,
-) -> Tick:
-    return Tick(symbol, tid, ts_ms, price, qty, buyer_maker, kind)
+tick = bars_suite.tick
 
 
 def test_the_sqlite_suite_offers_cases() -> None:
@@ -98,23 +93,11 @@ def test_bar_properties(name: str, pg_url: str, monkeypatch) -> None:
 
 
 # ---------------------------------------------------------------------------- same as SQLite
-def _real(storage_hft_trades) -> list[Tick]:
-    out = []
-    for symbol, df in storage_hft_trades.items():
-        out += [
-            Tick(symbol, int(t), int(ts), float(p), float(q), bool(m), IdKind.TRADE)
-            for t, ts, p, q, m in df[
-                ["trade_id", "ts_ms", "price", "qty", "is_buyer_maker"]
-            ].itertuples(index=False)
-        ]
-    return out
-
-
 def test_real_capture_in_shuffled_batches_gives_bars_identical_to_sqlite(
     pg_url: str, tmp_path: Path, storage_hft_trades
 ) -> None:
     rng = np.random.default_rng(8)
-    ticks = _real(storage_hft_trades)
+    ticks = real_ticks_interleaved(storage_hft_trades)
     stream = [ticks[i] for i in rng.permutation(len(ticks))]
     stream += [ticks[i] for i in rng.choice(len(ticks), len(ticks) // 20, replace=False)]
     cuts = np.sort(rng.choice(np.arange(1, len(stream)), 80, replace=False))
@@ -260,33 +243,7 @@ def test_data_version_moves_after_each_committed_write_only(pg_url: str) -> None
 NOW = 30 * DAY_MS
 
 
-def test_prune_deletes_old_ticks_and_1s_bars_and_keeps_1m_5m(pg_url: str) -> None:
-    ages_ms = [8 * DAY_MS + 5_000, 6 * DAY_MS, 48 * HOUR_MS + 1, 48 * HOUR_MS, HOUR_MS]
-    with open_writer(pg_url) as w, open_reader(pg_url) as r:
-        w.write_ticks(
-            [
-                Tick("BTCUSDT", i, NOW - age, 10.0 + i, 1.0, False, IdKind.TRADE)
-                for i, age in enumerate(ages_ms)
-            ]
-        )
-        w.write_ticks([Tick("ETHUSDT", 1, NOW - 9 * DAY_MS, 5.0, 1.0, True, IdKind.AGG)])
-        kept = {tf: r.bars("BTCUSDT", tf) for tf in ("1m", "5m")}
-        one_s = r.bars("BTCUSDT", "1s")
-        assert w.prune(now_ms_=NOW) == {"ticks": 4, "bars_1s": 2}
-        assert r.ticks("BTCUSDT")["trade_id"].tolist() == [3, 4]  # the cutoff is exclusive
-        assert r.ticks("ETHUSDT").empty
-        pd.testing.assert_frame_equal(
-            r.bars("BTCUSDT", "1s"),
-            one_s[one_s["open_time_ms"] >= NOW - 7 * DAY_MS].reset_index(drop=True),
-        )
-        assert r.bars("ETHUSDT", "1s").empty and len(r.bars("ETHUSDT", "1m")) == 1
-        for tf, df in kept.items():
-            pd.testing.assert_frame_equal(r.bars("BTCUSDT", tf), df)
-        assert w.prune(now_ms_=NOW) == {"ticks": 0, "bars_1s": 0}
-        assert w.prune(now_ms_=NOW + 10 * DAY_MS, ticks_keep_s=None, bars_1s_keep_s=None) == {
-            "ticks": 0,
-            "bars_1s": 0,
-        }
+# The retention rule itself: test_storage_db's db-only test, run here through BAR_CASES.
 
 
 def test_prune_in_chunks_and_the_background_job(pg_url: str) -> None:
@@ -414,31 +371,3 @@ def test_backend_is_chosen_by_the_name(tmp_path: Path, monkeypatch) -> None:
     assert storage.default_db() == "postgresql://u@h/d"
     monkeypatch.delenv("DATABASE_URL")
     assert storage.default_db() == "other.db"
-
-
-def test_open_gaps_lists_what_is_left_to_repair(pg_url: str) -> None:
-    with open_writer(pg_url) as w:
-        w.write_ticks([tick(1, 1_000, 1.0), tick(100, 2_000, 1.0)])
-        late = w.record_gap(Gap("BTCUSDT", 50, 60, 9_000, status="failed", detail="REST 500"))
-        early = w.record_gap(Gap("btcusdt", 2, 9, 5_000))
-        done = w.record_gap(Gap("BTCUSDT", 70, 71, 6_000))
-        w.update_gap(done, status="repaired", repaired_count=2)
-        w.record_gap(Gap("BTCUSDT", 80, 81, 7_000, status="unrepairable"))
-        w.record_gap(Gap("ETHUSDT", 3, 4, 7_000))
-        assert w.open_gaps("btcusdt") == [
-            Gap("BTCUSDT", 2, 9, 5_000, "open", 0, "", early),
-            Gap("BTCUSDT", 50, 60, 9_000, "failed", 0, "REST 500", late),
-        ]
-        assert w.open_gaps("DOGEUSDT") == []
-
-
-def test_trade_time_ms_is_the_stored_ticks_time(pg_url: str) -> None:
-    """The rules of SQLite's ``trade_time_ms``: the stored tick's time, None if not stored."""
-    with open_writer(pg_url) as w:
-        w.write_ticks([tick(1, 1_000, 1.0), tick(100, 2_000, 1.0)])
-        w.write_ticks([tick(50, 3_000, 1.0, symbol="ETHUSDT")])
-        assert w.trade_time_ms("btcusdt", 100) == 2_000
-        assert w.trade_time_ms("BTCUSDT", 1) == 1_000
-        assert w.trade_time_ms("BTCUSDT", 50) is None  # another symbol's id
-        assert w.trade_time_ms("ETHUSDT", 50) == 3_000
-        assert w.trade_time_ms("DOGEUSDT", 1) is None

@@ -24,7 +24,7 @@ from websocket import ABNF, WebSocketTimeoutException, create_connection
 from config import SAMPLE_RECORDING
 from replay import FakeBinance, load_recording, start_replay_server
 from replay.faults import Faults
-from tests.conftest import wait_for
+from tests.conftest import killed_on_exit, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CRYPTOFEED = (
@@ -367,7 +367,7 @@ def test_replay_cli_serves_until_sigterm(tmp_path):
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    try:
+    with killed_on_exit(proc):
         line = proc.stdout.readline()
         match = re.search(r"ws=(ws://\S+) rest=(http://\S+)", line)
         assert match, line
@@ -376,21 +376,22 @@ def test_replay_cli_serves_until_sigterm(tmp_path):
         ws.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
-def test_replay_cli_rejects_a_missing_file(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "replay", "--port", "0", str(tmp_path / "nope.gz")],
+def replay_cli(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """``python -m replay --port 0 ARGS`` as a process, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "replay", "--port", "0", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=timeout_s,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+def test_replay_cli_rejects_a_missing_file(tmp_path):
+    result = replay_cli(str(tmp_path / "nope.gz"), timeout_s=30)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "nope.gz" in result.stderr
     assert "Traceback" not in result.stderr

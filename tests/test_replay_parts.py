@@ -29,6 +29,7 @@ from replay.framing import (
 )
 from replay.recording import Recording, SymbolRecording, TradeColumns
 from replay.timeline import Timeline
+from tests.test_replay import replay_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -240,14 +241,7 @@ def test_fault_options_of_the_command_line():
 
 
 def test_the_command_line_refuses_a_misspelt_fault_in_one_line():
-    result = subprocess.run(
-        [sys.executable, "-m", "replay", "--port", "0", "--fault", "drop_aftr=5"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    result = replay_cli("--fault", "drop_aftr=5")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "drop_aftr" in result.stderr and "Traceback" not in result.stderr

@@ -27,6 +27,7 @@ from storage import (
     open_reader,
     open_writer,
 )
+from tests.conftest import real_ticks
 
 #: Relative tolerance for float sums added in a different order (a few ulps per addition).
 SUM_RTOL = 1e-9
@@ -437,15 +438,6 @@ def test_klines_off_the_minute_are_refused(db: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- real captures
-def real_ticks(df: pd.DataFrame, symbol: str) -> list[Tick]:
-    return [
-        Tick(symbol, int(t), int(ts), float(p), float(q), bool(m), IdKind.TRADE)
-        for t, ts, p, q, m in df[
-            ["trade_id", "ts_ms", "price", "qty", "is_buyer_maker"]
-        ].itertuples(index=False)
-    ]
-
-
 def test_real_capture_bars_equal_pandas_oracle(tmp_path: Path, storage_hft_trades) -> None:
     with open_writer(tmp_path / "real.db") as w:
         for symbol, df in storage_hft_trades.items():

@@ -24,7 +24,7 @@ from storage.config import StorageSettings
 from storage.retention import RetentionJob
 from storage.schema import APPLICATION_ID, SCHEMA_VERSION
 from storage.sqlite import now_ms
-from tests.conftest import wait_for
+from tests.conftest import real_ticks_interleaved, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_S = 20.0  # generous upper bound for anything we poll for; typical waits are ms
@@ -81,6 +81,13 @@ def read_line(proc: subprocess.Popen, timeout_s: float = DEADLINE_S) -> str:
     if not line:
         pytest.fail(f"subprocess ended early: {proc.communicate()[1]}")
     return line.strip()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """A new SQLite file; a test taking only ``db`` runs on PostgreSQL too
+    (``tests/test_postgres_semantics.py`` passes it a URL)."""
+    return tmp_path / "db.db"
 
 
 # ---------------------------------------------------------------------------- the file
@@ -312,15 +319,7 @@ def test_a_full_disk_rolls_back_the_batch_and_keeps_earlier_commits(tmp_path: Pa
 # ---------------------------------------------------------------------------- concurrency
 def test_one_writer_thread_and_three_reader_threads(tmp_path: Path, storage_hft_trades) -> None:
     db = tmp_path / "busy.db"
-    rows = []
-    for symbol, df in storage_hft_trades.items():
-        rows += [
-            Tick(symbol, int(t), int(ts), float(p), float(q), bool(m), IdKind.TRADE)
-            for t, ts, p, q, m in df[
-                ["trade_id", "ts_ms", "price", "qty", "is_buyer_maker"]
-            ].itertuples(index=False)
-        ]
-    rows.sort(key=lambda t: t.ts_ms)  # both symbols interleaved, as a live feed would see them
+    rows = real_ticks_interleaved(storage_hft_trades)  # as a live feed would see them
     batches = [rows[i : i + 150] for i in range(0, len(rows), 150)]
     total = {s: len(df) for s, df in storage_hft_trades.items()}
     writer = open_writer(db)
@@ -426,8 +425,7 @@ def test_one_writer_thread_and_three_reader_threads(tmp_path: Path, storage_hft_
 NOW = 30 * DAY_MS
 
 
-def test_prune_deletes_old_ticks_and_1s_bars_and_keeps_1m_5m(tmp_path: Path) -> None:
-    db = tmp_path / "prune.db"
+def test_prune_deletes_old_ticks_and_1s_bars_and_keeps_1m_5m(db: Path) -> None:
     ages_ms = [8 * DAY_MS + 5_000, 6 * DAY_MS, 48 * HOUR_MS + 1, 48 * HOUR_MS, HOUR_MS]
     with open_writer(db) as w, open_reader(db) as r:
         w.write_ticks(
@@ -575,8 +573,8 @@ def test_a_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None
     conn.close()
 
 
-def test_open_gaps_lists_what_is_left_to_repair(tmp_path: Path) -> None:
-    with open_writer(tmp_path / "gaps.db") as w:
+def test_open_gaps_lists_what_is_left_to_repair(db: Path) -> None:
+    with open_writer(db) as w:
         w.write_ticks(
             [
                 Tick("BTCUSDT", 1, 1_000, 1.0, 1.0, False),
@@ -596,9 +594,9 @@ def test_open_gaps_lists_what_is_left_to_repair(tmp_path: Path) -> None:
         assert w.open_gaps("DOGEUSDT") == []
 
 
-def test_trade_time_ms_is_the_stored_ticks_time(tmp_path: Path) -> None:
+def test_trade_time_ms_is_the_stored_ticks_time(db: Path) -> None:
     """The time before a gap, for the kline fallback after a restart: None if not stored."""
-    with open_writer(tmp_path / "times.db") as w:
+    with open_writer(db) as w:
         w.write_ticks(
             [
                 Tick("BTCUSDT", 1, 1_000, 1.0, 1.0, False),

@@ -11,13 +11,6 @@ from storage import Gap, Tick, open_reader, open_writer
 from storage.writebase import uncovered
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "owed.db")
-    return request.getfixturevalue("pg_url")
-
-
 def _ticks(symbol: str, ids) -> list[Tick]:
     return [Tick(symbol, i, 1_000_000 + i, 100.0, 1.0, False) for i in ids]
 

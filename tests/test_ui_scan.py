@@ -17,6 +17,7 @@ from service.scan import ScanJob, last_scan_path
 from service.universe import ScanRequest
 from storage import open_reader, open_writer
 from tests.conftest import STORAGE_REAL_DIR, wait_for
+from tests.test_app import _env
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 KLINES = STORAGE_REAL_DIR / "binance_usdm_klines_1m"
@@ -38,13 +39,7 @@ def page_env(db, monkeypatch) -> Iterator[Path]:
     # them: it serves them as static-kline symbols beside the sample recording.
     rec = load_recording([SAMPLE_RECORDING])
     server = FakeBinance(rec, speed=0, static_klines={s: [] for s in SYMBOLS}).start()
-    monkeypatch.setenv("DB_PATH", str(db))
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    monkeypatch.setenv("FEED_AUTOSTART", "0")
-    monkeypatch.setenv("BINANCE_REST_BASE", server.rest_base)
-    monkeypatch.setenv("BINANCE_WS_BASE", server.rest_base.replace("http", "ws"))
-    monkeypatch.setenv("TICKS_KEEP_HOURS", "forever")
-    monkeypatch.setenv("BARS_1S_KEEP_DAYS", "forever")
+    _env(monkeypatch, db, server.rest_base)
     try:
         yield db
     finally:

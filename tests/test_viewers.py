@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from service import registry
 from service.viewcache import ViewCache
 from storage import IdKind, open_reader, open_writer
-from tests.conftest import wait_for
+from tests.conftest import wait_for, write_first_seconds
 from tests.test_app import _env, run
 
 
@@ -176,20 +176,8 @@ def two_minutes(tmp_path, storage_hft_trades, monkeypatch) -> Iterator[dict]:
     from replay import start_replay_server
 
     db = tmp_path / "viewers.db"
-    last = {}
     with open_writer(db) as w:
-        for sym, df in storage_hft_trades.items():
-            part = df[df["ts_ms"] < df["ts_ms"].iloc[0] + 120_000]
-            w.write_tick_arrays(
-                sym,
-                IdKind.TRADE,
-                part["trade_id"],
-                part["ts_ms"],
-                part["price"],
-                part["qty"],
-                part["is_buyer_maker"],
-            )
-            last[sym] = part.iloc[-1]
+        last = write_first_seconds(w, storage_hft_trades, 120)
     server = start_replay_server(port=0, speed=1.0, loop=True)
     try:
         _env(monkeypatch, db, server.rest_base)
@@ -363,17 +351,7 @@ def test_a_view_opened_before_any_data_shows_the_charts_once_data_arrives(
         _env(monkeypatch, db, server.rest_base)
         at = run({"window": "10"})
         assert "Waiting for the first trades" in texts(at)
-        for sym, df in storage_hft_trades.items():
-            part = df[df["ts_ms"] < df["ts_ms"].iloc[0] + 30_000]
-            registry.SERVICE.writer.write_tick_arrays(
-                sym,
-                IdKind.TRADE,
-                part["trade_id"],
-                part["ts_ms"],
-                part["price"],
-                part["qty"],
-                part["is_buyer_maker"],
-            )
+        write_first_seconds(registry.SERVICE.writer, storage_hft_trades, 30)
         registry.SERVICE.views.cache.fresh_s = 0.0
         at.run()
         assert "chart_zscore" in charts(at), texts(at)

@@ -23,26 +23,15 @@ from service.watchlist import watch_rows
 from storage import open_reader, open_writer
 from storage.__main__ import import_file
 from tests.alert_endpoints import Endpoint
-from tests.conftest import wait_for
+from tests.conftest import STORAGE_REAL_DIR, wait_for
+from tests.test_app import _env, _walk, exchange, run  # noqa: F401 - exchange: a fixture
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = STORAGE_REAL_DIR
 HFT = [
     REAL / "binance_usdm_ws_hftbacktest" / f for f in ("btcusdt_20240808.gz", "ethusdt_20240808.gz")
 ]
 TOKEN = "987654321:AAHsecretTelegramTokenForTests_xyz"
 HOOK_SECRET = "T0SECRET/B0SECRET/abcdefSECRETpath"
-
-
-@pytest.fixture(scope="module")
-def exchange():
-    from replay import start_replay_server
-
-    server = start_replay_server(port=0, speed=1.0, loop=True)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +41,7 @@ def endpoint():
 
 
 @pytest.fixture(scope="module")
-def page_db(tmp_path_factory, exchange, endpoint) -> Iterator[Path]:
+def page_db(tmp_path_factory, exchange, endpoint) -> Iterator[Path]:  # noqa: F811
     """Real captures; three watched pairs; two sinks with secrets; one alert that failed."""
     for f in HFT:
         if not f.is_file():
@@ -77,13 +66,7 @@ def page_db(tmp_path_factory, exchange, endpoint) -> Iterator[Path]:
         )  # fmt: skip
         w.fire_alert(rule_id=rid, bar_time_ms=1723161300000, value=2.4, message="wide spread")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DB_PATH", str(db))
-        mp.delenv("DATABASE_URL", raising=False)
-        mp.setenv("FEED_AUTOSTART", "0")
-        mp.setenv("BINANCE_REST_BASE", exchange.rest_base)
-        mp.setenv("BINANCE_WS_BASE", exchange.rest_base.replace("http", "ws"))
-        mp.setenv("TICKS_KEEP_HOURS", "forever")
-        mp.setenv("BARS_1S_KEEP_DAYS", "forever")
+        _env(mp, db, exchange.rest_base)
         mp.setenv("QD_TEST_TG_TOKEN", TOKEN)
         mp.setenv("QD_TEST_SLACK_URL", endpoint.url(f"/services/{HOOK_SECRET}"))
         yield db
@@ -92,18 +75,7 @@ def page_db(tmp_path_factory, exchange, endpoint) -> Iterator[Path]:
 
 
 def _run(view: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.query_params["view"] = view
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _walk(node):
-    children = getattr(node, "children", None) or {}
-    for child in children.values() if isinstance(children, dict) else children:
-        yield child
-        yield from _walk(child)
+    return run({"view": view}, timeout_s=60)
 
 
 def _rendered(at: AppTest) -> str:

@@ -19,7 +19,7 @@ from service.watch import PairKey, keys_from_watchlist
 from storage import StorageError
 from storage.timefmt import ms_to_iso
 from ui.guard import (
-    DL_ICON,
+    csv_download,
     fmt_time,
     md_escape,
     panel,
@@ -76,23 +76,17 @@ def render_alerts(service: DashboardService, params: PairParams | None) -> None:
                 width="stretch",
                 height=min(400, 40 + 35 * len(log)),
             )
-        st.download_button(
+        csv_download(
             "Alert log (CSV)",
             partial(exports.alert_log_csv, status.db_path),
-            file_name="alert_log.csv",
-            mime="text/csv",
-            key="dl_alerts_tab",
-            icon=DL_ICON,
-            on_click="ignore",
+            "alert_log.csv",
+            "dl_alerts_tab",
         )
-        st.download_button(
+        csv_download(
             "Deliveries (CSV)",
             partial(exports.deliveries_csv, status.db_path),
-            file_name="alert_deliveries.csv",
-            mime="text/csv",
-            key="dl_deliveries_tab",
-            icon=DL_ICON,
-            on_click="ignore",
+            "alert_deliveries.csv",
+            "dl_deliveries_tab",
         )
 
 

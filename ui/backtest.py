@@ -20,9 +20,9 @@ from storage import timeframe_s
 from ui import charts
 from ui.funding import backtest_funding
 from ui.guard import (
-    DL_ICON,
     PLOT_CONFIG,
     WAIT_ICON,
+    csv_download,
     fmt_num,
 )
 from ui.state import session_reader
@@ -186,24 +186,11 @@ def _trades_table(res: BacktestResult, t: pd.DataFrame) -> pd.DataFrame:
 
 def _downloads(stem: str, trades: pd.DataFrame, curve: pd.DataFrame) -> None:
     c1, c2 = st.columns(2)
-    c1.download_button(
-        "Trades (CSV)",
-        trades.to_csv(index=False, na_rep=""),
-        file_name=f"backtest_trades_{stem}.csv",
-        mime="text/csv",
-        icon=DL_ICON,
-        key="dl_bt_trades",
-        on_click="ignore",
-    )
-    c2.download_button(
-        "Equity curve (CSV)",
-        curve.to_csv(index=False, na_rep=""),
-        file_name=f"backtest_equity_{stem}.csv",
-        mime="text/csv",
-        icon=DL_ICON,
-        key="dl_bt_equity",
-        on_click="ignore",
-    )
+    for where, label, frame, name, key in (
+        (c1, "Trades (CSV)", trades, f"backtest_trades_{stem}.csv", "dl_bt_trades"),
+        (c2, "Equity curve (CSV)", curve, f"backtest_equity_{stem}.csv", "dl_bt_equity"),
+    ):
+        csv_download(label, frame.to_csv(index=False, na_rep=""), name, key, where=where)
 
 
 # ------------------------------------------------------------------------- multi-symbol

@@ -13,7 +13,7 @@ from service import exports
 from service.compute import PairParams
 from service.desk import DashboardService
 from ui.guard import (
-    DL_ICON,
+    csv_download,
 )
 
 
@@ -66,15 +66,6 @@ def render_exports(service: DashboardService, params: PairParams) -> None:
     ]
     for label, data, name, key, cols in rows:
         c1, c2 = st.columns([1, 2], vertical_alignment="center")
-        c1.download_button(
-            label,
-            data,
-            file_name=name,
-            mime="text/csv",
-            key=key,
-            icon=DL_ICON,
-            on_click="ignore",
-            width="stretch",
-        )
+        csv_download(label, data, name, key, where=c1, width="stretch")
         c2.caption(f"`{name}` — {cols}")
     st.caption("The backtest's trades and equity curve are downloadable on the Backtest tab.")

@@ -45,6 +45,18 @@ def panel(title: str) -> Iterator[None]:
         )
 
 
+def csv_download(label: str, data, file_name: str, key: str, *, where=st, **kw) -> None:
+    """The page's one kind of download button: a CSV file, download icon, no rerun on click.
+
+    ``data`` is the text or a callable producing it (computed only when clicked); ``where`` is
+    the container or column to draw in; ``kw`` passes on (e.g. ``width``).
+    """
+    where.download_button(
+        label, data, file_name=file_name, mime="text/csv", key=key, icon=DL_ICON,
+        on_click="ignore", **kw,
+    )  # fmt: skip
+
+
 def fragment_slot(name: str):
     """A container, drawn by every full run, that holds exactly one fragment.
 

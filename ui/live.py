@@ -132,6 +132,13 @@ def charts_grid(
         payload = snap.derive(("payload", key, price_mode), lambda: figure_payload(build()))
         show_payload(payload, key)
 
+    def plot_when_warm(stat, what: str, key: str, figure: Callable[..., go.Figure], *args):
+        """``figure(t, x, y, tf, *args)`` once ``stat`` has its bars, else what it waits for."""
+        if stat.defined:
+            plot(lambda: figure(t, p.x, p.y, p.tf, *args), key)
+        else:
+            _waiting(what, stat.n_bars, stat.bars_required)
+
     left, right = st.columns(2)
     with left, panel("Prices"):
         mode = price_mode if (price_mode != "candles" or candles) else "normalised"
@@ -140,27 +147,15 @@ def charts_grid(
             "chart_price",
         )
     with right, panel("Z-score"):
-        if hedge.defined:
-            plot(lambda: charts.zscore_figure(t, p.x, p.y, p.tf, p.z), "chart_zscore")
-        else:
-            _waiting("Z-score", hedge.n_bars, hedge.bars_required)
+        plot_when_warm(hedge, "Z-score", "chart_zscore", charts.zscore_figure, p.z)
     left, right = st.columns(2)
     with left, panel("Spread"):
-        if hedge.defined:
-            plot(lambda: charts.spread_figure(t, p.x, p.y, p.tf), "chart_spread")
-        else:
-            _waiting("Spread", hedge.n_bars, hedge.bars_required)
+        plot_when_warm(hedge, "Spread", "chart_spread", charts.spread_figure)
     with right, panel("Hedge ratio"):
-        if hedge.defined:
-            plot(lambda: charts.beta_figure(t, p.x, p.y, p.tf, METHODS[p.method]), "chart_beta")
-        else:
-            _waiting("Hedge ratio", hedge.n_bars, hedge.bars_required)
+        plot_when_warm(hedge, "Hedge ratio", "chart_beta", charts.beta_figure, METHODS[p.method])
     left, right = st.columns(2)
     with left, panel("Correlation"):
-        if corr.defined:
-            plot(lambda: charts.corr_figure(t, p.x, p.y, p.tf), "chart_corr")
-        else:
-            _waiting("Rolling correlation", corr.n_bars, corr.bars_required)
+        plot_when_warm(corr, "Rolling correlation", "chart_corr", charts.corr_figure)
     with right, panel("Volume"):
         plot(lambda: charts.volume_figure(t, p.x, p.y, p.tf), "chart_volume")
 

@@ -15,9 +15,9 @@ from service.desk import DashboardService
 from storage import Reader, timeframe_s
 from ui import charts
 from ui.guard import (
-    DL_ICON,
     PLOT_CONFIG,
     WAIT_ICON,
+    csv_download,
     md_escape,
     panel,
 )
@@ -126,14 +126,11 @@ def _pair_scanner(prices: pd.DataFrame, key: tuple, window: int, tf: str) -> Non
     st.dataframe(scan.table, hide_index=True, width="stretch")
     if scan.skipped:
         st.caption("Skipped: " + "; ".join(f"{a}/{b}: {r}" for a, b, r in scan.skipped))
-    st.download_button(
+    csv_download(
         "Scanner table (CSV)",
         scan.table.to_csv(index=False, na_rep=""),
-        file_name=f"pair_scan_{tf}.csv",
-        mime="text/csv",
-        key="dl_scan",
-        icon=DL_ICON,
-        on_click="ignore",
+        f"pair_scan_{tf}.csv",
+        "dl_scan",
     )
 
 

@@ -7,6 +7,8 @@ the tab or reloading the page does not stop it, and the last result shows at onc
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,20 +51,30 @@ def fetch_job() -> FetchJob:
     return FetchJob()
 
 
-def _fetch_progress(job: FetchJob) -> None:
+def _job_progress(job: FetchJob | ScanJob, slot: str, text: Callable[[Any], str]) -> None:
+    """A progress bar redrawn every second while ``job`` runs (``text(status)`` its label);
+    the whole page reruns once the job has ended."""
+
     @st.fragment(run_every=1.0)
     def progress() -> None:
-        f = job.status()
-        if f.state != "running":
+        s = job.status()
+        if s.state != "running":
             st.rerun(scope="app")
-        share = f.done / f.total if f.total else 0.0
-        eta = f", about {f.eta_s:.0f} s left" if f.eta_s else ""
-        st.progress(
-            min(1.0, share), text=f"Fetching: {f.done}/{f.total} symbols, {f.rows:,} rows{eta}"
-        )
+        share = s.done / s.total if s.total else 0.0
+        st.progress(min(1.0, share), text=text(s))
 
-    with fragment_slot("fetch_progress"):  # alone in its slot: see ui.guard.fragment_slot
+    with fragment_slot(slot):  # alone in its slot: see ui.guard.fragment_slot
         progress()
+
+
+def _fetch_text(f) -> str:
+    eta = f", about {f.eta_s:.0f} s left" if f.eta_s else ""
+    return f"Fetching: {f.done}/{f.total} symbols, {f.rows:,} rows{eta}"
+
+
+def _scan_text(s) -> str:
+    eta = f", about {s.eta_s:.0f} s left" if s.eta_s is not None else ""
+    return f"Scanning: {s.stage} {s.done:,}/{s.total:,}{eta}"
 
 
 def _fetch_panel(service: DashboardService) -> None:
@@ -95,7 +107,7 @@ def _fetch_panel(service: DashboardService) -> None:
             job.start(status.db_path, writer, service.settings.rest_base, start_ms, end_ms, syms)
             st.rerun()
         if running:
-            _fetch_progress(job)
+            _job_progress(job, "fetch_progress", _fetch_text)
         elif f.state in ("done", "stopped", "failed"):
             counts: dict[str, int] = {}
             for r in f.results:
@@ -139,20 +151,6 @@ def _controls(job: ScanJob, db: str, running: bool) -> dict:
     if b2.button("Stop", key="scan_stop", disabled=not running):
         job.stop()
     return {"floor": floor, "q_max": q_max, "p_max": p_max}
-
-
-def _progress(job: ScanJob) -> None:
-    @st.fragment(run_every=1.0)
-    def progress() -> None:
-        s = job.status()
-        if s.state != "running":
-            st.rerun(scope="app")
-        share = s.done / s.total if s.total else 0.0
-        eta = f", about {s.eta_s:.0f} s left" if s.eta_s is not None else ""
-        st.progress(min(1.0, share), text=f"Scanning: {s.stage} {s.done:,}/{s.total:,}{eta}")
-
-    with fragment_slot("scan_progress"):  # alone in its slot: see ui.guard.fragment_slot
-        progress()
 
 
 def _watch(service: DashboardService, x: str, y: str, tf: str) -> None:
@@ -235,7 +233,7 @@ def render_scan(service: DashboardService) -> None:
     s = job.status()
     limits = _controls(job, db, s.state == "running")
     if s.state == "running":
-        _progress(job)
+        _job_progress(job, "scan_progress", _scan_text)
     elif s.state == "failed":
         st.error(f"Scan failed: {s.error}")
     elif s.state == "stopped":
