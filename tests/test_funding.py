@@ -226,14 +226,8 @@ def test_bad_funding_series_are_refused():
 
 
 # ---------------------------------------------------------------------------- storage
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "f.db")
-    return request.getfixturevalue("pg_url")  # skipped without TEST_DATABASE_URL
-
-
-def test_funding_rates_table_round_trip_and_upsert_on_both_engines(db):
+def test_funding_rates_table_round_trip_and_upsert_on_both_engines(database):
+    db = database
     rows = [
         FundingRate("BTCUSDT", 1_000, 0.0001, 50_000.0),
         FundingRate("BTCUSDT", 2_000, -0.0002, None),
@@ -253,7 +247,8 @@ def test_funding_rates_table_round_trip_and_upsert_on_both_engines(db):
         assert r.funding_rates("SOLUSDT").empty
 
 
-def test_funding_now_keeps_the_newest_reading_per_symbol_on_both_engines(db):
+def test_funding_now_keeps_the_newest_reading_per_symbol_on_both_engines(database):
+    db = database
     old = MarkPrice("BTCUSDT", 60_000.0, 59_990.0, 0.0001, 28_800_000, 1_000)
     new = MarkPrice("BTCUSDT", 61_000.0, None, -0.0002, 28_800_000, 2_000)
     eth = MarkPrice("ETHUSDT", 3_000.0, 3_001.0, None, None, 1_500)  # no funding on it

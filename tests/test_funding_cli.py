@@ -9,10 +9,8 @@ from __future__ import annotations
 import http.server
 import json
 import logging
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,7 +27,7 @@ from replay.funding import DEFAULT_RATE, FUNDING_INTERVAL_MS
 from service.funding import TIMEOUT_S, FundingService, stored_in
 from storage import open_reader, open_writer
 from storage.records import MarkPrice
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, start_collector, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 KLINES = ROOT.parent / "shared" / "data" / "real" / "binance_usdm_klines_1m"
@@ -137,18 +135,11 @@ def feed_server():
         yield srv
 
 
-def start_collector(server, db: Path, tmp_path: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BINANCE_", "DB_PATH"))}
-    args = ["--symbols", "btcusdt,ethusdt", "--db", db, "--ws-base", server.ws_base]
-    args += ["--rest-base", server.rest_base, "--status-interval", 0.3, "--funding-poll", 0.3]
-    return subprocess.Popen(
-        [sys.executable, "-m", "ingestion", *map(str, args), "--history-klines", "0"],
-        cwd=ROOT,
-        env=env | {"PYTHONPATH": str(ROOT)},
-        stdout=(tmp_path / "out.txt").open("w"),
-        stderr=(tmp_path / "err.txt").open("w"),
-        text=True,
-    )
+def collector(server, db: Path, tmp_path: Path) -> subprocess.Popen:
+    """Both legs, status and funding every 0.3 s; its output in ``out.txt`` / ``err.txt``."""
+    flags = ("--status-interval", 0.3, "--funding-poll", 0.3, "--history-klines", 0)
+    out, err = (tmp_path / "out.txt").open("w"), (tmp_path / "err.txt").open("w")
+    return start_collector(db, server, *flags, symbols="btcusdt,ethusdt", stdout=out, stderr=err)
 
 
 def stop_collector(proc: subprocess.Popen) -> float:
@@ -180,7 +171,7 @@ def tick_count(db: Path) -> int:
 
 def test_collector_stores_current_funding_a_reading_page_shows(feed_server, tmp_path):
     db = tmp_path / "c.db"
-    proc = start_collector(feed_server, db, tmp_path)
+    proc = collector(feed_server, db, tmp_path)
     try:
         first = wait_for(lambda: len(s := stored_now(db)) == 2 and s, what="funding_now rows")
         assert {v[0] for v in first.values()} == {float(DEFAULT_RATE)}
@@ -211,7 +202,7 @@ def test_collector_stores_current_funding_a_reading_page_shows(feed_server, tmp_
 
 def test_a_hung_rest_delays_no_trade_and_is_one_clear_log_line(feed_server, tmp_path):
     db = tmp_path / "h.db"
-    proc = start_collector(feed_server, db, tmp_path)
+    proc = collector(feed_server, db, tmp_path)
     try:
         wait_for(lambda: len(stored_now(db)) == 2, what="funding_now rows")
         feed_server.faults.rest_delay_s = TIMEOUT_S + 10  # every REST answer: later than that
