@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from storage.outbox import Claimed
-from storage.records import FundingRate, Gap, IdKind, Tick
+from storage.records import FundingRate, Gap, IdKind, MarkPrice, Tick
 
 
 @runtime_checkable
@@ -60,6 +60,7 @@ class Writer(Protocol):
     def delete_alert_rule(self, rule_id: int) -> None: ...
     def record_alert(self, **event: Any) -> bool: ...
     def write_funding_rates(self, rates: Sequence[FundingRate]) -> int: ...
+    def write_funding_now(self, marks: Sequence[MarkPrice], checked_ms: int) -> int: ...
     def prune(
         self,
         *,
@@ -130,6 +131,7 @@ class Reader(Protocol):
     def funding_rates(
         self, symbol: str, start_ms: int | None = None, end_ms: int | None = None
     ) -> pd.DataFrame: ...
+    def funding_now(self, symbols: Sequence[str] | None = None) -> pd.DataFrame: ...
     def info(self) -> dict[str, Any]: ...
     def bar_closes(
         self, symbol: str, tf: str, start_ms: int | None = None, end_ms: int | None = None
