@@ -135,7 +135,7 @@ def test_copy_sqlite_to_postgres_and_back_keeps_everything(
             cooldown_s=60,
             params={"w": 3},
         )
-        w.record_alert(rule_id=rid, bar_time_ms=60_000, value=2.5, message="m", fired_ts_ms=7)
+        w.fire_alert(rule_id=rid, bar_time_ms=60_000, value=2.5, message="m", fired_ts_ms=7)
         w.save_feed_status("c1", "BTCUSDT", {"state": "live"})
         # Bars that outlived their ticks must move as they are, not be rebuilt from ticks.
         w.prune(now_ms_=1_723_161_600_000, ticks_keep_s=60, bars_1s_keep_s=None)
