@@ -6,6 +6,7 @@ This is the app layer of ``analytics``: the only module here that imports ``stor
                         [--start ISO] [--end ISO] [--out FILE.csv]
     python -m analytics backtest --db PATH --x SYM --y SYM --tf 1m --window 500
                         [--entry 2] [--exit 0] [--stop 4] [--fee 0.0005] [--out FILE.csv]
+                        [--funding | --fetch-funding [--rest-base URL]]
     python -m analytics scan --db PATH --symbols A B C --tf 1m --window 500 [--out FILE.csv]
     python -m analytics universe --db PATH --tf 5m [--symbols all|A,B,...] [--lookback BARS]
                         [--lags K] [--top N] [--out FILE.csv]   (see service/universe.py)
@@ -237,7 +238,39 @@ def _backtest_parser() -> _Parser:
         default=None,
         help="skip entries when a leg had fewer trades on the signal bar",
     )
+    p.add_argument(
+        "--funding",
+        action="store_true",
+        help="charge each leg's settled funding stored in --db (as the page's backtest does)",
+    )
+    p.add_argument(
+        "--fetch-funding",
+        action="store_true",
+        help="first fetch and store the span's funding history (GET /fapi/v1/fundingRate "
+        "from --rest-base); implies --funding",
+    )
+    p.add_argument(
+        "--rest-base",
+        default=None,
+        help="REST root for --fetch-funding (default: $BINANCE_REST_BASE or "
+        "https://fapi.binance.com)",
+    )
     return p
+
+
+def _funding(args: argparse.Namespace, frame: pd.DataFrame, bar_ms: int) -> Any:
+    """Both legs' funding on the bars (service.funding, the page's path), or None if off."""
+    if not (args.funding or args.fetch_funding):
+        if args.rest_base:
+            raise _UsageError("--rest-base is only used with --fetch-funding")
+        return None
+    from config import binance_roots
+    from service.funding import backtest_funding
+
+    base = (args.rest_base or binance_roots()[1]).rstrip("/") if args.fetch_funding else None
+    legs = (args.x.upper(), args.y.upper())
+    opens = frame["open_time_ms"].to_numpy()
+    return backtest_funding(args.db, legs, opens, bar_ms, fetch_from=base)
 
 
 def _backtest(argv: Sequence[str]) -> dict[str, Any]:
@@ -245,6 +278,7 @@ def _backtest(argv: Sequence[str]) -> dict[str, Any]:
     from storage import timeframe_s
 
     frame = _load_pair(args)
+    funding = _funding(args, frame, timeframe_s(args.tf) * 1000)
     pa = _pair(args, frame)
     res = backtest(
         frame["x"],
@@ -262,6 +296,8 @@ def _backtest(argv: Sequence[str]) -> dict[str, Any]:
         min_quote_volume=args.min_quote_volume,
         min_trades=args.min_trades,
         bar_seconds=timeframe_s(args.tf),
+        funding_x=None if funding is None else funding.x,
+        funding_y=None if funding is None else funding.y,
     )
     ms = frame["open_time_ms"].to_numpy()
     if args.out:
@@ -269,7 +305,16 @@ def _backtest(argv: Sequence[str]) -> dict[str, Any]:
             _times_iso(ms), frame["x"], frame["y"], pa.frame["beta"], pa.frame["zscore"]
         )
         _write_csv(curve, args.out)
-    return _backtest_summary(args, pa, res, ms)
+    out = _backtest_summary(args, pa, res, ms)
+    if funding is not None:
+        out["funding"] = {
+            "settlements_x": funding.settled_x,
+            "settlements_y": funding.settled_y,
+            "funding_pnl_x": res.funding_pnl_x,
+            "funding_pnl_y": res.funding_pnl_y,
+            "funding_pnl": res.funding_pnl,
+        }
+    return out
 
 
 def _backtest_summary(

@@ -94,6 +94,8 @@ class BacktestResult:
         Entry signals dropped by the liquidity filter.
     funding_pnl : float
         All funding received (> 0) or paid (< 0), quote currency; 0 without funding rates.
+    funding_pnl_x, funding_pnl_y : float
+        The part of ``funding_pnl`` settled on each leg (their sum is ``funding_pnl``).
 
     Notes
     -----
@@ -113,6 +115,8 @@ class BacktestResult:
     fees_paid: float
     skipped_entries: int
     funding_pnl: float = 0.0
+    funding_pnl_x: float = 0.0
+    funding_pnl_y: float = 0.0
 
     def trades_frame(self) -> pd.DataFrame:
         """The trades as a DataFrame, one row per trade (columns = :class:`Trade` fields)."""
@@ -371,6 +375,7 @@ class _Book:
         self.x, self.y, self.fee = xa, ya, fee
         self.rates = funding  # (per-bar rates of x, of y) or None
         self.funding = 0.0  # funding received (> 0) or paid (< 0) so far
+        self.funding_legs = [0.0, 0.0]  # the same, of x and of y
         self.equity = np.zeros(xa.size)
         self.position = np.zeros(xa.size)
         self.trades: list[Trade] = []
@@ -431,9 +436,12 @@ class _Book:
         if self.rates is None or ot is None:
             return
         rx, ry = self.rates[0][t], self.rates[1][t]
-        paid = float(ot["qty_x"] * self.x[t] * rx + ot["qty_y"] * self.y[t] * ry)
+        paid_x, paid_y = float(ot["qty_x"] * self.x[t] * rx), float(ot["qty_y"] * self.y[t] * ry)
+        paid = paid_x + paid_y
         ot["funding_pnl"] -= paid
         self.funding -= paid
+        self.funding_legs[0] -= paid_x
+        self.funding_legs[1] -= paid_y
 
     def mark(self, t: int) -> None:
         """Equity and position after bar ``t``'s close (an open trade at mark-to-market)."""
@@ -486,4 +494,6 @@ def _result(book: _Book, skipped: int, bar_seconds: float | None) -> BacktestRes
         fees_paid=float(book.fees_paid),
         skipped_entries=skipped,
         funding_pnl=float(book.funding),
+        funding_pnl_x=float(book.funding_legs[0]),
+        funding_pnl_y=float(book.funding_legs[1]),
     )

@@ -2,7 +2,9 @@
 
 Flags win over the environment (``BINANCE_WS_BASE``, ``BINANCE_REST_BASE``, ``DATABASE_URL``,
 ``DB_PATH``).
-Prints one status line per symbol every ``--status-interval`` seconds. A fatal
+Prints one status line per symbol every ``--status-interval`` seconds. Each symbol's current
+funding (REST ``premiumIndex``) is polled every ``--funding-poll`` seconds and stored
+(``funding_now``), so a page that only reads the database shows it too. A fatal
 configuration error prints one line on stderr and exits with status 2; SIGINT, SIGTERM
 or the end of ``--duration`` stop cleanly (exit 0) after every queued tick is stored.
 """
@@ -16,6 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from config import DB_FLAG_HELP, resolve_db
 from formats.wire import StreamKind
@@ -86,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         help="watchlist pairs, alert rules and sinks: evaluate and deliver alerts here too",
     )
     p.add_argument(
+        "--funding-poll",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="poll and store each symbol's current funding this often (default 30; 0 = off)",
+    )
+    p.add_argument(
         "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
     )
     return p
@@ -100,6 +110,7 @@ class _Run:
     symbols: list[str]
     db: str
     settings: FeedSettings
+    funding: Any = None  # service.funding.FundingService, or None with --funding-poll 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +159,8 @@ def _start(args: argparse.Namespace) -> _Run:
         db = resolve_db(args.db)  # the one rule: --db, $DATABASE_URL, $DB_PATH, data.db
         if args.duration is not None and args.duration <= 0:
             raise ConfigError("--duration must be > 0 seconds")
+        if args.funding_poll is not None and not args.funding_poll >= 0:
+            raise ConfigError("--funding-poll must be >= 0 seconds (0 = off)")
         settings = FeedSettings.from_env(**_overrides(args))
         if alerts is not None:
             alerts.open(db)
@@ -159,7 +172,40 @@ def _start(args: argparse.Namespace) -> _Run:
         if alerts is not None:
             alerts.close()
         raise
-    return _Run(service, alerts, symbols, db, settings)
+    return _Run(service, alerts, symbols, db, settings, _poll_funding(service, args.funding_poll))
+
+
+def _poll_funding(feeds: FeedService, poll_s: float | None) -> Any:
+    """The page's funding poller (``service.funding``, imported only here: this entry point
+    composes the layers) on the collector's symbols, storing each poll's readings through the
+    feeds' one writer. Its own daemon thread: a hung REST never delays a trade."""
+    from service.funding import POLL_S, FundingService
+
+    if poll_s == 0:
+        return None
+    rest_base = feeds.settings.rest_base
+    funding = FundingService(
+        lambda: rest_base,
+        lambda: None,
+        poll_s=POLL_S if poll_s is None else poll_s,
+        record=lambda marks, checked_ms: feeds.submit(
+            lambda storage: storage.write_funding_now(marks, checked_ms)
+        ),
+    )
+    funding.current(feeds.symbols)  # starts the poller
+    return funding
+
+
+def _funding_line(run: _Run) -> str | None:
+    """``funding: 2 of 2 symbols read`` and each failing symbol's reason; keeps them polled."""
+    if run.funding is None:
+        return None
+    states = run.funding.current(run.service.symbols)
+    read = sum(1 for s in states.values() if s.mark is not None and not s.error)
+    failed = [f"{sym}: {s.error}" for sym, s in states.items() if s.error]
+    line = f"funding: {read} of {len(states)} symbols read (premiumIndex every "
+    line += f"{run.funding.poll_s:g} s)"
+    return line + ("; " + "; ".join(failed) if failed else "")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -186,6 +232,9 @@ def _report_until_done(run: _Run, done: threading.Event, duration_s: float | Non
             break
         for status in run.service.status().values():
             print(status.line(), flush=True)
+        funding = _funding_line(run)
+        if funding is not None:
+            print(funding, flush=True)
         if run.alerts is not None:
             run.alerts.follow_watchlist(run.service)
             print(run.alerts.status_line(), flush=True)
@@ -196,6 +245,9 @@ def _report_until_done(run: _Run, done: threading.Event, duration_s: float | Non
 def _stop(run: _Run) -> int:
     """Stop the feeds (draining the writer queue), say what was stored and what is owed."""
     service, alerts = run.service, run.alerts
+    if run.funding is not None:
+        run.funding.stop(timeout_s=0.0)  # first (it records through the feeds' writer);
+        # a premiumIndex request in flight (a hung REST) is abandoned, never waited for
     clean = service.stop(timeout_s=30.0)
     if alerts is not None:
         print(alerts.status_line(), flush=True)

@@ -294,6 +294,15 @@ class FeedService:
             feeds = list(self._feeds.values())
         return {feed.symbol: feed.status() for feed in feeds}
 
+    def submit(self, command: Callable[[Writer], Any]) -> bool:
+        """Run ``command(storage)`` in the writer thread after what is queued (the one
+        writer: e.g. the collector's funding readings); False when not running."""
+        writer = self._writer
+        if writer is None or not self.running:
+            return False
+        writer.submit(command)
+        return True
+
     def writer_status(self) -> WriterStats | None:
         return None if self._writer is None else self._writer.stats()
 

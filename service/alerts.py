@@ -4,8 +4,8 @@ A rule (``metric op threshold`` on one pair and timeframe) fires when its condit
 true on a *closed* bar after being false on the bar before — on crossing, not on every bar it
 stays true — and not again within ``cooldown_s`` of market time (bar times, so a replay at
 5× behaves like the live market, only faster). The monitor runs in the background service,
-so rules fire with no browser open; fired alerts are stored through ``Writer.record_alert``
-(unique per rule and bar, so a restart never fires a bar twice). No Streamlit here.
+so rules fire with no browser open; fired alerts are stored through ``Writer.fire_alert``
+(the outbox: unique per rule and bar, so a restart never fires a bar twice). No Streamlit here.
 
 A bar is *closed* once both legs have a later bar (each leg's trades arrive in time order,
 so no trade of that bar can come any more), or once the pair's grid is

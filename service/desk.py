@@ -31,7 +31,7 @@ from service import watchlist as watchlib
 from service.alerts import AlertMonitor
 from service.delivery import DeliveryWorker
 from service.exchange import ExchangeCatalog, Listing
-from service.funding import FundingService
+from service.funding import FundingService, stored_in
 from service.pageviews import PageViews
 from service.settings import SAMPLE_RECORDING, AppSettings
 from storage import StorageError, Writer, WriterBusyError, open_reader, open_writer
@@ -124,7 +124,9 @@ class DashboardService:
         #: The page's timed reads, shared by every browser session (service/pageviews.py).
         self.views = PageViews()
         #: Each leg's current funding (polled in the background) and the funding history.
-        self.funding = FundingService(self._rest_base_now, lambda: self.writer)
+        self.funding = FundingService(
+            self._rest_base_now, lambda: self.writer, stored=stored_in(lambda: self.db_path)
+        )  # what a headless collector stored stands in where this process cannot ask
         self._open_storage(fresh=self.source == Source.REPLAY)
         if self.source == Source.LIVE:
             self._start_catalog()

@@ -206,7 +206,8 @@ def _cmd_copy(args) -> int:
     print(
         f"copied {len(report.copied)} symbols, {report.alert_rules} alert rules, "
         f"{report.alert_events} alert events, {report.watched_pairs} watched pairs, "
-        f"{report.sinks} sinks, {report.deliveries} deliveries "
+        f"{report.sinks} sinks, {report.deliveries} deliveries, "
+        f"{report.funding_rates} funding events "
         f"from {describe(args.src)} to {describe(args.dst)} "
         f"[{time.monotonic() - started:.1f} s]"
     )
@@ -244,8 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cp = sub.add_parser(
         "copy",
-        help="copy every symbol, bar, tick, gap, alert, watched pair, sink and delivery to "
-        "another database (e.g. SQLite into PostgreSQL)",
+        help="copy every symbol, bar, tick, gap, alert, watched pair, sink, delivery and "
+        "funding event to another database (e.g. SQLite into PostgreSQL)",
     )
     cp.add_argument(
         "--from",

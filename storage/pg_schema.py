@@ -190,6 +190,19 @@ _V5_FUNDING_RATES: list[str] = [
     )""",
 ]
 
+# 5 -> 6: each perpetual's last read current funding (see storage/schema.py, 5 -> 6).
+_V6_FUNDING_NOW: list[str] = [
+    """CREATE TABLE funding_now (
+        symbol           TEXT PRIMARY KEY,
+        mark             DOUBLE PRECISION NOT NULL,
+        index_price      DOUBLE PRECISION,
+        rate             DOUBLE PRECISION,
+        next_funding_ms  BIGINT,
+        event_ms         BIGINT NOT NULL,
+        checked_ms       BIGINT NOT NULL
+    )""",
+]
+
 
 def migrations(timescale: bool) -> list[list[str]]:
     """Statements of each migration; entry ``i`` migrates from version ``i`` to ``i + 1``.
@@ -203,6 +216,7 @@ def migrations(timescale: bool) -> list[list[str]]:
         _V3_ID_CHECKS,
         _V4_WATCHLIST_AND_OUTBOX,
         _V5_FUNDING_RATES,
+        _V6_FUNDING_NOW,
     ]
 
 

@@ -170,6 +170,19 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (symbol, funding_time_ms)
     ) WITHOUT ROWID;
     """,
+    # 5 -> 6: each perpetual's last read current funding (premiumIndex; storage/funding.py),
+    # written by a headless collector so that a page that only reads has it too.
+    """
+    CREATE TABLE funding_now (
+        symbol           TEXT PRIMARY KEY,
+        mark             REAL NOT NULL,
+        index_price      REAL,
+        rate             REAL,
+        next_funding_ms  INTEGER,
+        event_ms         INTEGER NOT NULL,
+        checked_ms       INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

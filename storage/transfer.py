@@ -6,9 +6,11 @@ Each symbol is copied in one transaction, so a symbol is either wholly in the de
 not at all; a symbol that already has ticks or bars there is skipped (never merged), which
 makes an interrupted copy safe to run again. Alert rules (deduplicated by content), their
 events, and gap records follow, and so do the watchlist (deduplicated by pair and settings),
-the alert sinks (by name: a sink the destination already has keeps its target) and the
-outbox (each alert's delivery state per sink, as stored). Feed status is not copied (it
-describes live collectors).
+the alert sinks (by name: a sink the destination already has keeps its target), the
+outbox (each alert's delivery state per sink, as stored) and the settled funding events
+(``funding_rates``, by symbol and time: an event the destination has is kept as it is; with
+``symbols``, only theirs). Feed status and ``funding_now`` are not copied (they describe
+live collectors).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class CopyReport:
     watched_pairs: int = 0
     sinks: int = 0
     deliveries: int = 0
+    funding_rates: int = 0
 
 
 # ----------------------------------------------------------------------------- sources
@@ -269,6 +272,8 @@ def copy_database(
                 report.watched_pairs = _copy_watchlist(source, sink)
                 sinks, report.sinks = _copy_sinks(source, sink)
                 report.deliveries = _copy_deliveries(source, sink, events, sinks)
+        with sink.writer.transaction():
+            report.funding_rates = _copy_funding(source, sink, wanted)
     finally:
         sink.close()
         source.close()
@@ -394,6 +399,25 @@ def _copy_deliveries(
                 "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (event_id, sink_id) DO NOTHING "
                 "RETURNING event_id",
                 (events[event_id], sinks[sink_id], *row),
+            )
+        )
+    return n
+
+
+def _copy_funding(source: _Source, sink: _Sink, wanted: set[str] | None) -> int:
+    """Settled funding events the destination lacks (same symbol and time: kept as it is)."""
+    n = 0
+    for row in source.q(
+        "SELECT symbol, funding_time_ms, rate, mark FROM funding_rates "
+        "ORDER BY symbol, funding_time_ms"
+    ):
+        if wanted and row[0] not in wanted:
+            continue
+        n += len(
+            sink.q(
+                "INSERT INTO funding_rates (symbol, funding_time_ms, rate, mark) VALUES "
+                "(?,?,?,?) ON CONFLICT (symbol, funding_time_ms) DO NOTHING RETURNING symbol",
+                tuple(row),
             )
         )
     return n

@@ -464,29 +464,6 @@ class WriterBase:
         sql = "DELETE FROM alert_rules WHERE rule_id = ?"
         self._unit(lambda conn: self._exec(conn, sql, (rule_id,)))
 
-    def record_alert(
-        self,
-        *,
-        rule_id: int,
-        bar_time_ms: int,
-        value: float,
-        message: str,
-        fired_ts_ms: int | None = None,
-    ) -> bool:
-        """Store a fired alert; False if this rule already fired for this bar."""
-        values = (
-            rule_id,
-            fired_ts_ms if fired_ts_ms is not None else now_ms(),
-            bar_time_ms,
-            float(value),
-            message,
-        )
-        sql = (
-            "INSERT INTO alert_events (rule_id, fired_ts_ms, bar_time_ms, value, message) "
-            "VALUES (?,?,?,?,?) ON CONFLICT (rule_id, bar_time_ms) DO NOTHING"
-        )
-        return self._unit(lambda conn: self._exec(conn, sql, values).rowcount == 1)
-
     # ----------------------------------------------------------------- reads for the feed
     # (on the writer's own connection: SQLite under its lock, PostgreSQL outside a transaction)
     def _one(self, sql: str, params: tuple) -> Any:

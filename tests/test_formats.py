@@ -204,7 +204,8 @@ def test_one_home_and_imports_flow_one_way():
         if path.name != "__main__.py":  # the command line sits above both
             assert "formats" not in tops, path
     assert not (ROOT / "storage" / "formats.py").exists()
-    # No second parser of Binance payloads outside formats/ (ingestion/parse.py re-exports).
+    # No second parser of Binance payloads outside formats/.
+    assert not (ROOT / "ingestion" / "parse.py").exists()
     for path in [*(ROOT / "ingestion").glob("*.py"), *(ROOT / "storage").glob("*.py")]:
         text = path.read_text(encoding="utf-8")
         assert "KLINE_COLUMNS = [" not in text and "def _open_text" not in text, path

@@ -5,8 +5,10 @@ both engines."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -172,6 +174,9 @@ def test_backtest_charges_position_times_close_times_rate_longs_pay_positive_rat
     # y long pays 1 × y3 × 0.02 and receives on the negative rate at bar 5.
     want = 1 * x[4] * 0.01 - 1 * y[3] * 0.02 - 1 * y[5] * (-0.03)
     assert res.funding_pnl == pytest.approx(want)
+    # Per leg: x's short receives x4·0.01; y's long pays y3·0.02 and receives y5·0.03.
+    assert res.funding_pnl_x == pytest.approx(1 * x[4] * 0.01)
+    assert res.funding_pnl_y == pytest.approx(-1 * y[3] * 0.02 - 1 * y[5] * (-0.03))
     (tr,) = res.trades
     assert tr.funding_pnl == pytest.approx(want)
     assert tr.pnl == pytest.approx(base.trades[0].pnl + want)
@@ -204,6 +209,7 @@ def test_zero_rates_give_todays_result_exactly_and_flipped_rates_flip_funding(se
     up = backtest(x, y, z, beta, funding_x=fx, funding_y=fy, **kw)
     down = backtest(x, y, z, beta, funding_x=-fx, funding_y=-fy, **kw)
     assert down.funding_pnl == -up.funding_pnl
+    assert up.funding_pnl_x + up.funding_pnl_y == pytest.approx(up.funding_pnl, abs=1e-12)
     assert [t.funding_pnl for t in down.trades] == [-t.funding_pnl for t in up.trades]
     # Funding never changes the trades taken, only what they earn.
     assert [t.entry_bar for t in up.trades] == [t.entry_bar for t in today.trades]
@@ -220,14 +226,8 @@ def test_bad_funding_series_are_refused():
 
 
 # ---------------------------------------------------------------------------- storage
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "f.db")
-    return request.getfixturevalue("pg_url")  # skipped without TEST_DATABASE_URL
-
-
-def test_funding_rates_table_round_trip_and_upsert_on_both_engines(db):
+def test_funding_rates_table_round_trip_and_upsert_on_both_engines(database):
+    db = database
     rows = [
         FundingRate("BTCUSDT", 1_000, 0.0001, 50_000.0),
         FundingRate("BTCUSDT", 2_000, -0.0002, None),
@@ -245,3 +245,24 @@ def test_funding_rates_table_round_trip_and_upsert_on_both_engines(db):
         assert df["mark"].tolist() == [50_000.0, 51_000.0]
         assert r.funding_rates("BTCUSDT", 1_500, 5_000)["rate"].tolist() == [0.0005]
         assert r.funding_rates("SOLUSDT").empty
+
+
+def test_funding_now_keeps_the_newest_reading_per_symbol_on_both_engines(database):
+    db = database
+    old = MarkPrice("BTCUSDT", 60_000.0, 59_990.0, 0.0001, 28_800_000, 1_000)
+    new = MarkPrice("BTCUSDT", 61_000.0, None, -0.0002, 28_800_000, 2_000)
+    eth = MarkPrice("ETHUSDT", 3_000.0, 3_001.0, None, None, 1_500)  # no funding on it
+    with open_writer(db) as w:
+        assert w.write_funding_now([old, eth], checked_ms=5_000) == 2
+        assert w.write_funding_now([new], checked_ms=6_000) == 1
+        assert w.write_funding_now([old], checked_ms=7_000) == 0  # older: ignored
+        with pytest.raises(ValueError, match="not a funding reading"):
+            w.write_funding_now([replace(new, mark=float("inf"))], checked_ms=1)
+    with open_reader(db) as r:
+        df = r.funding_now(["btcusdt", "ETHUSDT", "NOPEUSDT"])
+        assert r.funding_now(["ETHUSDT"])["symbol"].tolist() == ["ETHUSDT"]
+    got = [tuple(None if pd.isna(v) else v for v in row) for row in df.itertuples(index=False)]
+    assert got == [
+        ("BTCUSDT", 61_000.0, None, -0.0002, 28_800_000, 2_000, 6_000),
+        ("ETHUSDT", 3_000.0, 3_001.0, None, None, 1_500, 5_000),
+    ]

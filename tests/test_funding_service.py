@@ -7,6 +7,8 @@ the replay server of ``tests/test_app.py``)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,7 @@ from replay.funding import DEFAULT_RATE, FUNDING_INTERVAL_MS
 from service import registry
 from service.funding import NO_SOURCE, FundingService, fetch_history, rates_for
 from storage import open_reader, open_writer
+from storage.records import MarkPrice
 from tests.conftest import free_port, wait_for
 from tests.test_app import exchange, full_env, run  # noqa: F401 - fixtures shared
 
@@ -182,3 +185,31 @@ def test_backtest_tab_charges_funding_fetched_in_the_background(full_env):
         "Funding settlements charged in the span: 1 of BTCUSDT, 1 of ETHUSDT." in c.value
         for c in at.caption
     )
+
+
+def test_a_page_that_cannot_ask_shows_what_a_collector_stored(full_env, monkeypatch):
+    """REST unreachable from the page, a collector's readings in the database: the Live
+    panel shows them (``funding_now``, written by ``python -m ingestion``)."""
+    from tests.test_app import _close_service
+
+    _close_service()  # the next run starts a service with the dead REST root below
+    monkeypatch.setenv("BINANCE_REST_BASE", f"http://127.0.0.1:{free_port()}")
+    now_ms = int(time.time() * 1000)
+    nxt = (now_ms // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS
+    with open_writer(full_env) as w:
+        w.write_funding_now(
+            [
+                MarkPrice(s, 100.0, None, rate, nxt, now_ms)
+                for s, rate in zip(LEGS, (2e-4, -1e-4), strict=True)
+            ],
+            now_ms,
+        )
+    try:
+        run({"window": "30"})
+        wait_for(_funding_known, what="the stored readings taken by the page's poller")
+        at = run({"window": "30"})
+        line = " ".join(str(m.value) for m in at.markdown if "Funding" in str(m.value))
+        assert "BTCUSDT +0.0200 %" in line and "ETHUSDT -0.0100 %" in line, line
+        assert "failed" not in line
+    finally:
+        _close_service()

@@ -16,6 +16,7 @@ import pytest
 
 from storage import Gap, IdKind, Tick, open_reader, open_writer
 from storage.__main__ import main
+from storage.records import FundingRate
 from storage.transfer import copy_database
 
 pytestmark = pytest.mark.postgres
@@ -134,7 +135,7 @@ def test_copy_sqlite_to_postgres_and_back_keeps_everything(
             cooldown_s=60,
             params={"w": 3},
         )
-        w.record_alert(rule_id=rid, bar_time_ms=60_000, value=2.5, message="m", fired_ts_ms=7)
+        w.fire_alert(rule_id=rid, bar_time_ms=60_000, value=2.5, message="m", fired_ts_ms=7)
         w.save_feed_status("c1", "BTCUSDT", {"state": "live"})
         # Bars that outlived their ticks must move as they are, not be rebuilt from ticks.
         w.prune(now_ms_=1_723_161_600_000, ticks_keep_s=60, bars_1s_keep_s=None)
@@ -176,6 +177,38 @@ def test_copy_skips_symbols_the_destination_has_and_takes_only_those_asked(
         copy_database(str(src), pg_url, symbols=["ZZZUSDT"])
     with pytest.raises(Exception, match="same database"):
         copy_database(pg_url, pg_url)
+
+
+def funding(db) -> dict[str, list[tuple]]:
+    """Each symbol's stored funding events as plain tuples (None where the mark is unknown)."""
+    with open_reader(db) as r:
+        frames = {s: r.funding_rates(s) for s in ("AAAUSDT", "BBBUSDT")}
+    return {
+        s: [tuple(None if pd.isna(v) else v for v in row) for row in f.itertuples(index=False)]
+        for s, f in frames.items()
+    }
+
+
+def test_copy_carries_funding_rates_both_ways_once(pg_url: str, tmp_path: Path, capsys) -> None:
+    src, back = tmp_path / "f.db", tmp_path / "back.db"
+    rates = [FundingRate("AAAUSDT", 8 * 3_600_000 * k, 1e-4 * k, 60_000.5) for k in range(1, 4)]
+    rates.append(FundingRate("BBBUSDT", 8 * 3_600_000, -2.5e-5, None))  # mark not said
+    with open_writer(src) as w:
+        w.write_ticks([Tick("AAAUSDT", 1, 5, 7.0, 1.0, False, IdKind.AGG)])
+        w.write_funding_rates(rates)
+    before = funding(src)
+    assert sum(map(len, before.values())) == 4
+    status, out, err = cli(capsys, "copy", "--from", src, "--to", pg_url)
+    assert status == 0 and "4 funding events" in out, (out, err)
+    assert funding(pg_url) == before
+    status, out, _ = cli(capsys, "copy", "--from", src, "--to", pg_url)  # idempotent
+    assert status == 0 and "0 funding events" in out and funding(pg_url) == before
+    status, out, _ = cli(capsys, "copy", "--from", pg_url, "--to", f"sqlite:///{back}")
+    assert status == 0 and "4 funding events" in out and funding(back) == before
+    # With --symbols, only the events of those symbols move.
+    only = tmp_path / "only.db"
+    assert copy_database(str(src), str(only), symbols=["aaausdt"]).funding_rates == 3
+    assert funding(only) == {"AAAUSDT": before["AAAUSDT"], "BBBUSDT": []}
 
 
 def test_real_command_line_with_a_url(pg_url: str, pg_server: str, tmp_path: Path) -> None:

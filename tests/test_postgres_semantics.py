@@ -178,11 +178,12 @@ def test_alert_rules_and_a_log_that_fires_once_per_bar(pg_url: str) -> None:
             w.add_alert_rule(
                 name="bad", x="A", y="B", tf="2m", metric="z", op=">", threshold=1, cooldown_s=0
             )
-        assert w.record_alert(
+        assert w.fire_alert(
             rule_id=rid, bar_time_ms=60_000, value=2.5, message="z 2.5", fired_ts_ms=1_000
         )
-        assert not w.record_alert(rule_id=rid, bar_time_ms=60_000, value=2.7, message="again")
-        assert w.record_alert(
+        again = w.fire_alert(rule_id=rid, bar_time_ms=60_000, value=2.7, message="again")
+        assert again is None
+        assert w.fire_alert(
             rule_id=rid, bar_time_ms=120_000, value=3.0, message="z 3", fired_ts_ms=2_000
         )
         w.set_alert_rule_enabled(rid, False)

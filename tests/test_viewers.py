@@ -256,7 +256,7 @@ def test_an_alert_is_read_once_and_toasted_once_in_every_session(two_minutes):
         cooldown_s=0.0,
         params={"window": 60, "method": "ols"},
     )
-    registry.SERVICE.writer.record_alert(
+    registry.SERVICE.writer.fire_alert(
         rule_id=rid, bar_time_ms=int(two_minutes["BTCUSDT"]["ts_ms"]), value=1.5, message="hello"
     )
     # The alerts read has a 1 s time-to-live of its own: wait until a run reads it afresh.

@@ -78,6 +78,11 @@ def _run(view: str) -> AppTest:
     return run({"view": view}, timeout_s=60)
 
 
+def _pairs_table(at: AppTest):
+    """The watched pairs' table (the one with a ``pair`` column) as a DataFrame."""
+    return next(d.value for d in at.dataframe if "pair" in d.value.columns)
+
+
 def _rendered(at: AppTest) -> str:
     """Everything the page sent: every element's protobuf (text, tables as Arrow bytes)."""
     parts = []
@@ -113,8 +118,7 @@ def test_watchlist_rows_are_sorted_by_abs_z_and_computed_once_per_bar(page_db: P
 def test_watchlist_tab_shows_every_pair_and_the_sinks_masked(page_db: Path) -> None:
     at = _run("Watchlist")
     assert not at.error, [e.value for e in at.error]
-    tables = {d.key: d.value for d in at.dataframe if d.key}
-    pairs = tables["watchlist_table"]
+    pairs = _pairs_table(at)
     assert sorted(pairs["pair"]) == ["BTCUSDT/ETHUSDT", "BTCUSDT/ETHUSDT", "ETHUSDT/BTCUSDT"]
     (sinks,) = [d.value for d in at.dataframe if "kind" in d.value.columns]
     sinks = sinks.set_index("name")
@@ -198,3 +202,29 @@ def test_a_rule_can_be_added_on_any_watched_pair(page_db: Path) -> None:
     new = rules[rules["metric"] == "zscore"].iloc[-1]
     assert (new["x"], new["y"], new["tf"]) == ("ETHUSDT", "BTCUSDT", "1s")
     assert '"method": "kalman"' in new["params"] and '"window": 60' in new["params"]
+
+
+def test_one_click_on_a_pairs_pill_opens_it_in_the_live_panel(page_db: Path) -> None:
+    """A pill per row, in the table's order; one click sets the sidebar's pair, timeframe,
+    window and method, switches to the Live tab, and clears the pill (a later click on the
+    same pill opens it again)."""
+    at = _run("Watchlist")
+    pills = at.button_group(key="watchlist_open")
+    table = _pairs_table(at)
+    assert [label.split(" · ")[0] for label in pills.options] == list(table["pair"])
+    with open_reader(page_db) as r:
+        watched = r.watchlist()
+    pid = int(watched[watched["method"] == "kalman"]["pair_id"].iloc[0])
+    assert pills.format_func(pid) == "ETHUSDT/BTCUSDT · 1s · w60 · kalman"
+    pills.set_value(pid).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    state = at.session_state
+    assert (state["x"], state["y"], state["tf"], state["window"]) == (
+        "ETHUSDT",
+        "BTCUSDT",
+        "1s",
+        60,
+    )
+    assert state["method"] == "Kalman" and state["view"] == "Live"
+    assert state["watchlist_open"] is None
+    assert at.title[0].value == "ETHUSDT / BTCUSDT · 1s"  # the full rerun drew the new pair

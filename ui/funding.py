@@ -16,10 +16,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analytics.funding import funding_per_bar
 from service.compute import PairParams
 from service.desk import DashboardService
-from service.funding import FundingNow, rates_for
+from service.funding import FundingNow, bar_funding, charged_span
 from storage import timeframe_s
 from ui.guard import WAIT_ICON, fmt_age, fmt_time, fragment_slot, md_escape
 from ui.state import session_reader
@@ -97,33 +96,26 @@ def backtest_funding(
     """Per-bar funding rates of both legs over the backtest's bars, or None while fetching.
 
     Returns ``(funding_x, funding_y, note)``; the note says how many settlements were found
-    and, if the history could not be fetched, why (the stored rows are then used).
+    and, if the history could not be fetched, why (the stored rows are then used). The
+    charge is placed by :func:`service.funding.bar_funding`, as on the command line.
     """
     bar_ms = timeframe_s(params.tf) * 1000
     opens = table["time_ms"].to_numpy(dtype="int64")
-    start, end = int(opens[0]) + bar_ms, int(opens[-1]) + bar_ms
+    start, end = charged_span(opens, bar_ms)
     state = service.funding.request_history([params.x, params.y], start, end)
     if state == "fetching":
         _wait_for_history(service, (params.x, params.y), start, end)
         return None
     status = service.status()
     with session_reader(status.db_path, status.generation) as lease:
-        found = [
-            # Settled before the last close: what the backtest charges (funding_per_bar).
-            rates_for(lease.reader, service.funding, s, start, end - 1)
-            for s in (params.x, params.y)
-        ]
-    fx, fy = (
-        funding_per_bar(opens, bar_ms, f["funding_time_ms"].to_numpy(), f["rate"].to_numpy())
-        for f in found
-    )
+        found = bar_funding(lease.reader, service.funding, (params.x, params.y), opens, bar_ms)
     note = (
-        f"Funding settlements charged in the span: {len(found[0])} of {params.x}, "
-        f"{len(found[1])} of {params.y}."
+        f"Funding settlements charged in the span: {found.settled_x} of {params.x}, "
+        f"{found.settled_y} of {params.y}."
     )
     if state.startswith("failed"):
         note += f" History not fetched ({state[len('failed: ') :]}); stored rows used."
-    return fx, fy, note
+    return found.x, found.y, note
 
 
 def _wait_for_history(service: DashboardService, symbols: Sequence[str], start: int, end: int):

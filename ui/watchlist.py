@@ -2,7 +2,8 @@
 
 Figures come from ``service.watchlist.watch_rows``: one snapshot per pair and new bar, shared
 by every session and the alert monitor (``PageViews.board``), so a refresh of twenty pairs is
-cheap. One click on a row (any cell, or the row's checkbox) opens that pair in the Live panel.
+cheap. One click on a pair's pill (under the table, in the table's order) opens that pair in
+the Live panel.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from ui.guard import md_escape, panel
 from ui.state import page_views, session_reader
 
 TABLE_KEY = "watchlist_table"
+#: The pills that open a pair in the Live panel (one per row, the table's order).
+OPEN_KEY = "watchlist_open"
 #: Rows are re-sorted by |z| at most this often (seconds); in between they keep their places,
-#: so a row never moves under the mouse and a click opens the row that was clicked.
+#: so neither a row nor its pill moves under the mouse.
 RESORT_S = 30.0
 _ORDER_KEY = "_watchlist_order"
 #: The sidebar's window bounds: a watched pair's window outside them opens clipped.
@@ -52,18 +55,20 @@ def _z_style(ratio: float) -> str:
 
 
 def _open_in_live(rows: pd.DataFrame) -> None:
-    """Selection callback: show the chosen pair in the Live panel.
+    """Pill callback: show the picked pair in the Live panel.
 
-    It runs before the rerun, so the sidebar's widgets may still be set; the table sits in a
+    It runs before the rerun, so the sidebar's widgets may still be set; the pills sit in a
     fragment, and ``st.rerun()`` in a callback makes the coming rerun a full one (the Live tab
-    and the sidebar are outside the fragment). The selection is cleared, so a later click on
-    the same row opens it again.
+    and the sidebar are outside the fragment). The pill is picked by the pair's id, not by a
+    position, so a re-sort between the render and the click cannot open a neighbour. The pill
+    is cleared, so a later click on the same pair opens it again.
     """
-    sel = getattr(st.session_state.get(TABLE_KEY), "selection", None)
-    picked = list(getattr(sel, "rows", None) or []) + [c[0] for c in getattr(sel, "cells", [])]
-    if not picked or not 0 <= picked[0] < len(rows):
+    pid = st.session_state.get(OPEN_KEY)
+    st.session_state[OPEN_KEY] = None
+    found = rows[rows["pair_id"] == pid]
+    if pid is None or found.empty:
         return
-    row = rows.iloc[picked[0]]
+    row = found.iloc[0]
     x, y = str(row["pair"]).split("/")
     st.session_state["x"], st.session_state["y"] = x, y
     st.session_state["tf"] = row["tf"]
@@ -71,14 +76,34 @@ def _open_in_live(rows: pd.DataFrame) -> None:
     labels = {v: k for k, v in _method_choices().items()}
     st.session_state["method"] = labels.get(row["method"], "OLS")
     st.session_state["view"] = "Live"
-    st.session_state[TABLE_KEY] = {"selection": {"rows": [], "columns": [], "cells": []}}
     st.rerun()
+
+
+def _open_pills(rows: pd.DataFrame) -> None:
+    """One pill per row, in the table's order: one click opens that pair in the Live panel.
+
+    Why pills and not a selection on the grid: Streamlit 1.67's canvas grid ignores a cell
+    click whose pointer arrives and presses before it re-rendered after the mouse moved
+    elsewhere, so a session's first click was often dropped (docs/alerts.md, "One click opens
+    a pair"). A pill is a real button whose click always reaches the server.
+    """
+    labels = {
+        int(r.pair_id): f"{r.pair} · {r.tf} · w{r.window} · {r.method}" for r in rows.itertuples()
+    }
+    st.pills(
+        "Open in the Live panel",
+        list(labels),
+        format_func=labels.get,
+        key=OPEN_KEY,
+        on_change=_open_in_live,
+        args=(rows,),
+    )
 
 
 def _stable_order(rows: pd.DataFrame) -> pd.DataFrame:
     """``rows`` (sorted by |z|) in the order this session last showed them, re-sorted every
-    ``RESORT_S`` seconds or when the watched pairs change. The selection callback gets a row
-    *position*; with rows re-sorted on every refresh, a click could open a neighbour."""
+    ``RESORT_S`` seconds or when the watched pairs change. The pills follow this order: with
+    rows re-sorted on every refresh, they would move under the mouse."""
     ids = rows["pair_id"].tolist()
     kept = st.session_state.get(_ORDER_KEY)
     now = time.monotonic()
@@ -154,7 +179,7 @@ def _pairs_table(
     st.caption(
         f"Newest closed bar of each pair, sorted by |z| (every {RESORT_S:g} s; rows keep their "
         f"places in between). Amber: past the ±{band_z:g} band; red: past {FAR_PAST_BAND:g}× "
-        "the band. Click a row to open the pair in the Live panel."
+        "the band. Click a pair below the table to open it in the Live panel."
     )
     shown = rows.drop(columns=["pair_id"])
     styled = shown.style.apply(lambda _: [_z_style(r) for r in rows["past_band"]], subset=["z"])
@@ -163,11 +188,10 @@ def _pairs_table(
         | {"funding_x": "{:+.4f} %", "funding_y": "{:+.4f} %"},
         na_rep="–",
     )
-    st.dataframe(
+    # Display only: no selection on the canvas grid (it dropped clicks, see _open_pills). The
+    # container's key names the table in the page (tests find it by its ``st-key-`` class).
+    st.container(key=TABLE_KEY).dataframe(
         styled,
-        key=TABLE_KEY,
-        on_select=lambda: _open_in_live(rows),
-        selection_mode=["single-row", "single-cell"],
         hide_index=True,
         width="stretch",
         column_order=[
@@ -201,6 +225,7 @@ def _pairs_table(
             ),
         },
     )
+    _open_pills(rows)
     if read_only:
         return
     c1, c2 = st.columns([3, 1])
