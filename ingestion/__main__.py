@@ -165,24 +165,30 @@ def _start(args: argparse.Namespace) -> _Run:
         if alerts is not None:
             alerts.open(db)
         service = FeedService(db if alerts is None else alerts.writer, symbols, settings)
+        # Before the feeds start: its import takes a moment, and a signal during start-up
+        # must find this thread already waiting in _report_until_done, not importing.
+        funding = _funding_poller(service, args.funding_poll)
         service.start()
+        if funding is not None:
+            funding.current(service.symbols)  # starts the poller
         if alerts is not None:
             alerts.start()
     except (ConfigError, ValueError):
         if alerts is not None:
             alerts.close()
         raise
-    return _Run(service, alerts, symbols, db, settings, _poll_funding(service, args.funding_poll))
+    return _Run(service, alerts, symbols, db, settings, funding)
 
 
-def _poll_funding(feeds: FeedService, poll_s: float | None) -> Any:
+def _funding_poller(feeds: FeedService, poll_s: float | None) -> Any:
     """The page's funding poller (``service.funding``, imported only here: this entry point
     composes the layers) on the collector's symbols, storing each poll's readings through the
-    feeds' one writer. Its own daemon thread: a hung REST never delays a trade."""
-    from service.funding import POLL_S, FundingService
-
+    feeds' one writer; ``current()`` starts it. Its own daemon thread: a hung REST never
+    delays a trade."""
     if poll_s == 0:
         return None
+    from service.funding import POLL_S, FundingService
+
     rest_base = feeds.settings.rest_base
     funding = FundingService(
         lambda: rest_base,
@@ -192,7 +198,6 @@ def _poll_funding(feeds: FeedService, poll_s: float | None) -> Any:
             lambda storage: storage.write_funding_now(marks, checked_ms)
         ),
     )
-    funding.current(feeds.symbols)  # starts the poller
     return funding
 
 
