@@ -281,6 +281,20 @@ def test_a_silent_socket_in_a_busy_market_is_stale(recording, tmp_path):
 
 
 # --------------------------------------------------------------------------- 3. far-ahead ids
+def wait_verdicts(service, symbols, timeout_s: float = 20.0) -> dict:
+    """The reject reasons once every symbol has had a verdict on its held suspect id.
+
+    The genuine trades after a lie are stored while REST is still being asked about the lie,
+    so "every genuine id stored" can come before the verdict: wait for the verdict too (CI
+    caught BTCUSDT's reasons still empty on a loaded machine)."""
+
+    def settled():
+        reasons = service.reject_reasons()
+        return reasons if all(reasons.get(s) for s in symbols) else None
+
+    return wait_for(settled, timeout_s, f"a verdict on the held suspect id of each of {symbols}")
+
+
 def test_far_ahead_ids_are_confirmed_against_rest_and_lies_rejected(recording, tmp_path):
     """A lie of 1e12 on BTCUSDT and one 1e7 ahead at 22x the price on ETHUSDT: REST has
     neither, so both are rejected and every genuine trade after them is stored."""
@@ -295,8 +309,8 @@ def test_far_ahead_ids_are_confirmed_against_rest_and_lies_rejected(recording, t
     with FakeBinance(recording, speed=SPEED, preroll_s=5, faults=faults) as server:
         service = start(db, BOTH, fast_settings(server))
         wait_complete(server, db, BOTH)
+        reasons = wait_verdicts(service, BOTH)
         status = service.status()
-        reasons = service.reject_reasons()
         assert service.stop(timeout_s=10)
     for symbol in BOTH:
         assert reasons[symbol] == {"suspect_id": 1}, symbol
@@ -349,8 +363,8 @@ def test_a_first_id_lie_with_no_resume_point_is_rejected_not_the_resume_point(re
     with FakeBinance(recording, speed=0, faults=faults) as server:  # all of it at once
         service = start(db, BOTH, fast_settings(server, history=False))
         wait_complete(server, db, BOTH)
+        reasons = wait_verdicts(service, BOTH)
         status = service.status()
-        reasons = service.reject_reasons()
         assert service.stop(timeout_s=10)
     assert server.stats.hostile_frames == 2
     asked = {
