@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.harness import key_figures
 from storage import IdKind, Tick, Writer, open_writer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,7 +136,7 @@ def measure_panel(script: Path, writer: Writer, state: dict, now_s: int, repeat:
         at.run()
         idle_ms.append((time.perf_counter() - t) * 1000)
     assert not at.exception, [e.value for e in at.exception]
-    bars = int(next(m.value for m in at.metric if m.label == "Bars").replace(",", ""))
+    bars = int(key_figures(at)["Bars"].replace(",", ""))
 
     def q(xs, p):
         return float(np.percentile(xs, p))

@@ -6,11 +6,14 @@ Playwright (:data:`CHROMIUM`, :data:`CHROME_ARGS`, :func:`launch_chromium`). It 
 ``bench/`` because the benchmarks must not import ``tests/``, while the tests may import
 ``bench/`` (they already run its hostile-file maker); ``tests/conftest.py`` re-exports
 :func:`wait_for`, :func:`free_port` and :func:`streamlit_server` for the tests.
+:func:`key_figures` reads the live panel's key figures from an ``AppTest`` run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import html
+import re
 import socket
 import subprocess
 import sys
@@ -144,3 +147,18 @@ def launch_chromium(playwright, args: Sequence[str] = CHROME_ARGS):
     """Headless :data:`CHROMIUM` through Playwright with ``args`` (a caller that needs more
     flags passes ``[*CHROME_ARGS, ...]``)."""
     return playwright.chromium.launch(executable_path=CHROMIUM, args=list(args))
+
+
+#: One key-figure tile of ``ui.live.key_figures_html``: its label and its value.
+_TILE = re.compile(
+    r'<div class="pd-kf" data-label="([^"]*)"[^>]*>.*?<div class="pd-kf-value">([^<]*)</div>'
+)
+
+
+def key_figures(at) -> dict[str, str]:
+    """The live panel's key figures in an ``AppTest`` run, label → value as shown, in order."""
+    found: dict[str, str] = {}
+    for element in at.markdown:
+        for label, value in _TILE.findall(str(element.value)):
+            found[html.unescape(label)] = html.unescape(value)
+    return found

@@ -110,23 +110,25 @@ def validate_rule(
 def rules_from_frame(df: pd.DataFrame) -> list[Rule]:
     """``Reader.alert_rules()`` rows → rules (bad params fall back to the defaults)."""
     rules = []
-    for row in df.itertuples(index=False):
+    # to_dict, not itertuples: itertuples builds a namedtuple class on every call, and the
+    # monitor parses the rules on every pass (a few per second with a feed running).
+    for row in df.to_dict("records"):
         try:
-            params = json.loads(row.params or "{}")
+            params = json.loads(row["params"] or "{}")
         except (TypeError, ValueError):
             params = {}
         rules.append(
             Rule(
-                rule_id=int(row.rule_id),
-                name=str(row.name),
-                x=str(row.x),
-                y=str(row.y),
-                tf=str(row.tf),
-                metric=str(row.metric),
-                op=str(row.op),
-                threshold=float(row.threshold),
-                cooldown_s=float(row.cooldown_s),
-                enabled=bool(row.enabled),
+                rule_id=int(row["rule_id"]),
+                name=str(row["name"]),
+                x=str(row["x"]),
+                y=str(row["y"]),
+                tf=str(row["tf"]),
+                metric=str(row["metric"]),
+                op=str(row["op"]),
+                threshold=float(row["threshold"]),
+                cooldown_s=float(row["cooldown_s"]),
+                enabled=bool(row["enabled"]),
                 window=int(params.get("window", 60)),
                 method=str(params.get("method", "ols")),
             )

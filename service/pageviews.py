@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from service.compute import PairParams, PairView, compute_pair
-from service.viewcache import FRESH_S, SharedReader, Snapshot, ViewCache
+from service.viewcache import FRESH_S, RECOMPUTE_S, SharedReader, Snapshot, ViewCache
 from service.watch import PairBoard
 from storage import Reader, UnknownSymbolError, open_reader
 
@@ -80,6 +80,9 @@ class PageViews:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.shared = shared
+        #: the live pair views' rate limit on computations (``ViewCache.get``'s
+        #: ``min_interval_s``); without sharing, every refresh computes, as before
+        self.recompute_s = RECOMPUTE_S if shared else 0.0
         kwargs: dict[str, Any] = {"fresh_s": FRESH_S if shared else 0.0}
         if clock is not None:
             kwargs["clock"] = clock
@@ -108,7 +111,10 @@ class PageViews:
             return compute_pair(frame, params)
 
         return self.cache.get(
-            ("pair", db, params), lambda: self._read(db, lambda r: pair_version(r, params)), compute
+            ("pair", db, params),
+            lambda: self._read(db, lambda r: pair_version(r, params)),
+            compute,
+            min_interval_s=self.recompute_s,
         )
 
     def read(self, db_path: str, generation: int, fn: Callable[[Reader], Any]) -> Any:

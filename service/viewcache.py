@@ -7,8 +7,10 @@ version*, plus whatever is derived from it (figure payloads, key figures), each 
 
 The rules, in order, when a session asks for a key:
 
-1. a snapshot checked less than ``fresh_s`` ago is served as it is (no database read at all:
-   N tabs refreshing at random phases cost one version probe per ``fresh_s``, not N);
+1. a snapshot checked less than ``fresh_s`` ago, or computed less than ``min_interval_s``
+   ago, is served as it is (no database read at all: N tabs refreshing at random phases cost
+   one version probe per ``fresh_s`` and at most one computation per ``min_interval_s``,
+   not N);
 2. otherwise the data version is read (one cheap query); an unchanged version keeps the
    snapshot (an idle refresh recomputes nothing);
 3. otherwise the value is computed, by exactly one thread per key (the others wait for it).
@@ -37,6 +39,12 @@ D = TypeVar("D")
 #: A snapshot checked this recently is served without reading the version (seconds). Half the
 #: fastest refresh (0.5 s): it adds at most this much to trade-to-screen.
 FRESH_S = 0.25
+#: The live pair views are recomputed at most once per this many seconds (``min_interval_s``),
+#: however many tabs ask: a little under the fastest refresh (0.5 s), so one tab still gets a
+#: new computation on every refresh, while tabs at random phases cause at most 2.5
+#: computations a second instead of 4 (one per ``FRESH_S``) when trades arrive continuously.
+#: It adds at most this much to trade-to-screen (docs/viewers.md has the measurement).
+RECOMPUTE_S = 0.4
 #: Recompute a snapshot this old even if its version is unchanged, and drop views nobody has
 #: asked for in this long (seconds).
 MAX_AGE_S = 60.0
@@ -119,25 +127,30 @@ class ViewCache:
         *,
         fresh_s: float | None = None,
         max_age_s: float | None = None,
+        min_interval_s: float = 0.0,
     ) -> Snapshot[T]:
         """The snapshot of ``key``: reused while fresh or while ``version()`` is unchanged.
 
         ``version()`` must be cheap (one indexed query); ``compute()`` reads and computes the
         value. ``fresh_s`` and ``max_age_s`` override the cache's windows for this key (a
         ``version`` that never changes plus a short ``max_age_s`` makes a plain time-to-live).
+        A snapshot computed less than ``min_interval_s`` ago is served without a version read
+        (a rate limit on computations for views whose data changes faster than anyone looks).
         """
         fresh = self.fresh_s if fresh_s is None else fresh_s
         max_age = self.max_age_s if max_age_s is None else max_age_s
+        if min_interval_s < 0:
+            raise ValueError(f"need min_interval_s ≥ 0 (got {min_interval_s})")
         with self._lock:
             self.stats.requests += 1
-            snap = self._lookup(key, fresh)
+            snap = self._lookup(key, fresh, min_interval_s)
             if snap is not None:
                 self.stats.fresh_hits += 1
                 return snap
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         with key_lock:  # one thread per key reads the version and computes; others wait
             with self._lock:
-                snap = self._lookup(key, fresh)  # refreshed while we waited?
+                snap = self._lookup(key, fresh, min_interval_s)  # refreshed while we waited?
                 if snap is not None:
                     self.stats.fresh_hits += 1
                     return snap
@@ -162,13 +175,15 @@ class ViewCache:
                 self._evict(now)
             return snap
 
-    def _lookup(self, key: Hashable, fresh_s: float) -> Snapshot | None:
-        """The snapshot if checked within ``fresh_s`` (call with ``_lock`` held)."""
+    def _lookup(self, key: Hashable, fresh_s: float, min_interval_s: float) -> Snapshot | None:
+        """The snapshot if checked within ``fresh_s`` or computed within ``min_interval_s``
+        (call with ``_lock`` held)."""
         snap = self._entries.get(key)
         if snap is None:
             return None
         now = self._clock()
-        if now - snap.checked_s < fresh_s and now - snap.computed_s < snap.max_age_s:
+        recent = now - snap.checked_s < fresh_s or now - snap.computed_s < min_interval_s
+        if recent and now - snap.computed_s < snap.max_age_s:
             self._entries.move_to_end(key)
             return snap
         return None

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from bench.harness import key_figures
 from service import registry
 from storage import open_writer
 from storage.__main__ import import_file
@@ -122,7 +123,7 @@ def test_live_panel_renders_every_chart_and_key_figure(full_env):
     at = run()
     assert not at.error, [e.value for e in at.error]
     assert at.title[0].value == "BTCUSDT / ETHUSDT · 1s"
-    figures = {m.label: m.value for m in at.metric}
+    figures = key_figures(at)
     assert list(figures) == [
         "BTCUSDT",
         "ETHUSDT",
@@ -211,7 +212,7 @@ def test_invalid_or_duplicate_legs_are_refused_with_a_message(full_env, x, y, me
     errors = [e.value for e in at.error]
     assert any(message in e for e in errors), errors
     assert any(e.startswith("Fix the pair in the sidebar") for e in errors)
-    assert not charts(at) and not at.metric
+    assert not charts(at) and not at.metric and not key_figures(at)
 
 
 def test_warm_up_messages_with_too_little_data(short_env):
@@ -222,7 +223,7 @@ def test_warm_up_messages_with_too_little_data(short_env):
         assert any(f"**{panel}**: waiting for data — 21 of 61 bars." in w for w in waiting), waiting
     assert any("Rolling correlation**: waiting for data — 21 of 61 bars" in w for w in waiting)
     assert list(charts(at)) == ["chart_price", "chart_volume"]  # these need one bar only
-    assert {m.label: m.value for m in at.metric}["z-score"] == "—"
+    assert key_figures(at)["z-score"] == "—"
     at.button(key="run_adf").click().run()
     assert any("Stationarity tests: waiting for data — 21 of 30 bars" in i.value for i in at.info)
 

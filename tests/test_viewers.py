@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.harness import key_figures
 from service import registry
 from service.viewcache import ViewCache
 from storage import IdKind, open_reader, open_writer
@@ -67,6 +68,30 @@ def test_fresh_snapshots_are_served_without_reading_the_version():
     new = cache.get("k", src.read_version, src.compute)
     assert new.value == ("value", 2) and src.computations == 2
     assert cache.stats.computed_keys == {"k": 2}
+
+
+def test_computations_are_rate_limited_however_fast_the_data_and_the_requests_come():
+    """A new data version every 0.1 s and a request every 0.1 s for 3 s: with
+    ``min_interval_s`` 0.4 at most one computation per 0.4 s, and a request made 0.4 s after
+    the last computation sees the newest version."""
+    clock, src = Clock(), Source()
+    cache = ViewCache(fresh_s=0.0, clock=clock)
+    seen = []
+    for _ in range(30):
+        src.version += 1
+        clock.now += 0.1
+        snap = cache.get("k", src.read_version, src.compute, min_interval_s=0.4)
+        seen.append(snap.value[1])
+    assert src.computations == 8  # at 0, 0.4, 0.8, ... 2.8 s (30 requests, 30 versions)
+    assert seen[0] == 2 and seen[4] == 6 and seen[-2] == 30  # fresh at each computation
+    assert cache.stats.computed_keys == {"k": 8}
+    unlimited = ViewCache(fresh_s=0.0, clock=clock)
+    for _ in range(5):
+        src.version += 1
+        clock.now += 0.1
+        assert unlimited.get("k", src.read_version, src.compute).value[1] == src.version
+    with pytest.raises(ValueError, match="min_interval_s"):
+        cache.get("k", src.read_version, src.compute, min_interval_s=-1)
 
 
 def test_a_snapshot_is_recomputed_after_max_age_even_if_the_version_looks_unchanged():
@@ -139,11 +164,15 @@ def test_derived_values_are_computed_once_per_snapshot():
         st.tuples(st.sampled_from("abc"), st.floats(0, 0.6), st.booleans()),
         min_size=1,
         max_size=40,
-    )
+    ),
+    st.sampled_from([0.0, 0.4]),
 )
-def test_one_computation_per_key_and_version_and_never_a_stale_version_after_fresh_s(steps):
+def test_one_computation_per_key_and_version_and_never_a_stale_version_after_fresh_s(
+    steps, min_interval_s
+):
     """Whatever the order of requests: at most one computation per (key, data version), and a
-    request made ``fresh_s`` after the last check always sees the newest version."""
+    request made ``fresh_s`` after the last check and ``min_interval_s`` after the last
+    computation always sees the newest version."""
     clock = Clock()
     versions = {k: 0 for k in "abc"}
     computed: list[tuple[str, int]] = []
@@ -153,11 +182,14 @@ def test_one_computation_per_key_and_version_and_never_a_stale_version_after_fre
             versions[key] += 1
         clock.now += dt
         last = cache._entries.get(key)
-        stale_allowed = last is not None and clock.now - last.checked_s < 0.25
+        stale_allowed = last is not None and (
+            clock.now - last.checked_s < 0.25 or clock.now - last.computed_s < min_interval_s
+        )
         snap = cache.get(
             key,
             lambda k=key: versions[k],
             lambda k=key: computed.append((k, versions[k])) or (k, versions[k]),
+            min_interval_s=min_interval_s,
         )
         if not stale_allowed:
             assert snap.value == (key, versions[key])
@@ -207,12 +239,14 @@ def test_two_sessions_of_one_view_compute_once_per_data_version(two_minutes):
     a = run()
     b = run()
     views = registry.SERVICE.views
-    # Every request reads the data version (no freshness window), so the count is exact.
+    # Every request reads the data version (no freshness window, no rate limit on
+    # computations), so the count is exact.
     views.cache.fresh_s = 0.0
+    views.recompute_s = 0.0
     computed = _pair_computations(views.cache)
     assert list(computed.values()) == [1], computed
-    figures = {m.label: m.value for m in a.metric}
-    assert figures == {m.label: m.value for m in b.metric} and figures["z-score"] != "—"
+    figures = key_figures(a)
+    assert figures == key_figures(b) and figures["z-score"] != "—"
 
     a.run()
     b.run()  # nothing new stored: both served from the same snapshot
@@ -222,14 +256,12 @@ def test_two_sessions_of_one_view_compute_once_per_data_version(two_minutes):
     a.run()
     b.run()
     assert list(_pair_computations(views.cache).values()) == [2]
-    assert {m.label: m.value for m in a.metric}["Bars"] == {m.label: m.value for m in b.metric}[
-        "Bars"
-    ]
+    assert key_figures(a)["Bars"] == key_figures(b)["Bars"]
 
     c = run({"window": "30"})  # another view: computed for itself, never served A's result
     computed = _pair_computations(views.cache)
     assert sorted((p.window, n) for p, n in computed.items()) == [(30, 1), (60, 2)]
-    assert {m.label: m.value for m in c.metric}["β"] != figures["β"]
+    assert key_figures(c)["β"] != figures["β"]
 
 
 def test_without_sharing_every_session_computes_for_itself(two_minutes, monkeypatch):

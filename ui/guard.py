@@ -168,6 +168,18 @@ div[data-testid="stMetric"] {
 }
 div[data-testid="stMetricValue"] { font-size: 1.1rem; font-variant-numeric: tabular-nums; }
 div[data-testid="stMetricLabel"] p { font-size: 0.78rem; opacity: 0.8; }
+/* the live panel's key figures: one HTML block (ui/live.py key_figures_html), same look */
+.pd-kfs { display: grid; grid-template-columns: repeat(auto-fit, minmax(6.5rem, 1fr));
+  gap: 0.75rem; margin-bottom: 0.5rem; }
+.pd-kf {
+  background: color-mix(in srgb, currentColor 4%, transparent);
+  border: 1px solid color-mix(in srgb, currentColor 12%, transparent);
+  border-radius: 8px; padding: 6px 8px 4px 8px; cursor: help; min-width: 0;
+}
+.pd-kf-label { font-size: 0.78rem; opacity: 0.8; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
+.pd-kf-value { font-size: 1.1rem; font-variant-numeric: tabular-nums; white-space: nowrap;
+  overflow: hidden; text-overflow: ellipsis; }
 .st-key-last_update p { font-variant-numeric: tabular-nums; }
 .block-container { padding-top: 2.2rem; }
 </style>
