@@ -169,8 +169,8 @@ div[data-testid="stMetric"] {
 div[data-testid="stMetricValue"] { font-size: 1.1rem; font-variant-numeric: tabular-nums; }
 div[data-testid="stMetricLabel"] p { font-size: 0.78rem; opacity: 0.8; }
 /* the live panel's key figures: one HTML block (ui/live.py key_figures_html), same look */
-.pd-kfs { display: grid; grid-template-columns: repeat(auto-fit, minmax(6.5rem, 1fr));
-  gap: 0.75rem; margin-bottom: 0.5rem; }
+.pd-kfs { display: grid; grid-template-columns: repeat(auto-fit, minmax(5rem, 1fr));
+  gap: 0.5rem; margin-bottom: 0.5rem; }
 .pd-kf {
   background: color-mix(in srgb, currentColor 4%, transparent);
   border: 1px solid color-mix(in srgb, currentColor 12%, transparent);
