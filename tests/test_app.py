@@ -98,7 +98,8 @@ def charts(at: AppTest) -> dict[str, dict]:
     for node in _walk(at._tree):
         if node.type == "bidi_component":
             key = node.proto.id.rsplit("-", 1)[-1]
-            out[key] = json.loads(json.loads(node.proto.json)["spec"])
+            sent = node.proto.bytes or node.proto.json  # ui.plot.Payload: UTF-8 JSON bytes
+            out[key] = json.loads(json.loads(sent)["spec"])
     return out
 
 

@@ -308,12 +308,15 @@ def test_candles_and_dual_axis_prices(real_db):
 
 
 def test_chart_payload_is_compact_plotly_json(real_db):
-    from ui.plot import figure_payload
+    from ui.plot import encode_payload, figure_payload
 
     with open_reader(real_db) as r:
         frame = r.pair_frame("BTCUSDT", "ETHUSDT", "1s")
     t = compute_pair(frame, PairParams(window=30)).table
-    payload = figure_payload(charts.zscore_figure(t, "BTCUSDT", "ETHUSDT", "1s", 2.0))
+    fig = charts.zscore_figure(t, "BTCUSDT", "ETHUSDT", "1s", 2.0)
+    payload = figure_payload(fig)
+    sent = encode_payload(fig)  # what the component receives: the same, as UTF-8 JSON bytes
+    assert json.loads(sent.data) == payload and sent.height == payload["height"] == 260
     spec = json.loads(payload["spec"])
     assert spec["layout"]["uirevision"] == "zscore:BTCUSDT:ETHUSDT:1s"
     assert "bdata" in json.dumps(spec["data"][0]["y"])  # numpy arrays travel as base64

@@ -28,7 +28,7 @@ from storage import Reader, UnknownSymbolError
 from ui import charts
 from ui.funding import show_funding_line
 from ui.guard import WAIT_ICON, fmt_age, fmt_num, fmt_time, md_escape, panel
-from ui.plot import figure_payload, show_payload
+from ui.plot import encode_payload, show_payload
 from ui.state import Lease, page_views, session_reader, store
 
 
@@ -148,7 +148,7 @@ def charts_grid(
         return result.table.iloc[-p.display_bars :]
 
     def plot(build: Callable[[], go.Figure], key: str) -> None:
-        payload = snap.derive(("payload", key, price_mode), lambda: figure_payload(build()))
+        payload = snap.derive(("payload", key, price_mode), lambda: encode_payload(build()))
         show_payload(payload, key)
 
     def plot_when_warm(stat, what: str, key: str, figure: Callable[..., go.Figure], *args):

@@ -50,16 +50,24 @@ function themed(layout, el) {
   return out;
 }
 
+const utf8 = new TextDecoder();
+
 export default function (component) {
-  const { data, parentElement } = component;
+  const { parentElement } = component;
   let box = parentElement.querySelector(":scope > .pd-plot");
   if (!box) {
     box = document.createElement("div");
     box.className = "pd-plot js-pd-plot";
     parentElement.appendChild(box);
   }
+  // The payload arrives as UTF-8 JSON bytes (ui/plot.py Payload), or as an object.
+  const raw = component.data;
+  const text = raw && ArrayBuffer.isView(raw) ? utf8.decode(raw) : null;
+  if (text !== null && box.__text === text) return; // an idle refresh: nothing new to draw
+  const data = text !== null ? JSON.parse(text) : raw;
   if (!data || !data.spec) return;
-  if (box.__spec === data.spec) return; // an idle refresh: nothing new to draw
+  if (box.__spec === data.spec) return;
+  box.__text = text;
   box.__spec = data.spec;
   box.style.height = `${data.height}px`;
   box.dataset.revision = data.revision || "";

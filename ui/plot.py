@@ -16,6 +16,7 @@ route. Colours and fonts follow the Streamlit theme (light or dark) at draw time
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,33 @@ def figure_payload(fig: go.Figure, config: dict[str, Any] | None = None) -> dict
     }
 
 
-def show_payload(payload: dict[str, Any], key: str) -> None:
-    """Draw a :func:`figure_payload` under a stable ``key``; later calls update it in place."""
-    _component(key=key, data=payload, height=payload["height"])
+@dataclass(frozen=True)
+class Payload:
+    """One chart as the component receives it: :func:`figure_payload` as UTF-8 JSON bytes.
+
+    Bytes, not the dict: Streamlit serialises a dict passed to a component (and again for the
+    element's identity) on every call, i.e. on every refresh of every tab; bytes are copied as
+    they are. Built once per data version and shared by every tab (``ui.live``), a refresh of
+    a chart then costs no JSON work at all (docs/viewers.md). ``ui/plot.js`` decodes them.
+    """
+
+    data: bytes
+    height: int
+
+
+def encode_payload(fig: go.Figure, config: dict[str, Any] | None = None) -> Payload:
+    payload = figure_payload(fig, config)
+    return Payload(json.dumps(payload).encode(), payload["height"])
+
+
+def show_payload(payload: Payload, key: str) -> None:
+    """Draw an :func:`encode_payload` under a stable ``key``; later calls update it in place."""
+    _component(key=key, data=payload.data, height=payload.height)
 
 
 def live_chart(fig: go.Figure, key: str, config: dict[str, Any] | None = None) -> None:
     """Draw ``fig`` under a stable ``key``; later calls with the same key update it in place."""
-    show_payload(figure_payload(fig, config), key)
+    show_payload(encode_payload(fig, config), key)
 
 
 def payload_bytes(fig: go.Figure) -> int:
