@@ -318,7 +318,8 @@ class FundingService:
         try:
             state = FundingNow(sym, fetch_current(client, sym), "", checked)
         except Exception as exc:  # broad on purpose: shown per symbol; the poller lives on
-            old = self._now.get(sym, FundingNow(sym))
+            with self._lock:  # the page's threads replace _now under the lock
+                old = self._now.get(sym, FundingNow(sym))
             state = FundingNow(sym, old.mark, _short(exc), checked)
         if self._stop.is_set():
             return state  # interrupted by stop(): not a failure worth a line

@@ -213,6 +213,24 @@ def killed_on_exit(proc):
             proc.wait()
 
 
+def stop_with_sigint(proc, timeout_s: float = 60.0) -> tuple[str | None, str | None]:
+    """Stop ``proc`` as Ctrl-C does and reap it; returns what it printed to its pipes.
+
+    Killed if it has not exited ``timeout_s`` after the SIGINT (its return code then says so,
+    and the caller's assertion on it fails). Output not piped comes back as ``None``.
+    """
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
+
+
 def start_collector(db, server, *flags, symbols: str | None = None, **popen_kw):
     """``python -m ingestion [--symbols S] --db DB --ws-base W --rest-base R FLAGS``.
 

@@ -8,7 +8,6 @@ per-window least-squares fit), from the bars the collector stored.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,13 @@ from replay import FakeBinance, load_recording
 from service.alertfile import AlertFileError, parse_config
 from storage import open_reader
 from tests.alert_endpoints import Endpoint
-from tests.conftest import collector_env, killed_on_exit, start_collector, wait_for
+from tests.conftest import (
+    collector_env,
+    killed_on_exit,
+    start_collector,
+    stop_with_sigint,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real" / "binance_usdm_ws_hftbacktest"
@@ -179,8 +184,7 @@ url = "{hook.url("/hook")}"
                     return len(hook.acked()) >= len(crossings) and len(frame) > 200
 
                 wait_for(evaluated_to_the_end, timeout_s=90, what="alerts of the last bars")
-                proc.send_signal(signal.SIGINT)
-                out, err = proc.communicate(timeout=60)
+                out, err = stop_with_sigint(proc, 60)
         assert proc.returncode == 0, err
         assert "alerts:" in out
         with open_reader(db) as r:

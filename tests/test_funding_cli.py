@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.server
 import json
 import logging
-import signal
 import subprocess
 import threading
 import time
@@ -27,7 +26,7 @@ from replay.funding import DEFAULT_RATE, FUNDING_INTERVAL_MS
 from service.funding import TIMEOUT_S, FundingService, stored_in
 from storage import open_reader, open_writer
 from storage.records import MarkPrice
-from tests.conftest import free_port, start_collector, wait_for
+from tests.conftest import free_port, start_collector, stop_with_sigint, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 KLINES = ROOT.parent / "shared" / "data" / "real" / "binance_usdm_klines_1m"
@@ -145,13 +144,7 @@ def collector(server, db: Path, tmp_path: Path) -> subprocess.Popen:
 def stop_collector(proc: subprocess.Popen) -> float:
     """SIGINT, then the seconds it took to exit (killed if it hangs: the test then fails)."""
     started = time.monotonic()
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_with_sigint(proc, timeout_s=30)
     return time.monotonic() - started
 
 

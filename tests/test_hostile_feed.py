@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import resource
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from ingestion.writer import TickWriter
 from replay import FakeBinance, load_recording
 from replay.faults import NESTED_FRAME, Faults, hostile_trade
 from storage import IdKind, Tick, Writer, open_reader, open_writer
-from tests.conftest import killed_on_exit, start_collector, wait_for
+from tests.conftest import killed_on_exit, start_collector, stop_with_sigint, wait_for
 from tests.test_ingestion_feed import (
     _ids_of,
     fast_settings,
@@ -450,8 +449,7 @@ def test_collector_on_a_full_disk_says_what_it_could_not_store_and_restart_store
                 "a status line saying error while nothing is stored",
                 interval_s=0,
             )
-            proc.send_signal(signal.SIGINT)
-            _out, err = proc.communicate(timeout=90)
+            _out, err = stop_with_sigint(proc, 90)
         assert "error='nothing stored" in error_line
         assert proc.returncode == 1
         said = [ln for ln in err.splitlines() if ln.startswith("error: stopped before")]

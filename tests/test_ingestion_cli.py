@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import pytest
 from config import SAMPLE_RECORDING
 from replay import FakeBinance, load_recording
 from storage import open_reader
-from tests.conftest import killed_on_exit, start_collector
+from tests.conftest import killed_on_exit, start_collector, stop_with_sigint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,8 +125,7 @@ def test_sigint_stops_cleanly_with_nothing_lost(server, tmp_path):
                 break
         else:
             pytest.fail("no live status line")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        out, err = stop_with_sigint(proc, 20)
     assert proc.returncode == 0, err
     assert "stopping (signal SIGINT)" in out and "0 left queued" in out
     last_line = [ln for ln in out.splitlines() if ln.startswith("ETHUSDT ")][-1]

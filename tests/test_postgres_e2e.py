@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from replay import start_replay_server
 from storage import StorageError, open_reader
-from tests.conftest import collector_env, start_collector, wait_for
+from tests.conftest import collector_env, start_collector, stop_with_sigint, wait_for
 from tests.test_analytics_cli import pair_args
 
 pytestmark = pytest.mark.postgres
@@ -67,8 +66,7 @@ def test_collector_writes_postgres_while_another_process_reads(pg_url: str) -> N
             status = reader.feed_status(max_age_s=30)
         assert set(status["symbol"]) == {"BTCUSDT", "ETHUSDT"}
         assert status["collector_id"].nunique() == 1
-        collector.send_signal(signal.SIGINT)
-        out, err = collector.communicate(timeout=60)
+        out, err = stop_with_sigint(collector, 60)
     finally:
         if collector.poll() is None:
             collector.kill()
@@ -153,13 +151,8 @@ def test_dashboard_defers_to_live_collectors_and_two_collectors_coexist(pg_url, 
         if svc is not None:
             svc.close()
         for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.communicate(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            if proc is not None:
+                stop_with_sigint(proc, 60)
         server.stop()
     assert first.returncode == 0 and second.returncode == 0
     with open_reader(pg_url) as reader:
