@@ -43,7 +43,8 @@ FRESH_S = 0.25
 #: however many tabs ask: a little under the fastest refresh (0.5 s), so one tab still gets a
 #: new computation on every refresh, while tabs at random phases cause at most 2.5
 #: computations a second instead of 4 (one per ``FRESH_S``) when trades arrive continuously.
-#: It adds at most this much to trade-to-screen (docs/viewers.md has the measurement).
+#: Charts may lag the newest trade by at most this much more (by construction; the
+#: trade-to-wire benchmark reads the Last update line, which does not go through the cache).
 RECOMPUTE_S = 0.4
 #: Recompute a snapshot this old even if its version is unchanged, and drop views nobody has
 #: asked for in this long (seconds).

@@ -82,7 +82,7 @@ def test_computations_are_rate_limited_however_fast_the_data_and_the_requests_co
         clock.now += 0.1
         snap = cache.get("k", src.read_version, src.compute, min_interval_s=0.4)
         seen.append(snap.value[1])
-    assert src.computations == 8  # at 0, 0.4, 0.8, ... 2.8 s (30 requests, 30 versions)
+    assert src.computations == 8  # at 0.1, 0.5, 0.9, ... 2.9 s (30 requests, 30 versions)
     assert seen[0] == 2 and seen[4] == 6 and seen[-2] == 30  # fresh at each computation
     assert cache.stats.computed_keys == {"k": 8}
     unlimited = ViewCache(fresh_s=0.0, clock=clock)
