@@ -6,7 +6,8 @@ Playwright (:data:`CHROMIUM`, :data:`CHROME_ARGS`, :func:`launch_chromium`). It 
 ``bench/`` because the benchmarks must not import ``tests/``, while the tests may import
 ``bench/`` (they already run its hostile-file maker); ``tests/conftest.py`` re-exports
 :func:`wait_for`, :func:`free_port` and :func:`streamlit_server` for the tests.
-:func:`key_figures` reads the live panel's key figures from an ``AppTest`` run.
+:func:`key_figures` and :func:`chart_cells` read the live panel's key figures and charts from
+an ``AppTest`` run; :func:`chart_selector` finds a live chart in the browser.
 """
 
 from __future__ import annotations
@@ -162,3 +163,29 @@ def key_figures(at) -> dict[str, str]:
         for label, value in _TILE.findall(str(element.value)):
             found[html.unescape(label)] = html.unescape(value)
     return found
+
+
+def chart_selector(key: str) -> str:
+    """CSS selector of a live chart's Plotly box in the browser (``ui/plot.js`` grid cells)."""
+    return f'[data-chart="{key}"] .js-pd-plot'
+
+
+def chart_cells(at) -> list[dict]:
+    """The live chart grid's cells in an ``AppTest`` run, in order (``ui.plot.decode_grid``):
+    each has ``key``, ``title``, and the chart's ``spec`` or a ``note``; [] without the grid."""
+    from ui.plot import decode_grid  # the page's own decoder (imports Streamlit: used late)
+
+    return [
+        cell
+        for node in elements(at._tree)
+        if node.type == "bidi_component"
+        for cell in decode_grid(node.proto.bytes)
+    ]
+
+
+def elements(node):
+    """Every node under an ``AppTest`` tree node (``at._tree``), depth first."""
+    children = getattr(node, "children", None) or {}
+    for child in children.values() if isinstance(children, dict) else children:
+        yield child
+        yield from elements(child)

@@ -54,6 +54,8 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 
+from ui.plot import decode_grid
+
 #: The key of the container whose first code span is the newest trade's time (ui/live.py).
 LAST_UPDATE_KEY = "last_update"
 _CODE = re.compile(r"`([^`]*)`")
@@ -196,6 +198,7 @@ class _Element:
     element_id: str  # any element's id ("$$ID-<hash>-<key>" for keyed ones), or ""
     run_id: str
     fragment_id: str
+    charts: frozenset[str] = frozenset()  # a chart grid's cells drawn as charts (ui/plot.js)
 
 
 @dataclass
@@ -296,7 +299,7 @@ class ThinSession:
         # A new node at ``path`` replaces whatever was under it.
         for p in [p for p in self._elements if p[: len(path)] == path and p != path]:
             del self._elements[p]
-        widget_id, element_id = None, ""
+        widget_id, element_id, drawn = None, "", frozenset()
         if d.WhichOneof("type") == "add_block":
             self._blocks[path] = d.add_block.id
         elif d.WhichOneof("type") == "new_element":
@@ -315,13 +318,16 @@ class ThinSession:
                 self._saw(el.markdown.body)
             elif et == "exception":
                 self.exceptions += 1
-        self._elements[path] = _Element(widget_id, element_id, self._run_id, d.fragment_id)
+            elif et == "bidi_component" and el.bidi_component.bytes:
+                cells = decode_grid(el.bidi_component.bytes)
+                drawn = frozenset(c["key"] for c in cells if c.get("spec"))
+        self._elements[path] = _Element(widget_id, element_id, self._run_id, d.fragment_id, drawn)
 
     def shows(self, key: str) -> bool:
-        """Whether the page holds the container or element keyed ``key`` right now."""
+        """Whether the page holds the container, element or grid chart keyed ``key`` now."""
         suffix = f"-{key}"
         return any(b.endswith(suffix) for b in self._blocks.values()) or any(
-            e.element_id.endswith(suffix) for e in self._elements.values()
+            e.element_id.endswith(suffix) or key in e.charts for e in self._elements.values()
         )
 
     def _in_last_update(self, path: tuple) -> bool:

@@ -55,7 +55,7 @@ import numpy as np
 # and bench/storage_bench.py would shadow the storage package.
 from bench.dashboard import OBSERVE_LAST_UPDATE_JS, trade_to_screen
 from bench.harness import CHROME_ARGS as BASE_CHROME_ARGS
-from bench.harness import CHROMIUM, launch_chromium, start_streamlit
+from bench.harness import CHROMIUM, chart_selector, launch_chromium, start_streamlit
 from bench.harness import StreamlitServer as Server
 from bench.procstat import cpu_s, machine_busy, pinned, repin_children, rss_mb, thread_cpus
 
@@ -77,17 +77,17 @@ MODES: dict[str, tuple[dict[str, str], list[str]]] = {
     "gc_off": ({"SHARED_VIEWS": "0"}, []),
     "shared": ({"SHARED_VIEWS": "1"}, []),
 }
-#: Counts redraws of the z-score chart (``data-rendered`` is bumped by ui/plot.js per draw).
-CHART_RENDERS_JS = """() => {
-  const g = document.querySelector('.st-key-chart_zscore .js-pd-plot');
-  return g ? Number(g.dataset.rendered || 0) : 0;
-}"""
 #: The default view's refresh interval (seconds).
 REFRESH_S = 0.5
 #: The query every viewer opens the page with: the default view (1s bars, window 60, 0.5 s).
 DEFAULT_VIEW_QUERY = "refresh=0.5&window=60&tf=1s"
-#: A viewer is open once the page shows this container (the z-score chart).
+#: A viewer is open once the page shows this chart (ui/plot.js's grid cell ``data-chart``).
 READY_KEY = "chart_zscore"
+#: Counts redraws of the z-score chart (``data-rendered`` is bumped by ui/plot.js per draw).
+CHART_RENDERS_JS = f"""() => {{
+  const g = document.querySelector('{chart_selector(READY_KEY)}');
+  return g ? Number(g.dataset.rendered || 0) : 0;
+}}"""
 #: With ``--pin``: the server on core 0, the viewers (thin clients or Chromium) on core 1.
 SERVER_CORES, VIEWER_CORES = {0}, {1}
 JS_HEAP_JS = "() => performance.memory ? performance.memory.usedJSHeapSize : null"
@@ -144,7 +144,7 @@ def open_tab(browser, url: str, on_page=None):
     if on_page is not None:
         on_page(page)
     page.goto(f"{url}/?{DEFAULT_VIEW_QUERY}")
-    chart = page.locator(f".st-key-{READY_KEY} .js-pd-plot[data-rendered]").first
+    chart = page.locator(f"{chart_selector(READY_KEY)}[data-rendered]").first
     chart.wait_for(state="attached", timeout=180_000)
     page.evaluate(OBSERVE_LAST_UPDATE_JS)
     return page

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from bench.harness import key_figures
+from bench.harness import chart_cells, key_figures
 from service import registry
 from storage import open_writer
 from storage.__main__ import import_file
@@ -94,20 +94,12 @@ def run(query: dict[str, str] | None = None, *, timeout_s: float = 30) -> AppTes
 
 def charts(at: AppTest) -> dict[str, dict]:
     """The live charts on the page, by key: their Plotly figure as sent to the browser."""
-    out = {}
-    for node in _walk(at._tree):
-        if node.type == "bidi_component":
-            key = node.proto.id.rsplit("-", 1)[-1]
-            sent = node.proto.bytes or node.proto.json  # ui.plot.Payload: UTF-8 JSON bytes
-            out[key] = json.loads(json.loads(sent)["spec"])
-    return out
+    return {c["key"]: json.loads(c["spec"]) for c in chart_cells(at) if c.get("spec")}
 
 
-def _walk(node):
-    children = getattr(node, "children", None) or {}
-    for child in children.values() if isinstance(children, dict) else children:
-        yield child
-        yield from _walk(child)
+def chart_notes(at: AppTest) -> dict[str, str]:
+    """The live charts shown as a note instead (warming up, or failed), by key."""
+    return {c["key"]: c["note"] for c in chart_cells(at) if not c.get("spec")}
 
 
 def texts(at: AppTest) -> str:
@@ -219,11 +211,14 @@ def test_invalid_or_duplicate_legs_are_refused_with_a_message(full_env, x, y, me
 def test_warm_up_messages_with_too_little_data(short_env):
     at = run()
     assert not at.error, [e.value for e in at.error]
-    waiting = [i.value for i in at.info]
-    for panel in ("Z-score", "Spread", "Hedge ratio"):
-        assert any(f"**{panel}**: waiting for data — 21 of 61 bars." in w for w in waiting), waiting
-    assert any("Rolling correlation**: waiting for data — 21 of 61 bars" in w for w in waiting)
+    assert chart_notes(at) == {
+        "chart_zscore": "Z-score: waiting for data — 21 of 61 bars.",
+        "chart_spread": "Spread: waiting for data — 21 of 61 bars.",
+        "chart_beta": "Hedge ratio: waiting for data — 21 of 61 bars.",
+        "chart_corr": "Rolling correlation: waiting for data — 21 of 61 bars.",
+    }
     assert list(charts(at)) == ["chart_price", "chart_volume"]  # these need one bar only
+    assert [c["key"] for c in chart_cells(at)] == CHARTS  # the grid keeps its order
     assert key_figures(at)["z-score"] == "—"
     at.button(key="run_adf").click().run()
     assert any("Stationarity tests: waiting for data — 21 of 30 bars" in i.value for i in at.info)

@@ -308,19 +308,32 @@ def test_candles_and_dual_axis_prices(real_db):
 
 
 def test_chart_payload_is_compact_plotly_json(real_db):
-    from ui.plot import encode_payload, figure_payload
+    from ui.plot import Cell, decode_grid, encode_grid, figure_payload
 
     with open_reader(real_db) as r:
         frame = r.pair_frame("BTCUSDT", "ETHUSDT", "1s")
     t = compute_pair(frame, PairParams(window=30)).table
     fig = charts.zscore_figure(t, "BTCUSDT", "ETHUSDT", "1s", 2.0)
     payload = figure_payload(fig)
-    sent = encode_payload(fig)  # what the component receives: the same, as UTF-8 JSON bytes
-    assert json.loads(sent.data) == payload and sent.height == payload["height"] == 260
+    assert payload["height"] == 260
     spec = json.loads(payload["spec"])
     assert spec["layout"]["uirevision"] == "zscore:BTCUSDT:ETHUSDT:1s"
     assert "bdata" in json.dumps(spec["data"][0]["y"])  # numpy arrays travel as base64
     assert len(payload["spec"]) < 30_000  # 345 bars
+    # What the grid component receives: its cells, as UTF-8 JSON bytes, in order.
+    note = Cell("chart_beta", "Hedge ratio", note="Hedge ratio: <b>x</b>", level="error")
+    sent = encode_grid([Cell("chart_zscore", "Z-score", chart=payload), note])
+    assert isinstance(sent.data, bytes)
+    got = decode_grid(sent.data)
+    assert [c["key"] for c in got] == ["chart_zscore", "chart_beta"]
+    head = {"key": "chart_zscore", "title": "Z-score", "note": "", "level": "info"}
+    assert got[0] == {**head, **payload}
+    assert got[1] == {
+        "key": "chart_beta",
+        "title": "Hedge ratio",
+        "note": "Hedge ratio: <b>x</b>",  # plain text: ui/plot.js shows it as text, never HTML
+        "level": "error",
+    }
 
 
 # ------------------------------------------------------------------------- uploads

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import CHROMIUM, launch_chromium
+from bench.harness import CHROMIUM, chart_selector, launch_chromium
 from tests.conftest import streamlit_server, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ def test_live_replay_dashboard_end_to_end(dashboard, browser, tmp_path):
     start.click()
 
     # Warm-up first, then the z-score chart drawn by Plotly.
-    zchart = page.locator(".st-key-chart_zscore .js-pd-plot").first
+    zchart = page.locator(chart_selector("chart_zscore")).first
     expect(zchart).to_have_attribute("data-rendered", re.compile(r"\d+"), timeout=60_000)
     expect(zchart.locator(".main-svg").first).to_be_visible()
     no_exception()
@@ -189,7 +189,7 @@ def test_three_tabs_of_one_view_all_refresh_keep_their_zoom_and_get_the_toast(da
     wait_for(lambda: start.is_enabled() or stop.is_enabled(), 60, "the feed buttons")
     if start.is_enabled():
         start.click()
-    charts = [p.locator(".st-key-chart_zscore .js-pd-plot").first for p in pages]
+    charts = [p.locator(chart_selector("chart_zscore")).first for p in pages]
     for chart in charts:
         expect(chart).to_have_attribute("data-rendered", re.compile(r"\d+"), timeout=150_000)
 

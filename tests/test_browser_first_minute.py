@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from bench.harness import chart_selector
 from tests.conftest import free_port, streamlit_server
 
 # The browser marks and skip, and the one Chromium launch, shared with the dashboard tests.
@@ -119,7 +120,7 @@ def expect_charts(w: Watched, where: str) -> None:
     expect(page.get_by_role("heading", level=1)).to_contain_text(
         "BTCUSDT / ETHUSDT", timeout=SLOW_MS
     )
-    chart = page.locator(".st-key-chart_price .js-pd-plot").first
+    chart = page.locator(chart_selector("chart_price")).first
     expect(chart).to_have_attribute("data-rendered", re.compile(r"\d+"), timeout=SLOW_MS)
     w.clean(where)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from bench.harness import chart_selector
 from tests.conftest import wait_for
 
 # The browser marks and skip, and the fixtures (one streamlit server, one Chromium).
@@ -37,7 +38,7 @@ def test_watchlist_tab_live_in_the_browser(dashboard, browser):  # noqa: F811 - 
     expect(start).to_be_enabled(timeout=30_000)
     start.click()
     # Data flows before the tab is opened: the live z-score chart is drawn.
-    zchart = page.locator(".st-key-chart_zscore .js-pd-plot").first
+    zchart = page.locator(chart_selector("chart_zscore")).first
     expect(zchart).to_have_attribute("data-rendered", re.compile(r"\d+"), timeout=90_000)
 
     page.get_by_role("tab", name="Watchlist").click()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from bench.harness import elements
 from service import exports, registry
 from service.delivery import DeliveryWorker, RetryPolicy
 from service.watchlist import main as watchlist_cli
@@ -24,7 +25,7 @@ from storage import open_reader, open_writer
 from storage.__main__ import import_file
 from tests.alert_endpoints import Endpoint
 from tests.conftest import STORAGE_REAL_DIR, wait_for
-from tests.test_app import _env, _walk, exchange, run  # noqa: F401 - exchange: a fixture
+from tests.test_app import _env, exchange, run  # noqa: F401 - exchange: a fixture
 
 REAL = STORAGE_REAL_DIR
 HFT = [
@@ -86,7 +87,7 @@ def _pairs_table(at: AppTest):
 def _rendered(at: AppTest) -> str:
     """Everything the page sent: every element's protobuf (text, tables as Arrow bytes)."""
     parts = []
-    for node in _walk(at._tree):
+    for node in elements(at._tree):
         proto = getattr(node, "proto", None)
         if proto is not None:
             parts.append(str(proto))

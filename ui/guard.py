@@ -6,7 +6,7 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +25,24 @@ log = logging.getLogger(__name__)
 WAIT_ICON = ":material/hourglass_top:"
 
 
+def failure(title: str, exc: Exception, quote: Callable[[str], str] = str) -> tuple[str, str]:
+    """What a panel shows when it fails: ``(level, text)``, level "info" or "error".
+
+    The text names the panel and the problem, never a traceback; the exception's own words,
+    which may quote user input, pass through ``quote`` (``md_escape`` for Markdown). An
+    unexpected exception is logged with its traceback.
+    """
+    if isinstance(exc, UnknownSymbolError):
+        return "info", f"{title}: waiting for data — {quote(str(exc))}."
+    if isinstance(exc, (StorageError, ValueError)):
+        return "error", f"{title}: {quote(str(exc))}"
+    log.exception("panel %r failed", title, exc_info=exc)
+    return "error", (
+        f"{title} could not be shown ({type(exc).__name__}: {quote(_short(exc))}). "
+        "The rest of the page is unaffected; details are in the server log."
+    )
+
+
 @contextlib.contextmanager
 def panel(title: str) -> Iterator[None]:
     """Run one panel; an exception shows as a short error in that panel, never a traceback.
@@ -33,16 +51,9 @@ def panel(title: str) -> Iterator[None]:
     """
     try:
         yield
-    except UnknownSymbolError as exc:
-        st.info(f"{title}: waiting for data — {md_escape(str(exc))}.")
-    except (StorageError, ValueError) as exc:
-        st.error(f"{title}: {md_escape(str(exc))}")
     except Exception as exc:  # broad on purpose: the boundary: one panel fails, the page lives
-        log.exception("panel %r failed", title)
-        st.error(
-            f"{title} could not be shown ({type(exc).__name__}: {md_escape(_short(exc))}). "
-            "The rest of the page is unaffected; details are in the server log."
-        )
+        level, text = failure(title, exc, md_escape)
+        (st.info if level == "info" else st.error)(text)
 
 
 def csv_download(label: str, data, file_name: str, key: str, *, where=st, **kw) -> None:

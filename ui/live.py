@@ -27,8 +27,8 @@ from service.viewcache import Snapshot
 from storage import Reader, UnknownSymbolError
 from ui import charts
 from ui.funding import show_funding_line
-from ui.guard import WAIT_ICON, fmt_age, fmt_num, fmt_time, md_escape, panel
-from ui.plot import encode_payload, show_payload
+from ui.guard import WAIT_ICON, failure, fmt_age, fmt_num, fmt_time, md_escape, panel
+from ui.plot import Cell, encode_grid, figure_payload, show_grid
 from ui.state import Lease, page_views, session_reader, store
 
 
@@ -126,57 +126,70 @@ def key_figures(block: str) -> None:
     st.markdown(block, unsafe_allow_html=True)
 
 
-def _waiting(what: str, have: int, need: int) -> None:
-    st.info(f"**{what}**: waiting for data — {have} of {need} bars.", icon=WAIT_ICON)
+def chart_cells(
+    result: PairView, price_mode: str, candles: dict[str, pd.DataFrame] | None
+) -> list[Cell]:
+    """The six charts of the live grid, on one time axis, in reading order (two per row).
+
+    A chart whose statistic is still warming up is a note saying what it waits for; a chart
+    that fails to build is a note saying why (``ui.guard.failure``), and the others are drawn.
+    """
+    p = result.params
+    hedge, corr = result.hedge, result.corr
+    shown = result.table.iloc[-p.display_bars :]  # the bars shown
+
+    def cell(key: str, title: str, build: Callable[[], go.Figure], warm=None) -> Cell:
+        if warm is not None and not warm.defined:
+            note = f"{title}: waiting for data — {warm.n_bars} of {warm.bars_required} bars."
+            return Cell(key, title, note=note)
+        try:
+            return Cell(key, title, chart=figure_payload(build()))
+        except Exception as exc:  # broad on purpose: one chart fails, the grid lives
+            level, text = failure(title, exc)
+            return Cell(key, title, note=text, level=level)
+
+    mode = price_mode if (price_mode != "candles" or candles) else "normalised"
+    return [
+        cell(
+            "chart_price",
+            "Prices",
+            lambda: charts.price_figure(shown, p.x, p.y, p.tf, mode=mode, candles=candles),
+        ),
+        cell(
+            "chart_zscore",
+            "Z-score",
+            lambda: charts.zscore_figure(shown, p.x, p.y, p.tf, p.z),
+            hedge,
+        ),
+        cell("chart_spread", "Spread", lambda: charts.spread_figure(shown, p.x, p.y, p.tf), hedge),
+        cell(
+            "chart_beta",
+            "Hedge ratio",
+            lambda: charts.beta_figure(shown, p.x, p.y, p.tf, METHODS[p.method]),
+            hedge,
+        ),
+        cell(
+            "chart_corr",
+            "Rolling correlation",
+            lambda: charts.corr_figure(shown, p.x, p.y, p.tf),
+            corr,
+        ),
+        cell("chart_volume", "Volume", lambda: charts.volume_figure(shown, p.x, p.y, p.tf)),
+    ]
 
 
 def charts_grid(
     snap: Snapshot[PairView], price_mode: str, candles: dict[str, pd.DataFrame] | None
 ) -> None:
-    """Six charts on one time axis; a chart still warming up says what it waits for.
-
-    Each chart's payload is built once per data version and view for every session
-    (``snap.derive``), so a refresh serialises nothing new; the browser component skips a
-    payload it already drew, and Streamlit sends a payload the tab already has (≥ 10 kB) as a
-    hash reference.
+    """The six charts as one component (``ui.plot``), its payload built once per data version
+    and view for every session (``snap.derive``): a refresh serialises nothing new, the browser
+    skips a payload it already drew, and Streamlit sends a payload the tab already has
+    (≥ 10 kB) as a hash reference.
     """
-    result = snap.value
-    p = result.params
-    hedge, corr = result.hedge, result.corr
-
-    def shown() -> pd.DataFrame:  # the bars shown; called only when a payload is built
-        return result.table.iloc[-p.display_bars :]
-
-    def plot(build: Callable[[], go.Figure], key: str) -> None:
-        payload = snap.derive(("payload", key, price_mode), lambda: encode_payload(build()))
-        show_payload(payload, key)
-
-    def plot_when_warm(stat, what: str, key: str, figure: Callable[..., go.Figure], *args):
-        """``figure(t, x, y, tf, *args)`` once ``stat`` has its bars, else what it waits for."""
-        if stat.defined:
-            plot(lambda: figure(shown(), p.x, p.y, p.tf, *args), key)
-        else:
-            _waiting(what, stat.n_bars, stat.bars_required)
-
-    left, right = st.columns(2)
-    with left, panel("Prices"):
-        mode = price_mode if (price_mode != "candles" or candles) else "normalised"
-        plot(
-            lambda: charts.price_figure(shown(), p.x, p.y, p.tf, mode=mode, candles=candles),
-            "chart_price",
-        )
-    with right, panel("Z-score"):
-        plot_when_warm(hedge, "Z-score", "chart_zscore", charts.zscore_figure, p.z)
-    left, right = st.columns(2)
-    with left, panel("Spread"):
-        plot_when_warm(hedge, "Spread", "chart_spread", charts.spread_figure)
-    with right, panel("Hedge ratio"):
-        plot_when_warm(hedge, "Hedge ratio", "chart_beta", charts.beta_figure, METHODS[p.method])
-    left, right = st.columns(2)
-    with left, panel("Correlation"):
-        plot_when_warm(corr, "Rolling correlation", "chart_corr", charts.corr_figure)
-    with right, panel("Volume"):
-        plot(lambda: charts.volume_figure(shown(), p.x, p.y, p.tf), "chart_volume")
+    payload = snap.derive(
+        ("charts", price_mode), lambda: encode_grid(chart_cells(snap.value, price_mode, candles))
+    )
+    show_grid(payload, "live_charts")
 
 
 def render_live(service: DashboardService, params: PairParams, price_mode: str) -> None:

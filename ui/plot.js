@@ -1,4 +1,4 @@
-// Pairs desk live chart: draw or update one Plotly figure in place (see ui/plot.py).
+// Pairs desk chart grid: draw or update each Plotly figure of the grid in place (ui/plot.py).
 const LIB = "__LIB__";
 
 function loadPlotly() {
@@ -52,32 +52,89 @@ function themed(layout, el) {
 
 const utf8 = new TextDecoder();
 
-export default function (component) {
-  const { parentElement } = component;
-  let box = parentElement.querySelector(":scope > .pd-plot");
+// One cell of the grid: a chart box (kept across refreshes, so Plotly.react keeps its zoom)
+// or a note (a chart warming up, or why it could not be drawn).
+function cellFor(grid, key, title) {
+  let cell = grid.__cells.get(key);
+  if (!cell) {
+    cell = document.createElement("div");
+    cell.className = "pd-cell";
+    cell.dataset.chart = key;
+    cell.setAttribute("aria-label", title);
+    grid.__cells.set(key, cell);
+  }
+  return cell;
+}
+
+function showNote(cell, c) {
+  const box = cell.querySelector(":scope > .pd-plot");
+  if (box) {
+    if (window.Plotly) window.Plotly.purge(box);
+    box.remove();
+  }
+  let note = cell.querySelector(":scope > .pd-note");
+  if (!note) {
+    note = document.createElement("div");
+    note.className = "pd-note";
+    note.setAttribute("role", c.level === "error" ? "alert" : "status");
+    cell.appendChild(note);
+  }
+  note.dataset.level = c.level || "info";
+  note.textContent = c.note; // plain text: it may quote a symbol name
+}
+
+function showChart(cell, c, theme) {
+  const note = cell.querySelector(":scope > .pd-note");
+  if (note) note.remove();
+  let box = cell.querySelector(":scope > .pd-plot");
   if (!box) {
     box = document.createElement("div");
     box.className = "pd-plot js-pd-plot";
-    parentElement.appendChild(box);
+    cell.appendChild(box);
   }
-  // The payload arrives as UTF-8 JSON bytes (ui/plot.py Payload), or as an object.
-  const raw = component.data;
-  const text = raw && ArrayBuffer.isView(raw) ? utf8.decode(raw) : null;
-  if (text !== null && box.__text === text) return; // an idle refresh: nothing new to draw
-  const data = text !== null ? JSON.parse(text) : raw;
-  if (!data || !data.spec) return;
-  if (box.__spec === data.spec) return;
-  box.__text = text;
-  box.__spec = data.spec;
-  box.style.height = `${data.height}px`;
-  box.dataset.revision = data.revision || "";
+  if (box.__spec === c.spec) return; // this chart's figure is unchanged: keep it as it is
+  box.__spec = c.spec;
+  box.style.height = `${c.height}px`;
+  box.dataset.revision = c.revision || "";
   loadPlotly().then((Plotly) => {
-    const fig = JSON.parse(data.spec);
-    const layout = themed(fig.layout || {}, parentElement);
-    return Plotly.react(box, fig.data || [], layout, data.config || {});
+    const fig = JSON.parse(c.spec);
+    return Plotly.react(box, fig.data || [], themed(fig.layout || {}, theme), c.config || {});
   }).then(() => {
     box.dataset.rendered = String((Number(box.dataset.rendered) || 0) + 1);
   }).catch((err) => {
+    box.__spec = null;
     box.textContent = "Chart unavailable: " + err.message;
+  });
+}
+
+export default function (component) {
+  const { parentElement } = component;
+  let grid = parentElement.querySelector(":scope > .pd-grid");
+  if (!grid) {
+    grid = document.createElement("div");
+    grid.className = "pd-grid";
+    grid.__cells = new Map();
+    parentElement.appendChild(grid);
+  }
+  // The payload arrives as UTF-8 JSON bytes (ui/plot.py Payload).
+  const raw = component.data;
+  if (!raw || !ArrayBuffer.isView(raw)) return;
+  const text = utf8.decode(raw);
+  if (grid.__text === text) return; // an idle refresh: nothing new to draw
+  grid.__text = text;
+  const cells = JSON.parse(text).cells || [];
+  const keep = new Set(cells.map((c) => c.key));
+  for (const [key, cell] of grid.__cells) {
+    if (keep.has(key)) continue;
+    const box = cell.querySelector(":scope > .pd-plot");
+    if (box && window.Plotly) window.Plotly.purge(box);
+    cell.remove();
+    grid.__cells.delete(key);
+  }
+  cells.forEach((c, i) => {
+    const cell = cellFor(grid, c.key, c.title);
+    if (grid.children[i] !== cell) grid.insertBefore(cell, grid.children[i] || null);
+    if (c.spec) showChart(cell, c, parentElement);
+    else showNote(cell, c);
   });
 }
