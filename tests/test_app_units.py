@@ -336,6 +336,25 @@ def test_chart_payload_is_compact_plotly_json(real_db):
     }
 
 
+def test_a_chart_that_fails_to_build_is_a_note_in_its_cell_and_the_others_draw(real_db, caplog):
+    from dataclasses import replace
+
+    from ui.live import chart_cells
+
+    with open_reader(real_db) as r:
+        frame = r.pair_frame("BTCUSDT", "ETHUSDT", "1s")
+    result = compute_pair(frame, PairParams(window=30))
+    broken = replace(result, table=result.table.drop(columns=["x_volume"]))  # a corrupt view
+    cells = {c.key: c for c in chart_cells(broken, "normalised", None)}
+    volume = cells.pop("chart_volume")
+    assert volume.chart is None and volume.level == "error"
+    assert volume.note.startswith("Volume could not be shown (KeyError: 'x_volume').")
+    assert "panel 'Volume' failed" in caplog.text  # the traceback goes to the server log
+    assert all(c.chart and not c.note for c in cells.values()), cells.keys()
+    drawn = ["chart_price", "chart_zscore", "chart_spread", "chart_beta", "chart_corr"]
+    assert list(cells) == drawn
+
+
 # ------------------------------------------------------------------------- uploads
 def test_uploads_are_size_limited_and_validated(tmp_path):
     s = AppSettings(max_upload_mb=1.0, upload_dir=str(tmp_path / "up"))

@@ -151,6 +151,40 @@ def test_newcomer_offline_switch_to_replay_ten_times(browser, tmp_path):  # noqa
         print(f"{where}: charts after the banner's button, no console error", flush=True)
 
 
+@pytest.mark.timeout(600)
+def test_a_chart_warming_up_says_what_it_waits_for_then_draws_in_its_cell(browser, tmp_path):  # noqa: F811 - shared fixture
+    """A replay with a 600-bar window: the z-score's cell says what it waits for (a note of
+    ``ui/plot.js``'s grid, plain text); with the window cut to 20 the same cell holds the
+    drawn chart and no note, and the six cells keep their order."""
+    from playwright.sync_api import expect
+
+    with offline_server(tmp_path) as url:
+        w = open_page(browser, url, "/?window=600&tf=1s")
+        page = w.page
+        page.get_by_role("button", name="Switch to replay").click(timeout=SLOW_MS)
+        cell = page.locator('[data-chart="chart_zscore"]')
+        expect(cell.locator(".pd-note")).to_have_text(
+            re.compile(r"^Z-score: waiting for data — \d+ of 601 bars\.$"), timeout=SLOW_MS
+        )
+        expect(page.locator(chart_selector("chart_price"))).to_have_attribute(
+            "data-rendered", re.compile(r"\d+"), timeout=SLOW_MS
+        )
+        _type(w, "window", "20")
+        expect(page.locator(chart_selector("chart_zscore"))).to_have_attribute(
+            "data-rendered", re.compile(r"\d+"), timeout=SLOW_MS
+        )
+        expect(cell.locator(".pd-note")).to_have_count(0)
+        order = page.locator(".pd-grid > .pd-cell").evaluate_all(
+            "cells => cells.map(c => c.dataset.chart)"
+        )
+        assert order == [
+            "chart_price", "chart_zscore", "chart_spread", "chart_beta", "chart_corr",
+            "chart_volume",
+        ]  # fmt: skip
+        w.clean("warm-up")
+        close(w)
+
+
 def _title(w: Watched, text: str = "BTCUSDT / ETHUSDT") -> None:
     from playwright.sync_api import expect
 
