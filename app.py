@@ -21,7 +21,7 @@ from service.settings import SAMPLE_RECORDING, AppSettings, SettingsError
 from ui.alerts import render_alerts
 from ui.backtest import render_backtest
 from ui.exports import render_exports
-from ui.guard import db_label, fragment_slot, inject_css, md_escape, panel
+from ui.guard import db_label, fragment_slot, inject_css, md_escape, panel, tidy_browser
 from ui.health import render_health
 from ui.live import render_live, render_stationarity, show_new_alerts
 from ui.multi import render_multi
@@ -118,6 +118,7 @@ def main() -> None:
         initial_sidebar_state="expanded",
     )
     inject_css()
+    tidy_browser()
     try:
         settings = AppSettings.load(_argv())
     except SettingsError as exc:

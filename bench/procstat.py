@@ -23,13 +23,25 @@ def rss_mb(pid: int) -> float:
 
 def machine_busy(cpu: str = "cpu") -> tuple[float, float]:
     """(busy, total) jiffies since boot of all cores (``cpu``) or one (``cpu0``), ``/proc/stat``."""
+    v = _jiffies(cpu)
+    return sum(v[:8]) - (v[3] + v[4]), sum(v[:8])
+
+
+def machine_steal(cpu: str = "cpu") -> tuple[float, float]:
+    """(steal, total) jiffies since boot: time the hypervisor gave this VM's cores to others.
+
+    On a shared host steal makes the same work cost more CPU time (caches and cores shared
+    with the neighbours), so a window with steal is not comparable with a quiet one.
+    """
+    v = _jiffies(cpu)
+    return v[7], sum(v[:8])
+
+
+def _jiffies(cpu: str) -> list[int]:
     for line in Path("/proc/stat").read_text().splitlines():
         name, *rest = line.split()
         if name == cpu:
-            v = [int(x) for x in rest]
-            idle = v[3] + v[4]
-            total = sum(v[:8])
-            return total - idle, total
+            return [int(x) for x in rest]
     raise ValueError(f"no {cpu!r} line in /proc/stat")
 
 

@@ -57,7 +57,15 @@ from bench.dashboard import OBSERVE_LAST_UPDATE_JS, trade_to_screen
 from bench.harness import CHROME_ARGS as BASE_CHROME_ARGS
 from bench.harness import CHROMIUM, chart_selector, launch_chromium, start_streamlit
 from bench.harness import StreamlitServer as Server
-from bench.procstat import cpu_s, machine_busy, pinned, repin_children, rss_mb, thread_cpus
+from bench.procstat import (
+    cpu_s,
+    machine_busy,
+    machine_steal,
+    pinned,
+    repin_children,
+    rss_mb,
+    thread_cpus,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,10 +99,19 @@ CHART_RENDERS_JS = f"""() => {{
 #: With ``--pin``: the server on core 0, the viewers (thin clients or Chromium) on core 1.
 SERVER_CORES, VIEWER_CORES = {0}, {1}
 JS_HEAP_JS = "() => performance.memory ? performance.memory.usedJSHeapSize : null"
-#: The heap after a full collection: V8's heap saws between collections, so a raw sample
-#: says little about growth.
-JS_HEAP_AFTER_GC_JS = """() => { if (window.gc) window.gc();
-  return performance.memory ? performance.memory.usedJSHeapSize : null; }"""
+#: The soak's sample of one tab: the bars the view holds (the key figure *Bars*: the charts
+#: fill until it reaches window + bars shown), then the heap after a full collection (V8's
+#: heap saws between collections, so a raw sample says little about growth). The
+#: bench's own record of updates (``window.__seen``) is cut to its newest entry first, so the
+#: measuring does not grow the heap it measures.
+SOAK_SAMPLE_JS = """() => {
+  if (window.__seen) window.__seen = window.__seen.slice(-1);
+  const v = document.querySelector('.pd-kf[data-label="Bars"] .pd-kf-value');
+  const bars = v ? Number(v.textContent.replace(/,/g, "")) : null;
+  if (window.gc) window.gc();
+  const heap = performance.memory ? performance.memory.usedJSHeapSize : null;
+  return {bars, heap};
+}"""
 
 
 # ----------------------------------------------------------------------------- server
@@ -158,11 +175,11 @@ def measure(server: Server, viewers: list, seconds: float) -> dict:
     for v in viewers:
         v.mark()
     cpus = ["cpu", *(f"cpu{i}" for i in range(os.cpu_count() or 1))]
-    busy0 = [machine_busy(c) for c in cpus]
+    busy0, steal0 = [machine_busy(c) for c in cpus], machine_steal()
     c0, own0, t0 = cpu_s(server.pid), time.process_time(), time.monotonic()
     time.sleep(seconds)  # a benchmark window, not a test wait: the load runs meanwhile
     c1, own1, t1 = cpu_s(server.pid), time.process_time(), time.monotonic()
-    busy1 = [machine_busy(c) for c in cpus]
+    busy1, steal1 = [machine_busy(c) for c in cpus], machine_steal()
     wall = t1 - t0
     tabs = []
     for v in viewers:
@@ -193,6 +210,8 @@ def measure(server: Server, viewers: list, seconds: float) -> dict:
         "server_cpus": thread_cpus(server.pid),
         "machine_busy": busy[0],
         "core_busy": busy[1:],
+        # The hypervisor's share of the window (a noisy host: not comparable with a quiet one).
+        "steal": (steal1[0] - steal0[0]) / max(1, steal1[1] - steal0[1]),
         # This process: the thin viewers' own CPU (with Chromium, only Playwright's side).
         "bench_process_cores": (own1 - own0) / wall,
         "updates_per_s_min": min((t["updates_per_s"] for t in tabs), default=None),
@@ -300,7 +319,8 @@ def _print_row(r: dict) -> None:
         f"redraws/s {f(r['redraws_per_s_mean'], '.2f')}  "
         f"p95 worst tab {f(r['p95_s_worst_tab'], '.2f')} s  "
         f"machine busy {100 * r['machine_busy']:.0f} % "
-        f"(cores {', '.join(f'{100 * b:.0f}' for b in r['core_busy'])} %)  "
+        f"(cores {', '.join(f'{100 * b:.0f}' for b in r['core_busy'])} %, "
+        f"steal {100 * r.get('steal', 0):.0f} %)  "
         f"viewer side {r['bench_process_cores']:.2f} cores",
         file=sys.stderr,
         flush=True,
@@ -360,14 +380,15 @@ def soak(minutes: float, n_tabs: int, mode: str, speed: float, every_s: float = 
                 browser = launch_chromium(pw, CHROME_ARGS)
                 try:
                     pages = [open_tab(browser, server.url) for _ in range(n_tabs)]
-                    t0, c0 = time.monotonic(), cpu_s(server.pid)
+                    t0, c0, steal0 = time.monotonic(), cpu_s(server.pid), machine_steal()
                     while (elapsed := time.monotonic() - t0) < minutes * 60:
-                        heaps = [p.evaluate(JS_HEAP_AFTER_GC_JS) or 0 for p in pages]
+                        tabs = [p.evaluate(SOAK_SAMPLE_JS) for p in pages]
                         samples.append(
                             {
                                 "t_s": round(elapsed),
                                 "rss_mb": rss_mb(server.pid),
-                                "js_heap_mb": [round(h / 1e6, 2) for h in heaps],
+                                "js_heap_mb": [round((t["heap"] or 0) / 1e6, 2) for t in tabs],
+                                "bars": tabs[0]["bars"],
                                 "cores_so_far": (cpu_s(server.pid) - c0) / elapsed
                                 if elapsed > 1
                                 else None,
@@ -375,22 +396,31 @@ def soak(minutes: float, n_tabs: int, mode: str, speed: float, every_s: float = 
                         )
                         print(json.dumps(samples[-1]), file=sys.stderr, flush=True)
                         time.sleep(every_s)  # a soak's sampling period
+                    steal1 = machine_steal()
                 finally:
                     browser.close()
         finally:
             server.stop()
-    return {"mode": mode, "minutes": minutes, "tabs": n_tabs, **soak_growth(samples)}
+    steal = (steal1[0] - steal0[0]) / max(1, steal1[1] - steal0[1])
+    return {"mode": mode, "minutes": minutes, "tabs": n_tabs, "steal": steal} | soak_growth(samples)
 
 
 def soak_growth(samples: list[dict], warm_fraction: float = 0.2) -> dict:
-    """Growth from the end of warm-up (first 20 % of samples) to the end, in %.
+    """Growth from the end of warm-up to the end, in %.
 
-    Compares the median of the first post-warm-up quarter with the median of the last quarter
-    of samples, so one sample taken just before a collection does not decide it.
+    Warm-up lasts the first 20 % of samples, and at least until the view is full: the charts
+    hold more bars (more points, more SVG) until the key figure *Bars* reaches window + bars
+    shown — about nine minutes of a fresh replay at 1× on the default view — and a heap that
+    grows with them is filling, not leaking. Compares the median of the first post-warm-up
+    quarter with the median of the last quarter of samples, so one sample taken just before a
+    collection does not decide it.
     """
-    if len(samples) < 8:
-        return {"samples": samples, "note": "too few samples for a growth figure"}
-    rest = samples[int(len(samples) * warm_fraction) :]
+    bars = [s.get("bars") or 0 for s in samples]
+    full = bars.index(max(bars)) if bars else 0
+    warm = max(int(len(samples) * warm_fraction), full)
+    rest = samples[warm:]
+    if len(rest) < 8:
+        return {"samples": samples, "note": "too few samples after warm-up for a growth figure"}
     q = max(1, len(rest) // 4)
     head, tail = rest[:q], rest[-q:]
 
@@ -400,6 +430,7 @@ def soak_growth(samples: list[dict], warm_fraction: float = 0.2) -> dict:
 
     n_tabs = len(samples[0]["js_heap_mb"])
     return {
+        "warm_until_s": rest[0]["t_s"],
         "rss_mb_start": samples[0]["rss_mb"],
         "rss_mb_after_warmup": float(np.median([s["rss_mb"] for s in head])),
         "rss_mb_end": float(np.median([s["rss_mb"] for s in tail])),

@@ -221,3 +221,22 @@ def test_three_tabs_of_one_view_all_refresh_keep_their_zoom_and_get_the_toast(da
         expect(page.locator('[data-testid="stException"]')).to_have_count(0)
     for page in pages:
         page.close()
+
+
+def test_a_tab_open_for_long_does_not_keep_every_run_streamlit_measured(dashboard, browser):
+    """Streamlit's frontend adds performance marks and a ``script-run-cycle`` measure per run
+    and never clears them; ``ui.guard.tidy_browser`` clears them every 15 s, so their count
+    falls instead of growing for as long as the tab is open (docs/viewers.md)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(f"{dashboard}/?window=10&refresh=0.5")
+    measures_js = "() => performance.getEntriesByName('script-run-cycle', 'measure').length"
+    counts: list[int] = []
+
+    def cleared() -> bool:
+        counts.append(page.evaluate(measures_js))
+        peak = max(counts)
+        return peak >= 5 and counts[-1] < peak
+
+    wait_for(cleared, 60, "the tab's script-run-cycle measures to be cleared")
+    assert page.evaluate("() => performance.getEntriesByName('running', 'mark').length") <= 60
+    page.close()

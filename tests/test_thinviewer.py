@@ -87,3 +87,27 @@ def test_the_message_cache_resolves_references_and_ages_entries_as_the_frontend_
     assert cache.resolve(*_ref("h-zscore")) is None and cache.misses == 1
     cache.finish_run(2, [])  # a full run may evict anything
     assert cache.messages == {}
+
+
+def test_the_soak_measures_growth_from_when_the_view_is_full_not_while_the_charts_fill():
+    from bench.viewers import soak_growth
+
+    # 60 samples 30 s apart: the view fills for 8.5 minutes (bars 150 → 630, then 660), the
+    # heap grows with it (40 → 48 MB), then stays at 50 MB; RSS grows by 10 % after the fill.
+    samples = []
+    for i in range(60):
+        filling = i < 17
+        samples.append(
+            {
+                "t_s": 30 * i,
+                "bars": 150 + 30 * i if filling else 660,
+                "js_heap_mb": [40.0 + 0.5 * i if filling else 50.0],
+                "rss_mb": 300.0 if i < 24 else 330.0,
+                "cores_so_far": 0.2,
+            }
+        )
+    got = soak_growth(samples)
+    assert got["warm_until_s"] == 30 * 17  # not 20 % of the samples (index 12): still filling
+    assert got["js_heap_growth_pct"] == [0.0]
+    assert got["rss_growth_pct"] == 10.0
+    assert soak_growth(samples[:24])["note"].startswith("too few samples after warm-up")

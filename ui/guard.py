@@ -193,9 +193,35 @@ div[data-testid="stMetricLabel"] p { font-size: 0.78rem; opacity: 0.8; }
   overflow: hidden; text-overflow: ellipsis; }
 .st-key-last_update p { font-variant-numeric: tabular-nums; }
 .block-container { padding-top: 2.2rem; }
+.st-key-tidy_browser { display: none; }
 </style>
 """
 
 
 def inject_css() -> None:
     st.markdown(CSS, unsafe_allow_html=True)
+
+
+#: Streamlit 1.67's frontend records every change of a script run's state with
+#: ``performance.mark`` (named after the state) and every run with ``performance.measure``
+#: ("script-run-cycle"), and never clears either: the browser keeps every entry, about 160 a
+#: minute (20 kB) for a tab refreshing twice a second, some 30 MB a day on a desk's screen
+#: (docs/viewers.md, the memory soak). This page-level component clears exactly those entries
+#: every 15 s. Streamlit only uses the newest marks (to measure the run that just ended) and
+#: ignores a measure whose mark was cleared.
+_TIDY_JS = """
+const MARKS = ["notRunning", "running", "rerunRequested", "stopRequested", "compilationError"];
+export default function () {
+  if (window.__pairsDeskTidy) return;
+  window.__pairsDeskTidy = setInterval(() => {
+    for (const name of MARKS) performance.clearMarks(name);
+    performance.clearMeasures("script-run-cycle");
+  }, 15000);
+}
+"""
+_tidy = st.components.v2.component("pairs_desk_tidy_browser", js=_TIDY_JS)
+
+
+def tidy_browser() -> None:
+    """Keep the tab's memory flat over days: see :data:`_TIDY_JS`. Invisible; once per page."""
+    _tidy(key="tidy_browser")
