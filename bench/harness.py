@@ -178,7 +178,7 @@ def chart_cells(at) -> list[dict]:
     return [
         cell
         for node in elements(at._tree)
-        if node.type == "bidi_component"
+        if node.type == "bidi_component" and node.proto.bytes  # not ui.guard's tidy_browser
         for cell in decode_grid(node.proto.bytes)
     ]
 
