@@ -76,9 +76,9 @@ function showNote(cell, c) {
   if (!note) {
     note = document.createElement("div");
     note.className = "pd-note";
-    note.setAttribute("role", c.level === "error" ? "alert" : "status");
     cell.appendChild(note);
   }
+  note.setAttribute("role", c.level === "error" ? "alert" : "status"); // a note may change level
   note.dataset.level = c.level || "info";
   note.textContent = c.note; // plain text: it may quote a symbol name
 }
