@@ -406,14 +406,20 @@ def soak(minutes: float, n_tabs: int, mode: str, speed: float, every_s: float = 
 
 
 def soak_growth(samples: list[dict], warm_fraction: float = 0.2) -> dict:
-    """Growth from the end of warm-up to the end, in %.
+    """Growth from the end of warm-up to the end, in %: the median and the envelope.
 
     Warm-up lasts the first 20 % of samples, and at least until the view is full: the charts
     hold more bars (more points, more SVG) until the key figure *Bars* reaches window + bars
     shown — about nine minutes of a fresh replay at 1× on the default view — and a heap that
-    grows with them is filling, not leaking. Compares the median of the first post-warm-up
-    quarter with the median of the last quarter of samples, so one sample taken just before a
-    collection does not decide it.
+    grows with them is filling, not leaking.
+
+    ``*_growth_pct`` compares the median of the first post-warm-up quarter with the median of
+    the last quarter, so one sample taken just before a collection does not decide it. A heap
+    that saws with a period of minutes (Plotly's text-size cache in each tab fills to 10,000
+    entries, about 4 MB, then is emptied: docs/viewers.md) can still put the two quarters at
+    different phases of the saw, so ``*_floor_growth_pct`` and ``*_peak_growth_pct`` also
+    compare the lowest and the highest sample of the first half after warm-up with those of
+    the second half: memory is flat when neither the floor nor the peak rises.
     """
     bars = [s.get("bars") or 0 for s in samples]
     full = bars.index(max(bars)) if bars else 0
@@ -423,22 +429,39 @@ def soak_growth(samples: list[dict], warm_fraction: float = 0.2) -> dict:
         return {"samples": samples, "note": "too few samples after warm-up for a growth figure"}
     q = max(1, len(rest) // 4)
     head, tail = rest[:q], rest[-q:]
+    first, second = rest[: len(rest) // 2], rest[len(rest) // 2 :]
 
-    def growth(values_head, values_tail) -> float:
-        a, b = float(np.median(values_head)), float(np.median(values_tail))
+    def pct(a: float, b: float) -> float:
         return 100.0 * (b - a) / a
 
-    n_tabs = len(samples[0]["js_heap_mb"])
+    def growth(values) -> float:
+        return pct(float(np.median(values(head))), float(np.median(values(tail))))
+
+    def floor(values) -> float:
+        return pct(min(values(first)), min(values(second)))
+
+    def peak(values) -> float:
+        return pct(max(values(first)), max(values(second)))
+
+    def rss(part):
+        return [s["rss_mb"] for s in part]
+
+    def heaps(i):
+        return lambda part: [s["js_heap_mb"][i] for s in part]
+
+    tabs = range(len(samples[0]["js_heap_mb"]))
     return {
         "warm_until_s": rest[0]["t_s"],
         "rss_mb_start": samples[0]["rss_mb"],
-        "rss_mb_after_warmup": float(np.median([s["rss_mb"] for s in head])),
-        "rss_mb_end": float(np.median([s["rss_mb"] for s in tail])),
-        "rss_growth_pct": growth([s["rss_mb"] for s in head], [s["rss_mb"] for s in tail]),
-        "js_heap_growth_pct": [
-            growth([s["js_heap_mb"][i] for s in head], [s["js_heap_mb"][i] for s in tail])
-            for i in range(n_tabs)
-        ],
+        "rss_mb_after_warmup": float(np.median(rss(head))),
+        "rss_mb_end": float(np.median(rss(tail))),
+        "rss_growth_pct": growth(rss),
+        "rss_floor_growth_pct": floor(rss),
+        "rss_peak_growth_pct": peak(rss),
+        "js_heap_growth_pct": [growth(heaps(i)) for i in tabs],
+        "js_heap_floor_growth_pct": [floor(heaps(i)) for i in tabs],
+        "js_heap_peak_growth_pct": [peak(heaps(i)) for i in tabs],
+        "js_heap_mb_range_after_warmup": [[min(heaps(i)(rest)), max(heaps(i)(rest))] for i in tabs],
         "cores_mean": samples[-1]["cores_so_far"],
         "samples": samples,
     }

@@ -111,3 +111,33 @@ def test_the_soak_measures_growth_from_when_the_view_is_full_not_while_the_chart
     assert got["js_heap_growth_pct"] == [0.0]
     assert got["rss_growth_pct"] == 10.0
     assert soak_growth(samples[:24])["note"].startswith("too few samples after warm-up")
+
+
+def test_the_soak_tells_a_bounded_cache_saw_from_a_leak_by_the_floor_and_the_peak():
+    from bench.viewers import soak_growth
+
+    # The view is full from the start; after warm-up (12 samples) the heap saws between 44 and
+    # 48 MB with a period of 24 samples (a cache filling, then emptied), so the quarters'
+    # medians fall on different phases of the saw. A leak is the same saw on a rising floor.
+    def run(leak_mb_per_sample: float) -> dict:
+        samples = [
+            {
+                "t_s": 30 * i,
+                "bars": 660,
+                "js_heap_mb": [44.0 + 4.0 * (i % 24) / 23 + leak_mb_per_sample * i],
+                "rss_mb": 300.0,
+                "cores_so_far": 0.2,
+            }
+            for i in range(60)
+        ]
+        return soak_growth(samples)
+
+    flat = run(0.0)
+    assert flat["js_heap_floor_growth_pct"] == [0.0]
+    assert flat["js_heap_peak_growth_pct"] == [0.0]
+    assert abs(flat["js_heap_growth_pct"][0]) > 1.0  # the median alone is at the saw's mercy
+    assert flat["js_heap_mb_range_after_warmup"] == [[44.0, 48.0]]
+    assert flat["rss_floor_growth_pct"] == flat["rss_peak_growth_pct"] == 0.0
+    leak = run(0.15)  # 3.6 MB over the 24 samples between the halves' floors: about +7.5 %
+    assert leak["js_heap_floor_growth_pct"][0] > 5.0
+    assert leak["js_heap_peak_growth_pct"][0] > 5.0
